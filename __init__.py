@@ -1,0 +1,13 @@
+"""DiffFERV face video editing for ComfyUI.
+
+ComfyUI loads this folder as a custom-node package and calls `comfy_entrypoint`. The node modules
+import ComfyUI, so they are imported only here, on demand: the algorithm packages (`flow`,
+`attention`) stay importable without a ComfyUI host.
+"""
+
+
+async def comfy_entrypoint():
+    """Return the pack's ComfyExtension (ComfyUI's V3 node registration)."""
+    from .nodes import DiffFERVExtension
+
+    return DiffFERVExtension()

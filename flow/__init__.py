@@ -1,0 +1,1 @@
+"""Optical flow and trajectory construction (pure numpy / torch / OpenCV; no ComfyUI import)."""

