@@ -1,0 +1,82 @@
+"""The TRAJECTORIES value passed between nodes: per latent grid, which cells form one trajectory.
+
+A trajectory is a chain of latent cells, at most one per frame, over a contiguous run of frames. Every
+cell of every frame belongs to exactly one trajectory (FLATTEN's rule). For one grid of h x w cells and
+F frames, a trajectory set is stored in two equivalent forms:
+
+- ``ids``   LongTensor [F, h*w]: the trajectory id (0..T-1) of each cell, cells in row-major order.
+- ``index`` LongTensor [T, F]: for trajectory t, the flat token index ``frame * h*w + cell`` of its cell
+  in each frame, or -1 for frames outside its run. Column f always holds frame f.
+
+Memory is O(F * h * w) per grid for ``ids`` and O(T * F) for ``index`` (T <= F * h * w; T is about
+h * w when tracking holds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class TrajectoryGrid:
+    """Trajectories on one latent grid of ``height`` x ``width`` cells over ``frames`` frames."""
+
+    height: int
+    width: int
+    ids: torch.Tensor  # [F, h*w] int64
+    index: torch.Tensor  # [T, F] int64, -1 = no cell in that frame
+
+    @property
+    def frames(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def count(self) -> int:
+        """Number of trajectories T."""
+        return int(self.index.shape[0])
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """[T] number of frames each trajectory spans."""
+        return (self.index >= 0).sum(dim=1)
+
+    @staticmethod
+    def from_ids(ids: torch.Tensor, height: int, width: int) -> TrajectoryGrid:
+        """Build the padded ``index`` form from per-cell ids [F, h*w] (ids must be 0..T-1, each id at
+        most once per frame)."""
+        frames, cells = ids.shape
+        if cells != height * width:
+            raise ValueError(f"ids has {cells} cells per frame, expected {height}x{width}={height * width}")
+        count = int(ids.max().item()) + 1
+        index = torch.full((count, frames), -1, dtype=torch.long)
+        frame_of = torch.arange(frames).unsqueeze(1).expand(frames, cells)
+        token = frame_of * cells + torch.arange(cells).unsqueeze(0)
+        index[ids.reshape(-1), frame_of.reshape(-1)] = token.reshape(-1)
+        return TrajectoryGrid(height, width, ids.to(torch.long), index)
+
+
+@dataclass(frozen=True)
+class TrajectorySet:
+    """Trajectories of one clip at every latent grid the attention patches run at.
+
+    ``grids`` maps (h, w) in latent cells to its TrajectoryGrid; ``image_size`` is the (H, W) in pixels
+    of the frames the flow was computed on; ``frames`` their count.
+    """
+
+    frames: int
+    image_size: tuple[int, int]
+    grids: dict[tuple[int, int], TrajectoryGrid] = field(default_factory=dict)
+
+    def grid(self, height: int, width: int) -> TrajectoryGrid:
+        """The trajectories for a latent grid of height x width cells; a clear error if absent."""
+        try:
+            return self.grids[(height, width)]
+        except KeyError:
+            have = ", ".join(f"{h}x{w}" for h, w in sorted(self.grids)) or "none"
+            raise KeyError(
+                f"no trajectories for a {height}x{width} latent grid (have: {have}); the trajectories were "
+                f"computed for {self.image_size[1]}x{self.image_size[0]} frames: compute them from the same "
+                "frames that are encoded to the latent"
+            ) from None
