@@ -1,0 +1,72 @@
+"""Attention primitives shared by the temporal attention and the cross-attention map control.
+
+Tensors use ComfyUI's attention layout: q [B, Nq, heads*dim_head], k and v [B, Nk, heads*dim_head], heads
+not split. An *attention function* has ComfyUI's `optimized_attention` signature
+``fn(q, k, v, heads, mask=None, **kwargs) -> [B, Nq, heads*dim_head]``; the ComfyUI glue passes
+ComfyUI's own one in, the pure code defaults to `sdpa_attention`.
+
+A batch handed to a ComfyUI attention patch is made of *chunks* (one per entry of
+``extra_options["cond_or_uncond"]``), each holding the F frames of the clip in order: row ``c * F + f``
+is frame f of chunk c.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+
+class AttentionFn(Protocol):
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask=None, **kwargs
+    ) -> torch.Tensor: ...
+
+
+def sdpa_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask=None, **kwargs
+) -> torch.Tensor:
+    """Multi-head attention with torch's scaled_dot_product_attention, in ComfyUI's layout and signature
+    (extra keyword arguments such as ``attn_precision`` or ``transformer_options`` are accepted and
+    ignored). Memory: whatever the selected SDPA kernel needs (at most B*heads*Nq*Nk for the math one)."""
+    out = F.scaled_dot_product_attention(
+        split_heads(q, heads), split_heads(k, heads), split_heads(v, heads), mask
+    )
+    return merge_heads(out)
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, N, heads*d] -> [B, heads, N, d] (a view)."""
+    b, n, inner = x.shape
+    return x.view(b, n, heads, inner // heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[B, heads, N, d] -> [B, N, heads*d]."""
+    b, heads, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, heads * d)
+
+
+def attention_probs(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
+    """The attention maps softmax(q k^T / sqrt(d)) per head, [B, heads, Nq, Nk], computed in float32 and
+    returned in q's dtype. Memory: B*heads*Nq*Nk floats (used for cross-attention, where Nk is the
+    prompt's token count)."""
+    qh, kh = split_heads(q, heads).float(), split_heads(k, heads).float()
+    scale = qh.shape[-1] ** -0.5
+    return torch.softmax(qh @ kh.transpose(-1, -2) * scale, dim=-1).to(q.dtype)
+
+
+def apply_probs(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention output from maps [B, heads, Nq, Nk] and values v [B, Nk, heads*d] -> [B, Nq, heads*d]."""
+    return merge_heads(probs.to(v.dtype) @ split_heads(v, probs.shape[1]))
+
+
+def frames_per_chunk(batch: int, chunks: int) -> int:
+    """F from a patch's batch size and its chunk count, with a clear error if they do not divide."""
+    if chunks < 1 or batch % chunks:
+        raise ValueError(
+            f"attention batch of {batch} rows cannot be split into {chunks} chunks of equal frame count "
+            "(extra_options['cond_or_uncond'] must list one entry per chunk of the clip's frames)"
+        )
+    return batch // chunks

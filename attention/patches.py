@@ -1,0 +1,152 @@
+"""The attention replacements ComfyUI calls as attn1/attn2 patches (pure torch: ComfyUI passes plain
+tensors and an ``extra_options`` dict; the ComfyUI glue that installs them lives in
+``nodes/attention_patches.py``).
+
+Both follow ComfyUI's replace-patch contract ``patch(q, k, v, extra_options) -> out``: q, k, v are
+projected and not split into heads, [chunks * F, tokens, heads*d]; out has q's shape and ComfyUI applies
+``to_out`` to it. They read from extra_options: ``cond_or_uncond`` (chunk count), ``n_heads``,
+``activations_shape`` ([B, C, H, W] of the block: the latent grid, never assumed square), ``block`` and
+``block_index``, ``attn_precision``, and the run's `PreservationControl` under `CONTROL_KEY` if any.
+
+Patch objects are immutable after construction (their memo of device copies aside) and return
+themselves from deepcopy: ComfyUI deep-copies model_options on every clone, and the trajectories they
+hold should not be copied each time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+
+from ..flow.trajectory_set import TrajectorySet
+from .control import CONTROL_KEY, block_key
+from .functional import AttentionFn, apply_probs, attention_probs, frames_per_chunk, sdpa_attention
+from .swcfa import sliding_window_attention
+from .tta import DEFAULT_MAX_ELEMENTS, TrajectoryGroups, trajectory_attention
+
+ReplacePatch = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Mapping], torch.Tensor]
+
+
+def _attention_kwargs(extra_options: Mapping) -> dict:
+    """What ComfyUI's own attention call passes besides q, k, v, heads."""
+    return {"attn_precision": extra_options.get("attn_precision"), "transformer_options": extra_options}
+
+
+class TemporalSelfAttention:
+    """attn1 replacement: SWCFA, then TTA on its output, as one self-attention (see ``tta.py`` for what
+    Q, K, V of each are).
+
+    out = TTA(q_tta, k_tta, SWCFA(q_swcfa, k_swcfa, v))
+
+    where (q_swcfa, k_swcfa) and (q_tta, k_tta) are the block's q and k, or the source's where the run's
+    PreservationControl injects them; v is never replaced. With `swcfa` off the first stage is plain
+    per-frame self-attention; with `tta` off the second stage is skipped.
+    """
+
+    def __init__(
+        self,
+        *,
+        window: int = 3,
+        swcfa: bool = True,
+        tta: bool = True,
+        trajectories: TrajectorySet | None = None,
+        attention_fn: AttentionFn = sdpa_attention,
+        max_elements: int = DEFAULT_MAX_ELEMENTS,
+    ):
+        if tta and trajectories is None:
+            raise ValueError("trajectory attention (TTA) needs TRAJECTORIES")
+        if window < 1 or window % 2 == 0:
+            raise ValueError(f"SWCFA window must be an odd number >= 1, got {window}")
+        self.window = window
+        self.swcfa = swcfa
+        self.tta = tta
+        self.trajectories = trajectories
+        self.attention_fn = attention_fn
+        self.max_elements = max_elements
+        self._groups: dict[tuple[int, int, torch.device], TrajectoryGroups] = {}
+
+    def __deepcopy__(self, memo) -> TemporalSelfAttention:
+        return self
+
+    def groups(self, height: int, width: int, device: torch.device) -> TrajectoryGroups:
+        """The trajectory groups of a height x width grid on `device` (validated and built once)."""
+        key = (height, width, device)
+        if key not in self._groups:
+            self._groups[key] = TrajectoryGroups.from_grid(self.trajectories.grid(height, width)).to(device)
+        return self._groups[key]
+
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Mapping
+    ) -> torch.Tensor:
+        chunks = len(extra_options["cond_or_uncond"])
+        frames = frames_per_chunk(q.shape[0], chunks)
+        heads = extra_options["n_heads"]
+        kwargs = _attention_kwargs(extra_options)
+        q_swcfa = q_tta = q
+        k_swcfa = k_tta = k
+        control = extra_options.get(CONTROL_KEY)
+        plan = control.plan(extra_options, chunks) if control is not None else None
+        if plan is not None:
+            q_swcfa, k_swcfa, q_tta, k_tta = control.self_attention(
+                plan, block_key(extra_options), q, k, frames
+            )
+
+        if self.swcfa:
+            out = sliding_window_attention(
+                q_swcfa, k_swcfa, v, chunks, self.window, heads, self.attention_fn, **kwargs
+            )
+        else:
+            out = self.attention_fn(q_swcfa, k_swcfa, v, heads, **kwargs)
+        if self.tta:
+            if self.trajectories.frames != frames:
+                raise ValueError(
+                    f"TRAJECTORIES hold {self.trajectories.frames} frames but the latent batch has {frames} "
+                    "frames per chunk: compute the trajectories from the same frames as the latent"
+                )
+            height, width = extra_options["activations_shape"][-2:]
+            groups = self.groups(int(height), int(width), q.device)
+            out = trajectory_attention(
+                q_tta, k_tta, out, groups, chunks, heads, self.attention_fn, self.max_elements, **kwargs
+            )
+        return out
+
+
+class CrossAttentionControl:
+    """attn2 replacement that lets the run's PreservationControl record and replace cross-attention maps.
+
+    Without a control asking for maps at this call it is the plain attention (or `previous`, the attn2
+    replacement another node had installed on this block, which keeps working). When maps are needed it
+    computes them explicitly (memory: chunks*F * heads * N * context tokens floats), hands them to the
+    control, and returns maps @ v. If the control only records, the output is `previous`'s (when there
+    is one); if it replaces maps, `previous` is bypassed for that call.
+    """
+
+    def __init__(self, attention_fn: AttentionFn = sdpa_attention, previous: ReplacePatch | None = None):
+        self.attention_fn = attention_fn
+        self.previous = previous
+
+    def __deepcopy__(self, memo) -> CrossAttentionControl:
+        return self
+
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Mapping
+    ) -> torch.Tensor:
+        chunks = len(extra_options["cond_or_uncond"])
+        control = extra_options.get(CONTROL_KEY)
+        plan = control.plan(extra_options, chunks) if control is not None else None
+        if plan is None or not control.wants_cross_maps(plan):
+            return self._plain(q, k, v, extra_options)
+        frames = frames_per_chunk(q.shape[0], chunks)
+        probs = attention_probs(q, k, extra_options["n_heads"])
+        mixed = control.cross_attention(plan, block_key(extra_options), probs, frames)
+        if mixed is probs and self.previous is not None:
+            return self.previous(q, k, v, extra_options)
+        return apply_probs(mixed, v)
+
+    def _plain(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Mapping
+    ) -> torch.Tensor:
+        if self.previous is not None:
+            return self.previous(q, k, v, extra_options)
+        return self.attention_fn(q, k, v, extra_options["n_heads"], **_attention_kwargs(extra_options))

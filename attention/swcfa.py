@@ -1,0 +1,80 @@
+"""Sliding-Window-based Cross-Frame Attention (SWCFA, DiffFERV section 3.3, equation 6).
+
+The queries of frame i (1-based in the paper) attend to the keys and values of frames
+``max(i - w//2, 1) .. min(i + w//2, m)`` of the same clip, concatenated: frames near the ends see fewer
+frames (the window is clipped, not shifted and not padded with repeats). With w = 1 this is the plain
+per-frame self-attention.
+
+Frames are grouped by how many frames their window holds (at most w//2 + 1 distinct counts), and each
+group is one call of the attention function over all chunks, so the Python loop runs over window sizes,
+never over frames or tokens; ComfyUI's optimized attention does the work unmodified (no mask).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from .functional import AttentionFn, frames_per_chunk, sdpa_attention
+
+
+@lru_cache(maxsize=64)
+def window_groups(
+    frames: int, window: int
+) -> tuple[tuple[tuple[int, ...], tuple[tuple[int, ...], ...]], ...]:
+    """Frames grouped by window size: ((query frames), (key frames of each query frame)), 0-based.
+
+    Frame i's keys are frames max(i - w//2, 0) .. min(i + w//2, frames - 1) in order.
+    """
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"SWCFA window must be an odd number >= 1, got {window}")
+    if frames < 1:
+        raise ValueError(f"SWCFA needs at least one frame, got {frames}")
+    half = window // 2
+    by_count: dict[int, list[int]] = {}
+    for i in range(frames):
+        count = min(i + half, frames - 1) - max(i - half, 0) + 1
+        by_count.setdefault(count, []).append(i)
+    return tuple(
+        (tuple(group), tuple(tuple(range(max(i - half, 0), max(i - half, 0) + count)) for i in group))
+        for count, group in sorted(by_count.items())
+    )
+
+
+def sliding_window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    chunks: int,
+    window: int,
+    heads: int,
+    attention_fn: AttentionFn = sdpa_attention,
+    **attention_kwargs,
+) -> torch.Tensor:
+    """SWCFA over a chunked batch.
+
+    q, k, v: [chunks * F, N, heads*d] (row c*F + f = frame f of chunk c, N tokens per frame); returns
+    [chunks * F, N, heads*d]. A frame attends only to frames of its own chunk. Extra keyword arguments
+    go to `attention_fn`.
+
+    Memory: the gathered keys and values, 2 * chunks * F * w * N * heads*d elements (linear in frames
+    and in w), plus what `attention_fn` needs for queries of N tokens against up to w*N keys.
+    """
+    frames = frames_per_chunk(q.shape[0], chunks)
+    groups = window_groups(frames, window)
+    if len(groups) == 1 and len(groups[0][1][0]) == 1:  # every window holds only its own frame
+        return attention_fn(q, k, v, heads, **attention_kwargs)
+
+    tokens, inner = q.shape[1], q.shape[2]
+    q4, k4, v4 = (x.reshape(chunks, frames, tokens, inner) for x in (q, k, v))
+    out = torch.empty_like(q4)
+    for query_frames, key_frames in groups:
+        rows = torch.tensor(query_frames, device=q.device)
+        cols = torch.tensor(key_frames, device=q.device)  # [G, n]
+        count, span = cols.shape
+        kg = k4[:, cols].reshape(chunks * count, span * tokens, inner)
+        vg = v4[:, cols].reshape(chunks * count, span * tokens, inner)
+        qg = q4[:, rows].reshape(chunks * count, tokens, inner)
+        out[:, rows] = attention_fn(qg, kg, vg, heads, **attention_kwargs).view(chunks, count, tokens, inner)
+    return out.view(chunks * frames, tokens, inner)

@@ -1,0 +1,145 @@
+"""Trajectory-based Temporal Attention (TTA, DiffFERV section 3.3, equation 8).
+
+Each token attends to the tokens on its own trajectory across all frames. Every token lies on exactly
+one trajectory (TRAJECTORIES, see ``flow/trajectory_set.py``), so TTA is attention *inside groups*:
+gather each trajectory's queries, keys and values once, attend within the group, scatter the result
+back. Nothing is copied per token: FLATTEN builds, for every token, its own [F, d] copy of the keys and
+values of its trajectory ((B*F, heads, HW, F, d) tensors, O(F^2 * HW) memory); here each trajectory's
+keys exist once (O(F * HW)).
+
+Trajectories are grouped by length (a trajectory covers a contiguous run of frames), so each group is a
+dense [T_L, L] block: no padding, no key mask, and ComfyUI's optimized attention runs unmodified with
+a batch of trajectories and L tokens each. The loop runs over distinct lengths (at most F) and memory
+chunks, never over tokens.
+
+What Q, K and V are (the patch in ``patches.py`` passes them in):
+
+- Q_TTA = v_{i,p_i} W_Q and K_TTA = [v_{1,p_1} .. v_{m,p_m}] W_K: the paper's equation 8 uses the
+  self-attention block's own projections of the block input v, the same q and k that SWCFA gets
+  (TTA is training-free: there are no other weights). FLATTEN's code offers this as its ``old_qk=1``
+  mode; its default instead reuses the spatial attention output as Q = K = V, which has no W_Q/W_K
+  and so does not match the paper's equation.
+- V_TTA: the SWCFA output of the same block (heads merged, before ``to_out``). The paper is silent
+  on how the two attentions compose; its Fig. 2 chains SWCFA -> TTA -> cross-attention inside one
+  UNet layer, and FLATTEN (both modes) feeds the spatial attention output as the trajectory values and
+  applies ``to_out`` once after the trajectory attention. We do the same, so the whole SWCFA -> TTA
+  chain is one attn1 replacement and ``to_out`` follows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..flow.trajectory_set import TrajectoryGrid
+from .functional import AttentionFn, frames_per_chunk, sdpa_attention
+
+DEFAULT_MAX_ELEMENTS = 1 << 25
+"""Work-set cap per attention call, in tensor elements (32 Mi: 64 MiB at fp16): bounds TTA's peak."""
+
+
+@dataclass(frozen=True)
+class TrajectoryGroups:
+    """One latent grid's trajectories as dense blocks of equal length.
+
+    ``buckets[j]`` is a LongTensor [T_L, L]: the flat token indices ``frame * cells + cell`` of the T_L
+    trajectories that span exactly L frames, in frame order. Every token of the F frames appears in
+    exactly one bucket row. Memory: F * cells indices.
+    """
+
+    frames: int
+    cells: int
+    buckets: tuple[torch.Tensor, ...]
+
+    @staticmethod
+    def from_grid(grid: TrajectoryGrid) -> TrajectoryGroups:
+        """Validate a TrajectoryGrid (every token on exactly one trajectory, column f = frame f, each
+        trajectory a contiguous run of frames) and group its trajectories by length."""
+        frames, cells = grid.frames, grid.height * grid.width
+        index = grid.index
+        if index.ndim != 2 or index.shape[1] != frames:
+            raise ValueError(
+                f"TRAJECTORIES grid {grid.height}x{grid.width}: index must be [T, {frames}], got "
+                f"{list(index.shape)}; rebuild the trajectories"
+            )
+        valid = index >= 0
+        frame_of = torch.arange(frames).expand_as(index)
+        if bool(((index // cells != frame_of) & valid).any()):
+            raise ValueError(
+                f"TRAJECTORIES grid {grid.height}x{grid.width}: an entry in column f is not a token of "
+                "frame f; rebuild the trajectories"
+            )
+        counts = torch.bincount(index[valid], minlength=frames * cells)
+        if counts.numel() != frames * cells or bool((counts != 1).any()):
+            raise ValueError(
+                f"TRAJECTORIES grid {grid.height}x{grid.width}: every token of the {frames} frames must "
+                "lie on exactly one trajectory; rebuild the trajectories"
+            )
+        lengths = valid.sum(dim=1)
+        starts = torch.where(valid, frame_of, frames).amin(dim=1)
+        contiguous = valid == ((frame_of >= starts[:, None]) & (frame_of < (starts + lengths)[:, None]))
+        if not bool(contiguous.all()):
+            raise ValueError(
+                f"TRAJECTORIES grid {grid.height}x{grid.width}: a trajectory skips a frame (each must "
+                "cover a contiguous run of frames); rebuild the trajectories"
+            )
+        buckets = []
+        for length in torch.unique(lengths).tolist():
+            rows = torch.nonzero(lengths == length).squeeze(1)
+            cols = starts[rows, None] + torch.arange(length)
+            buckets.append(index[rows[:, None], cols])
+        return TrajectoryGroups(frames, cells, tuple(buckets))
+
+    def to(self, device: torch.device) -> TrajectoryGroups:
+        return TrajectoryGroups(self.frames, self.cells, tuple(b.to(device) for b in self.buckets))
+
+
+def trajectory_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    groups: TrajectoryGroups,
+    chunks: int,
+    heads: int,
+    attention_fn: AttentionFn = sdpa_attention,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    **attention_kwargs,
+) -> torch.Tensor:
+    """TTA over a chunked batch.
+
+    q, k, v: [chunks * F, N, heads*d] with N = the grid's cells (row c*F + f = frame f of chunk c);
+    returns [chunks * F, N, heads*d]. Trajectories never cross chunks. A trajectory of one frame
+    returns its value unchanged (attention over a single key). Extra keyword arguments go to
+    `attention_fn`.
+
+    Memory: the output (chunks * F * N * heads*d) plus one work set at a time: the gathered q, k, v
+    and the attention scores of a batch of trajectories, kept under about `max_elements` elements by
+    splitting large buckets. Peak memory is therefore linear in frames; time is proportional to
+    sum over trajectories of L^2 (at most F * the token count).
+    """
+    frames = frames_per_chunk(q.shape[0], chunks)
+    tokens, inner = q.shape[1], q.shape[2]
+    if frames != groups.frames or tokens != groups.cells:
+        raise ValueError(
+            f"TRAJECTORIES were built for {groups.frames} frames of {groups.cells} cells, but the attention "
+            f"sees {frames} frames of {tokens} cells: compute the trajectories from the same frames as the "
+            "latent"
+        )
+    qf, kf, vf = (x.reshape(chunks, frames * tokens, inner) for x in (q, k, v))
+    out = torch.empty_like(vf)
+    for bucket in groups.buckets:
+        count, length = bucket.shape
+        if length == 1:
+            flat = bucket.reshape(-1)
+            out.index_copy_(1, flat, vf.index_select(1, flat))
+            continue
+        per_trajectory = chunks * length * (3 * inner + heads * length)
+        step = max(1, max_elements // per_trajectory)
+        for start in range(0, count, step):
+            flat = bucket[start : start + step].reshape(-1)
+            n = flat.numel() // length
+            qg, kg, vg = (x.index_select(1, flat).view(chunks * n, length, inner) for x in (qf, kf, vf))
+            result = attention_fn(qg, kg, vg, heads, **attention_kwargs)
+            out.index_copy_(1, flat, result.reshape(chunks, n * length, inner))
+    return out.view(chunks * frames, tokens, inner)
