@@ -10,12 +10,15 @@ projected and not split into heads, [chunks * F, tokens, heads*d]; out has q's s
 
 Patch objects are immutable after construction (their memo of device copies aside) and return
 themselves from deepcopy: ComfyUI deep-copies model_options on every clone, and the trajectories they
-hold should not be copied each time.
+hold should not be copied each time. Each class carries a ``diffferv_patch`` marker ("attn1"/"attn2"):
+the glue recognises its own patches by it, not by class identity, because the pack can be imported
+under more than one module name (ComfyUI derives one from the folder, the tests use another).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 import torch
 
@@ -43,6 +46,8 @@ class TemporalSelfAttention:
     PreservationControl injects them; v is never replaced. With `swcfa` off the first stage is plain
     per-frame self-attention; with `tta` off the second stage is skipped.
     """
+
+    diffferv_patch: ClassVar[str] = "attn1"
 
     def __init__(
         self,
@@ -121,6 +126,8 @@ class CrossAttentionControl:
     control, and returns maps @ v. If the control only records, the output is `previous`'s (when there
     is one); if it replaces maps, `previous` is bypassed for that call.
     """
+
+    diffferv_patch: ClassVar[str] = "attn2"
 
     def __init__(self, attention_fn: AttentionFn = sdpa_attention, previous: ReplacePatch | None = None):
         self.attention_fn = attention_fn
