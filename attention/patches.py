@@ -139,12 +139,11 @@ class CrossAttentionControl:
     def __call__(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Mapping
     ) -> torch.Tensor:
-        chunks = chunk_count(extra_options)
         control = extra_options.get(CONTROL_KEY)
         plan = control.plan(extra_options) if control is not None else None
         if plan is None or not control.wants_cross_maps(plan):
             return self._plain(q, k, v, extra_options)
-        frames = frames_per_chunk(q.shape[0], chunks)
+        frames = frames_per_chunk(q.shape[0], chunk_count(extra_options))
         probs = attention_probs(q, k, extra_options["n_heads"])
         mixed = control.cross_attention(plan, block_key(extra_options), probs, frames)
         if mixed is probs and self.previous is not None:
