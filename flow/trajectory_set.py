@@ -42,6 +42,12 @@ class TrajectoryGrid:
         """[T] number of frames each trajectory spans."""
         return (self.index >= 0).sum(dim=1)
 
+    @property
+    def full_span_share(self) -> float:
+        """Share of all cells (of all frames) whose trajectory spans every frame: 1.0 when tracking
+        never breaks; each such trajectory holds F of the F * h * w cells."""
+        return float((self.lengths == self.frames).sum()) / (self.height * self.width)
+
     @staticmethod
     def from_ids(ids: torch.Tensor, height: int, width: int) -> TrajectoryGrid:
         """Build the padded ``index`` form from per-cell ids [F, h*w] (ids must be 0..T-1, each id at
