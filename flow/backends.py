@@ -13,6 +13,7 @@ is seen at (x + dx, y + dy) in ``frames_b[n]``. Memory: a few flow-sized buffers
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -98,7 +99,9 @@ class TorchScriptFlow:
                 "TorchScriptFlow's calling convention) or choose the 'dis' backend, which needs no file"
             )
         self.device = torch.device(device)
-        self.module = torch.jit.load(str(path), map_location=self.device).eval()
+        with warnings.catch_warnings():  # torch >= 2.10 marks torch.jit.load deprecated; it still works
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.*", category=FutureWarning)
+            self.module = torch.jit.load(str(path), map_location=self.device).eval()
 
     @torch.no_grad()
     def compute(self, frames_a: torch.Tensor, frames_b: torch.Tensor) -> torch.Tensor:
