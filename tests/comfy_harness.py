@@ -95,6 +95,7 @@ class InProcessComfy:
         # named utils.py) first on sys.path; do the same so `utils.*` stays the package.
         importlib.import_module("utils.install_util")
         import execution
+
         import nodes
 
         self.folder_paths = folder_paths
