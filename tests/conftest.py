@@ -25,3 +25,63 @@ def _import_pack() -> None:
 
 
 _import_pack()
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixtures: a real ComfyUI in this process, random-weight SD1.5-shaped models, the demo clip.
+# (Imported lazily: tests of the pure packages never start ComfyUI.)
+
+import os  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import pytest  # noqa: E402
+
+DEMO_CLIP = ROOT / "workflows" / "media" / "talking_face.mp4"
+CACHE = Path(os.environ.get("DIFFFERV_TEST_CACHE", ROOT / ".cache"))
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory):
+    """ComfyUI (in-process) with the built-in nodes and this pack loaded; see tests/comfy_harness.py."""
+    from comfy_harness import InProcessComfy
+
+    return InProcessComfy(tmp_path_factory.mktemp("comfyui"))
+
+
+@dataclass(frozen=True)
+class TinySD15:
+    """Random-weight SD1.5-shaped MODEL (ModelPatcher), CLIP and VAE built with ComfyUI's classes."""
+
+    model: object
+    clip: object
+    vae: object
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15(comfy) -> TinySD15:
+    from comfy_harness import build_clip, build_unet, build_vae
+
+    return TinySD15(build_unet(seed=0), build_clip(seed=1), build_vae(seed=2))
+
+
+@pytest.fixture(scope="session")
+def demo_clip() -> Path:
+    """The committed demo clip: 48 frames, 350x350, 25 fps, h264."""
+    return DEMO_CLIP
+
+
+@pytest.fixture(scope="session")
+def sd15_checkpoint(comfy) -> Path:
+    """A full-size random-weight SD1.5 checkpoint (real key layout), cached under .cache/ between runs."""
+    from comfy_harness import write_random_sd15_checkpoint
+
+    return write_random_sd15_checkpoint(CACHE / "checkpoints" / "random_sd15.safetensors")
+
+
+@pytest.fixture(scope="session")
+def input_clip(comfy, demo_clip) -> str:
+    """The demo clip copied into the in-process ComfyUI's input folder; returns its file name there."""
+    import shutil
+
+    shutil.copy(demo_clip, comfy.workdir / "input" / demo_clip.name)
+    return demo_clip.name

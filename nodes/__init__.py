@@ -1,0 +1,13 @@
+"""ComfyUI nodes of the pack (V3 schema). Thin: they parse inputs, call the core packages, shape outputs."""
+
+from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
+
+from .load_video import LoadVideo
+from .video_combine import VideoCombine
+
+
+class DiffFERVExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [LoadVideo, VideoCombine]

