@@ -36,9 +36,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
-from torch.nn import functional
 
 from .backends import FlowBackend
 from .consistency import consistent_pixels
@@ -108,81 +108,94 @@ def area_flow(
 
     ``forward`` [N, H, W, 2] (pixels), ``reliable`` bool [N, H, W]. Returns the cell flow float64
     [N, H/factor, W/factor, 2] in cells, and bool [N, H/factor, W/factor]: at least half the cell's
-    pixels reliable.
+    pixels reliable. OpenCV's INTER_AREA resize (for a whole factor, the mean of each block), per pair.
     """
-    flow = functional.avg_pool2d(forward.permute(0, 3, 1, 2).to(torch.float32), factor) / factor
-    share = functional.avg_pool2d(reliable.unsqueeze(1).to(torch.float32), factor)
-    return flow.permute(0, 2, 3, 1).to(torch.float64), share.squeeze(1) >= 0.5
+    _, height, width, _ = forward.shape
+    size = (width // factor, height // factor)
+    flows, shares = [], []
+    for fwd, ok in zip(forward.detach().cpu().to(torch.float32).numpy(), reliable.cpu().numpy(), strict=True):
+        flows.append(cv2.resize(fwd, size, interpolation=cv2.INTER_AREA))
+        shares.append(cv2.resize(ok.astype(np.float32), size, interpolation=cv2.INTER_AREA))
+    flow = torch.from_numpy(np.stack(flows)).to(torch.float64) / factor
+    return flow, torch.from_numpy(np.stack(shares)) >= 0.5
 
 
-def _pick(
-    target: torch.Tensor, source: torch.Tensor, keys: Sequence[torch.Tensor], cells: int
-) -> torch.Tensor:
-    """For claims ``source -> target`` (1-D, same length), the source each target goes to: the smallest
-    ``keys`` in lexicographic order, then the smallest source. Returns [cells], ``cells`` = unclaimed."""
-    keep = torch.ones_like(target, dtype=torch.bool)
+def _pick(target: np.ndarray, keys: Sequence[np.ndarray], cells: int) -> np.ndarray:
+    """Resolves claims: chain i (0..cells-1) claims cell ``target[i]`` (``cells`` = no claim). Returns
+    [cells]: per cell the claiming chain with the smallest ``keys`` (lexicographic), then the smallest
+    index; ``cells`` where nobody claims. A spare slot takes the non-claims, so every array stays
+    full-length (no boolean indexing)."""
+    keep = np.ones(target.shape, dtype=bool)
     for key in keys:
-        best = torch.full((cells,), torch.inf, dtype=torch.float64).scatter_reduce(
-            0, target[keep], key[keep].to(torch.float64), "amin"
-        )
-        keep &= key.to(torch.float64) == best[target]
-    return torch.full((cells,), cells).scatter_reduce(0, target[keep], source[keep], "amin")
-
-
-_CORNERS = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+        key = np.where(keep, key, np.inf)
+        best = np.full(cells + 1, np.inf)
+        np.minimum.at(best, target, key)
+        keep &= key == best[target]
+    winner = np.full(cells + 1, cells)
+    np.minimum.at(winner, target, np.where(keep, np.arange(target.shape[0]), cells))
+    return winner[:cells]
 
 
 def link_trajectories(flow: torch.Tensor, reliable: torch.Tensor) -> TrajectoryGrid:
     """Chains the cells of one grid into trajectories (the rule in the module docstring).
 
     ``flow`` [F-1, h, w, 2] (dx, dy in cells, frame f to f + 1), ``reliable`` bool [F-1, h, w]. Loops
-    over frames (and the four candidate ranks) only; each step is O(h*w). Memory: O(F * h * w).
+    over frames (and the four candidate ranks) only; each step is a few dozen O(h*w) numpy operations
+    (numpy, not torch: on arrays this small torch's thread pool costs more than it gives, and on a
+    loaded machine far more). Memory: O(F * h * w).
     """
     steps, height, width, _ = flow.shape
     cells = height * width
-    flow = flow.to(torch.float64).reshape(steps, cells, 2)
-    reliable = reliable.reshape(steps, cells)
-    ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+    flow = flow.detach().cpu().to(torch.float64).reshape(steps, cells, 2).numpy()
+    reliable = reliable.detach().cpu().reshape(steps, cells).numpy()
+    ys, xs = np.meshgrid(
+        np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij"
     )
-    centres = torch.stack([xs, ys], dim=-1).reshape(cells, 2)
-    cell_index = torch.arange(cells)
+    centres = np.stack([xs, ys], axis=-1).reshape(cells, 2)
+    offset = np.array([0.0, 1.0])
+    size = np.array([[width], [height]], dtype=np.float64)
 
-    ids = torch.empty(steps + 1, cells, dtype=torch.long)
-    ids[0] = cell_index
+    ids = np.empty((steps + 1, cells), dtype=np.int64)
+    ids[0] = np.arange(cells)
     position = centres  # exact (x, y) of the chain through each cell of the current frame
     next_id = cells
     for f in range(steps):
         landing = position + flow[f]
-        corner = torch.floor(landing).unsqueeze(1) + _CORNERS  # [cells, 4, 2]
-        miss = ((landing.unsqueeze(1) - corner) ** 2).sum(-1)
-        cx, cy = corner.unbind(-1)
-        usable = (miss < 1.0) & (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height) & reliable[f, :, None]
-        miss, rank = torch.where(usable, miss, torch.inf).sort(dim=1, stable=True)
-        candidate = (cy * width + cx).clamp(0, cells - 1).to(torch.long).gather(1, rank)
+        base = np.floor(landing)
+        # the four cells around the landing point, in the order (0,0) (1,0) (0,1) (1,1) of (dx, dy)
+        near = (landing - base)[:, :, None] - offset  # [cells, 2 (x, y), 2 (offset)]
+        square = near * near
+        miss = (square[:, 1, :, None] + square[:, 0, None, :]).reshape(cells, 4)
+        corner = base[:, :, None] + offset  # [cells, 2 (x, y), 2 (offset)]
+        inside = (corner >= 0) & (corner < size)
+        usable = (inside[:, 1, :, None] & inside[:, 0, None, :]).reshape(cells, 4)
+        usable &= (miss < 1.0) & reliable[f, :, None]
+        index = (corner[:, 1, :, None] * width + corner[:, 0, None, :]).reshape(cells, 4).astype(np.int64)
+        miss = np.where(usable, miss, np.inf)
+        rank = np.argsort(miss, axis=1, kind="stable")
+        miss = np.take_along_axis(miss, rank, axis=1)
+        candidate = np.take_along_axis(np.where(usable, index, cells), rank, axis=1)
 
-        claims = torch.isfinite(miss[:, 0])
-        claimed = torch.zeros(cells, dtype=torch.bool)
-        claimed[candidate[claims, 0]] = True
-        can_yield = torch.isfinite(miss[:, 1]) & ~claimed[candidate[:, 1]]
-        winner = _pick(candidate[claims, 0], cell_index[claims], (can_yield[claims], miss[claims, 0]), cells)
-        placed = torch.zeros(cells, dtype=torch.bool)
-        placed[winner[winner < cells]] = True
+        claimed = np.zeros(cells + 1, dtype=bool)
+        claimed[candidate[:, 0]] = True
+        claimed[cells] = True  # "no candidate" is never free
+        can_yield = (~claimed[candidate[:, 1]]).astype(np.float64)
+        winner = _pick(candidate[:, 0], (can_yield, miss[:, 0]), cells)
+        placed = np.zeros(cells + 1, dtype=bool)
+        placed[winner] = True
         for r in range(1, 4):
-            free = winner == cells
-            claims = ~placed & torch.isfinite(miss[:, r]) & free[candidate[:, r]]
-            taken = _pick(candidate[claims, r], cell_index[claims], (miss[claims, r],), cells)
-            winner = torch.where(free, taken, winner)
-            placed[taken[taken < cells]] = True
+            free = np.append(winner == cells, False)
+            wanted = np.where(~placed[:cells] & free[candidate[:, r]], candidate[:, r], cells)
+            taken = _pick(wanted, (miss[:, r],), cells)
+            winner = np.where(free[:cells], taken, winner)
+            placed[taken] = True
 
         reached = winner < cells
-        ids[f + 1, reached] = ids[f, winner[reached]]
-        fresh = int(cells - reached.sum())
-        ids[f + 1, ~reached] = torch.arange(next_id, next_id + fresh)
-        next_id += fresh
-        position = centres.clone()
-        position[reached] = landing[winner[reached]]
-    return TrajectoryGrid.from_ids(ids, height, width)
+        source = np.minimum(winner, cells - 1)
+        ids[f + 1] = np.where(reached, ids[f, source], np.cumsum(~reached) + (next_id - 1))
+        next_id += cells - int(reached.sum())
+        position = np.where(reached[:, None], landing[source], centres)
+    return TrajectoryGrid.from_ids(torch.from_numpy(ids), height, width)
 
 
 def trajectories_from_flows(

@@ -9,6 +9,23 @@ import numpy as np
 import torch
 
 ASSET = Path(__file__).resolve().parent / "assets" / "astronaut_256.jpg"
+DEMO_CLIP = Path(__file__).resolve().parents[1] / "workflows" / "media" / "talking_face.mp4"
+
+
+def demo_frames(count: int, size: int) -> torch.Tensor:
+    """The first ``count`` frames of the demo clip (350x350) resized to ``size`` x ``size`` (area
+    filter when shrinking, cubic when enlarging), float32 [count, size, size, 3] in 0..1."""
+    import av
+
+    with av.open(str(DEMO_CLIP)) as container:
+        frames = []
+        for frame in container.decode(video=0):
+            rgb = frame.to_ndarray(format="rgb24")
+            filt = cv2.INTER_AREA if size < rgb.shape[0] else cv2.INTER_CUBIC
+            frames.append(cv2.resize(rgb, (size, size), interpolation=filt))
+            if len(frames) == count:
+                break
+    return torch.from_numpy(np.stack(frames)).to(torch.float32) / 255.0
 
 
 def portrait() -> np.ndarray:
