@@ -59,37 +59,46 @@ def check_frames(
     ``multiple`` (64: every latent grid down to 1/64 must have whole cells; the sampler sees the same
     frames, so nothing is padded or cropped here).
     """
-    if isinstance(frames, (torch.Tensor, np.ndarray)):
-        frames = list(frames) if frames.ndim == 4 else [frames]
-    frames = [torch.as_tensor(f) for f in frames]
-    if len(frames) < 2:
+    if isinstance(frames, (torch.Tensor, np.ndarray)) and frames.ndim == 4:
+        video = torch.as_tensor(frames)  # one batch: a single size by construction, no copy
+    else:
+        frames = [
+            torch.as_tensor(f)
+            for f in ([frames] if isinstance(frames, (torch.Tensor, np.ndarray)) else frames)
+        ]
+        for i, frame in enumerate(frames):
+            if frame.ndim == 3 and frame.shape[:2] != frames[0].shape[:2]:
+                raise ValueError(
+                    f"frames: frame {i} is {frame.shape[1]}x{frame.shape[0]} but frame 0 is "
+                    f"{frames[0].shape[1]}x{frames[0].shape[0]} (width x height); all frames must have one "
+                    "size: resize them to a common size first"
+                )
+        if any(frame.ndim != 3 for frame in frames):
+            shapes = sorted({tuple(frame.shape) for frame in frames})
+            raise ValueError(
+                f"frames: got frames of shape {shapes}; expected [height, width, channels] each (a ComfyUI "
+                "IMAGE batch is [frames, height, width, channels])"
+            )
+        video = torch.stack(frames) if frames else torch.empty(0, 0, 0, 3)
+    count, height, width, channels = video.shape
+    if count < 2:
+        raise ValueError(f"frames: got {count} frame(s); trajectories need a video of at least 2 frames")
+    if channels not in (1, 3, 4):
         raise ValueError(
-            f"frames: got {len(frames)} frame(s); trajectories need a video of at least 2 frames"
+            f"frames: {channels} channels; expected 1 (grey), 3 (RGB) or 4 (RGBA) as in a ComfyUI IMAGE "
+            "[frames, height, width, channels]"
         )
-    for i, frame in enumerate(frames):
-        if frame.ndim != 3 or frame.shape[-1] not in (1, 3, 4):
-            raise ValueError(
-                f"frames: frame {i} has shape {tuple(frame.shape)}; expected [height, width, channels] "
-                "with 1, 3 or 4 channels (a ComfyUI IMAGE batch is [frames, height, width, 3])"
-            )
-        if frame.shape[:2] != frames[0].shape[:2]:
-            raise ValueError(
-                f"frames: frame {i} is {frame.shape[1]}x{frame.shape[0]} but frame 0 is "
-                f"{frames[0].shape[1]}x{frames[0].shape[0]} (width x height); all frames must have one size: "
-                "resize them to a common size first"
-            )
-    height, width = frames[0].shape[:2]
     if height % multiple or width % multiple:
         raise ValueError(
             f"frames are {width}x{height} (width x height); both sides must be multiples of {multiple} so "
             f"that every latent grid down to 1/{multiple} has whole cells: resize to a multiple of "
-            f"{multiple}, e.g. with the DiffFERV loader, before computing trajectories"
+            f"{multiple}, e.g. with the short_side input of Load Video (DiffFERV), before computing "
+            "trajectories"
         )
-    video = torch.stack(frames)
-    video = video.to(torch.float32) / 255.0 if video.dtype == torch.uint8 else video.to(torch.float32)
     if video.shape[-1] == 1:
         video = video.expand(-1, -1, -1, 3)
-    return video[..., :3]
+    video = video[..., :3]
+    return video.to(torch.float32) / 255.0 if video.dtype == torch.uint8 else video.to(torch.float32)
 
 
 def pair_flows(frames: torch.Tensor, backend: FlowBackend) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -233,9 +233,11 @@ def test_check_frames_refuses_bad_input():
         check_frames(torch.zeros(1, 64, 64, 3))
     with pytest.raises(ValueError, match=r"frame 1 is 128x64 but frame 0 is 64x64.*one size"):
         check_frames([np.zeros((64, 64, 3), np.float32), np.zeros((64, 128, 3), np.float32)])
-    with pytest.raises(ValueError, match=r"100x64.*multiples of 64.*DiffFERV loader"):
+    with pytest.raises(ValueError, match=r"100x64.*multiples of 64.*Load Video \(DiffFERV\)"):
         check_frames(torch.zeros(3, 64, 100, 3))
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match="2 channels; expected 1"):
         check_frames(torch.zeros(3, 64, 64, 2))
+    with pytest.raises(ValueError, match=r"shape \[\(64, 64\)\]; expected \[height, width, channels\]"):
+        check_frames([np.zeros((64, 64))] * 2)
     video = check_frames([np.full((64, 128, 1), 255, np.uint8)] * 2)
     assert video.shape == (2, 64, 128, 3) and video.dtype == torch.float32 and bool((video == 1.0).all())

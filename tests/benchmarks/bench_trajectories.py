@@ -12,6 +12,8 @@
   grids: forward-backward check, area averaging, linking.
 - ``flow_<backend>_512x512_pair_s``: one flow between two 512x512 demo-clip frames (the node computes
   two per pair: forward and backward).
+- ``demo_full_span_<F>f_<h>x<w>``: on the demo clip at 512x512 with DIS, the share of cells whose
+  trajectory spans all F frames, per grid.
 Cell flows are the demo clip's DIS flow area-averaged to each grid (real motion, real collisions).
 """
 
@@ -78,8 +80,8 @@ def python_flatten_style(flow: list, reliable: list, height: int, width: int) ->
 
 def main() -> None:
     torch.set_num_threads(2)
-    frames = demo_frames(32, 512)
-    flows = list(pair_flows(frames, DISFlow()))  # 31 pairs of [512, 512, 2], both directions
+    frames = demo_frames(48, 512)
+    flows = list(pair_flows(frames, DISFlow()))  # 47 pairs of [512, 512, 2], both directions
     cell_flows = {}
     for factor, width in ((8, 64), (8, 48)):  # 48x64: the 512x384 crop of the same flow
         pooled = [
@@ -113,6 +115,10 @@ def main() -> None:
     a, b = frames[:1], frames[1:2]
     for backend in (DISFlow(), FarnebackFlow()):
         print(f"flow_{backend.name}_512x512_pair_s={best_of(5, partial(backend.compute, a, b)):.4f}")
+    for count in (16, 48):
+        trajectories = trajectories_from_flows(flows[: count - 1], (512, 512), 1.0)
+        for (height, width), grid in trajectories.grids.items():
+            print(f"demo_full_span_{count}f_{height}x{width}={grid.full_span_share:.3f}")
 
 
 if __name__ == "__main__":
