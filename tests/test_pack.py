@@ -27,12 +27,12 @@ def test_expected_nodes_are_registered(comfy):
 
 
 def test_algorithm_packages_import_without_comfyui():
-    """flow/ and attention/ are plain torch/numpy: importing every module there must not import comfy."""
+    """flow/, attention/ and editing/ are plain torch/numpy: importing any module there must not import comfy."""
     script = f"""
 import importlib, pkgutil, sys
 sys.path.insert(0, {str(ROOT / "tests")!r})
 import conftest
-for package in ("flow", "attention"):
+for package in ("flow", "attention", "editing"):
     base = importlib.import_module("comfyui_diffferv." + package)
     for module in pkgutil.iter_modules(base.__path__):
         importlib.import_module(f"comfyui_diffferv.{{package}}.{{module.name}}")
