@@ -1,4 +1,5 @@
-"""What every node of the pack shares: its category, id prefix, and the progress/interrupt hook."""
+"""What every node of the pack shares: its category, id prefix, shared socket types, and the
+progress/interrupt hook."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ from collections.abc import Callable
 
 import comfy.model_management
 import comfy.utils
+from comfy_api.latest import io
 
 CATEGORY = "DiffFERV"
 PREFIX = "DiffFERV_"
+
+Trajectories = io.Custom("DIFFFERV_TRAJECTORIES")
+"""Socket type of a flow.trajectory_set.TrajectorySet (prefixed: other packs have a TRAJECTORY type)."""
 
 
 def progress(total: int | None) -> Callable[[int], None]:

@@ -16,10 +16,7 @@ from comfy_api.latest import io
 from ..flow.backends import BACKENDS, make_backend
 from ..flow.preview import render_trajectories
 from ..flow.trajectories import LATENT_FACTORS, build_trajectories
-from .common import CATEGORY, PREFIX, progress
-
-Trajectories = io.Custom("DIFFFERV_TRAJECTORIES")
-"""The TRAJECTORIES socket type; its value is a flow.trajectory_set.TrajectorySet."""
+from .common import CATEGORY, PREFIX, Trajectories, progress
 
 FLOW_MODELS = "optical_flow"
 """ComfyUI model folder (models/optical_flow) holding user-supplied TorchScript flow models."""

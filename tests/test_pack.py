@@ -23,7 +23,9 @@ def test_comfyui_registers_every_node_with_prefix_category_and_tooltips(comfy):
 
 
 def test_expected_nodes_are_registered(comfy):
-    assert {"DiffFERV_LoadVideo", "DiffFERV_VideoCombine"} <= set(comfy.pack_node_ids)
+    assert {"DiffFERV_LoadVideo", "DiffFERV_VideoCombine", "DiffFERV_ComputeFlowTrajectories"} <= set(
+        comfy.pack_node_ids
+    )
 
 
 def test_algorithm_packages_import_without_comfyui():
