@@ -4,10 +4,11 @@ from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
 from .load_video import LoadVideo
+from .specialized_unet import LoadSpecializedUNet
 from .video_combine import VideoCombine
 
 
 class DiffFERVExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [LoadVideo, VideoCombine]
+        return [LoadVideo, LoadSpecializedUNet, VideoCombine]
