@@ -48,5 +48,7 @@ class Captioner:
             message[0]["content"].append({"type": "text", "text": self.prompt})
             out = self.pipe(text=message, max_new_tokens=self.max_tokens, return_full_text=False)
         else:
-            out = self.pipe(images=image, text=self.prompt, max_new_tokens=self.max_tokens, return_full_text=True)
+            out = self.pipe(
+                images=image, text=self.prompt, max_new_tokens=self.max_tokens, return_full_text=True
+            )
         return " ".join(out[0]["generated_text"].split())

@@ -168,13 +168,20 @@ def _load_single_file(path: Path, tokenizer_dir: Path | None) -> SD15Parts:
         )
 
     unet_config = sd15_unet_config(layout.model_channels)
-    unet = _filled(_empty(UNet2DConditionModel, unet_config), convert_ldm_unet_checkpoint(checkpoint, unet_config), path, "UNet")
+    unet = _filled(
+        _empty(UNet2DConditionModel, unet_config),
+        convert_ldm_unet_checkpoint(checkpoint, unet_config),
+        path,
+        "UNet",
+    )
     vae_keys = [k for k in checkpoint if k.startswith("first_stage_model.")]
     vae_config = sd15_vae_config(
         channels=checkpoint["first_stage_model.encoder.conv_in.weight"].shape[0],
         layers_per_block=_count(vae_keys, r"first_stage_model\.encoder\.down\.0\.block\.(\d+)\."),
     )
-    vae = _filled(_empty(AutoencoderKL, vae_config), convert_ldm_vae_checkpoint(checkpoint, vae_config), path, "VAE")
+    vae = _filled(
+        _empty(AutoencoderKL, vae_config), convert_ldm_vae_checkpoint(checkpoint, vae_config), path, "VAE"
+    )
     clip_weights = {
         k.removeprefix("text_model."): v
         for k, v in convert_ldm_clip_checkpoint(checkpoint).items()

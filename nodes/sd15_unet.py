@@ -60,7 +60,9 @@ def build_sd15_model(state_dict: dict[str, torch.Tensor], model_channels: int, n
         supported_dtypes=config.supported_inference_dtypes,
         weight_dtype=comfy.utils.weight_dtype(state_dict),
     )
-    config.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes))
+    config.set_inference_dtype(
+        dtype, mm.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes)
+    )
     model = config.get_model(state_dict)
     problems = shape_problems(state_dict, model.diffusion_model.state_dict(), "an SD1.5 UNet")
     if problems:

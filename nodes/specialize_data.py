@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import kornia.augmentation as K
 import numpy as np
 import torch
+from kornia.augmentation import RandomAffine
 from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
@@ -105,9 +105,13 @@ def load_image(path: Path, size: int) -> torch.Tensor:
     scaled to `size`, the longer one centre-cropped."""
     try:
         with Image.open(path) as opened:
-            image = ImageOps.fit(ImageOps.exif_transpose(opened).convert("RGB"), (size, size), Image.Resampling.LANCZOS)
+            image = ImageOps.fit(
+                ImageOps.exif_transpose(opened).convert("RGB"), (size, size), Image.Resampling.LANCZOS
+            )
     except Exception as error:  # the file changed or broke after the scan
-        raise DataError(f"{path}: cannot decode ({type(error).__name__}: {error}); remove it and resume") from error
+        raise DataError(
+            f"{path}: cannot decode ({type(error).__name__}: {error}); remove it and resume"
+        ) from error
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
@@ -161,13 +165,13 @@ class MixedSampler(torch.utils.data.Sampler):
             epoch, offset = epoch + 1, 0
 
 
-def face_augmentation(max_rotation: float, zoom: tuple[float, float], probability: float) -> K.RandomAffine:
+def face_augmentation(max_rotation: float, zoom: tuple[float, float], probability: float) -> RandomAffine:
     """Random rotation in [-max_rotation, max_rotation] degrees and zoom (scale) in `zoom`, applied to each
     image with the given probability; borders uncovered by zooming out are filled by reflection."""
-    return K.RandomAffine(degrees=max_rotation, scale=zoom, padding_mode="reflection", p=probability)
+    return RandomAffine(degrees=max_rotation, scale=zoom, padding_mode="reflection", p=probability)
 
 
-def augment_faces(augment: K.RandomAffine, images: torch.Tensor, is_face: torch.Tensor) -> torch.Tensor:
+def augment_faces(augment: RandomAffine, images: torch.Tensor, is_face: torch.Tensor) -> torch.Tensor:
     """Augment the face images of a [B, 3, H, W] batch (general pairs are left as they are)."""
     if not is_face.any():
         return images

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import safetensors.torch
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
 from .sd15_diffusers import SD15Parts
@@ -97,7 +97,9 @@ def export_unet(
     return path
 
 
-def save_state(folder: Path, unet, optimizer, scaler, step: int, samples: int, settings: TrainSettings) -> None:
+def save_state(
+    folder: Path, unet, optimizer, scaler, step: int, samples: int, settings: TrainSettings
+) -> None:
     """The training state, replaced as a whole: fp32 UNet (diffusers keys), optimizer and loss-scaler
     state, RNG states, step and sample position."""
     partial = folder.with_name(folder.name + ".partial")
@@ -107,7 +109,10 @@ def save_state(folder: Path, unet, optimizer, scaler, step: int, samples: int, s
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng}, partial / "optimizer.pt")
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng},
+        partial / "optimizer.pt",
+    )
     record = {"step": step, "samples": samples, "settings": asdict(settings)}
     (partial / "state.json").write_text(json.dumps(record, indent=1))
     old = folder.with_name(folder.name + ".old")
@@ -189,7 +194,10 @@ def train(
             group["lr"] = settings.learning_rate
         current = json.loads(json.dumps(asdict(settings)))  # tuples as lists, as saved
         changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v and k != "steps"}
-        log(f"resuming at step {step} ({samples} samples seen)" + (f"; changed settings: {changed}" if changed else ""))
+        log(
+            f"resuming at step {step} ({samples} samples seen)"
+            + (f"; changed settings: {changed}" if changed else "")
+        )
     else:
         torch.manual_seed(settings.seed)
 
@@ -209,8 +217,14 @@ def train(
 
     def save(final: bool) -> None:
         name = settings.name if final else f"{settings.name}-step{step:06d}"
-        info = {**metadata, "diffferv.step": step, "diffferv.key_layout": "comfyui" if export_key_map else "diffusers"}
-        export_unet(unet, output / f"{name}.safetensors", export_key_map, PRECISIONS[settings.save_dtype], info)
+        info = {
+            **metadata,
+            "diffferv.step": step,
+            "diffferv.key_layout": "comfyui" if export_key_map else "diffusers",
+        }
+        export_unet(
+            unet, output / f"{name}.safetensors", export_key_map, PRECISIONS[settings.save_dtype], info
+        )
         save_state(output / STATE_DIR, unet, optimizer, scaler, step, samples, settings)
         log(f"step {step}: saved {name}.safetensors and the training state")
 

@@ -207,7 +207,9 @@ def shape_problems(
     if missing:
         lines.append(f"{len(missing)} weights of {expected_name} are missing (e.g. {', '.join(missing[:3])})")
     if unexpected:
-        lines.append(f"{len(unexpected)} weights are not in {expected_name} (e.g. {', '.join(unexpected[:3])})")
+        lines.append(
+            f"{len(unexpected)} weights are not in {expected_name} (e.g. {', '.join(unexpected[:3])})"
+        )
     if wrong:
         examples = ", ".join(f"{k}: {shape(found[k])} vs {shape(expected[k])}" for k in wrong[:3])
         lines.append(f"{len(wrong)} weights have other shapes than in {expected_name} (e.g. {examples})")

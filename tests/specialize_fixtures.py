@@ -20,7 +20,14 @@ from conftest import DEMO_CLIP
 from PIL import Image
 
 FACE_SIZE = 96  # stored size; training runs at 64
-CROPS = [(0, 20, 20, 300), (8, 40, 10, 280), (16, 0, 0, 350), (24, 60, 30, 260), (32, 30, 50, 290), (40, 10, 0, 320)]
+CROPS = [
+    (0, 20, 20, 300),
+    (8, 40, 10, 280),
+    (16, 0, 0, 350),
+    (24, 60, 30, 260),
+    (32, 30, 50, 290),
+    (40, 10, 0, 320),
+]
 CAPTIONS = [
     "a photo of a young woman with curly red hair",
     "a close-up portrait of a smiling woman",
@@ -102,7 +109,9 @@ def tiny_checkpoint(comfy, tmp_path_factory) -> TinyCheckpoint:
     return TinyCheckpoint(path, host_dir())
 
 
-def train_arguments(checkpoint: TinyCheckpoint, data: Dataset, output: Path, steps: int, *extra: str) -> list[str]:
+def train_arguments(
+    checkpoint: TinyCheckpoint, data: Dataset, output: Path, steps: int, *extra: str
+) -> list[str]:
     """Command-line arguments of a short CPU run: 64 px, batch 4 as 2 micro-batches of 2, learning rate
     raised so a few dozen steps show learning, fp32 exports (compared at tight tolerance)."""
     return [
@@ -136,7 +145,9 @@ class TrainedRun:
 def trained(comfy, tiny_checkpoint, portraits, tmp_path_factory) -> TrainedRun:
     """24 steps of the command, exports every 8 steps in ComfyUI's key layout."""
     output = tmp_path_factory.mktemp("trained")
-    arguments = train_arguments(tiny_checkpoint, portraits, output, 24, "--save-every", "8", "--name", "faces")
+    arguments = train_arguments(
+        tiny_checkpoint, portraits, output, 24, "--save-every", "8", "--name", "faces"
+    )
     return TrainedRun(output, run_command(arguments))
 
 
@@ -193,7 +204,9 @@ def other_family_unet(family: str, layout: str) -> dict[str, torch.Tensor]:
     config_class = supported_models.SDXL if adm else supported_models.SD20
     model_config = config_class(unet_config)
     model_config.set_inference_dtype(torch.float32, None)
-    return {k: torch.zeros_like(v) for k, v in model_config.get_model({}).diffusion_model.state_dict().items()}
+    return {
+        k: torch.zeros_like(v) for k, v in model_config.get_model({}).diffusion_model.state_dict().items()
+    }
 
 
 @pytest.fixture

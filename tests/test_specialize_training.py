@@ -71,7 +71,9 @@ def test_single_file_base_equals_comfyui_models(tiny_checkpoint):
         x, t = torch.randn(2, 4, 8, 12), torch.tensor([20, 700])
         mm.load_models_gpu([unet])
         expected = unet.model.diffusion_model(x, timesteps=t, context=ours.expand(2, -1, -1))
-        torch.testing.assert_close(parts.unet(x, t, encoder_hidden_states=ours.expand(2, -1, -1)).sample, expected)
+        torch.testing.assert_close(
+            parts.unet(x, t, encoder_hidden_states=ours.expand(2, -1, -1)).sample, expected
+        )
 
 
 def test_diffusers_folder_base_loads_offline(tiny_checkpoint, tmp_path):

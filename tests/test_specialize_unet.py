@@ -67,7 +67,9 @@ def test_saved_checkpoint_predicts_the_diffusers_noise(comfy, layout, request):
         output, export = request.getfixturevalue("trained").output, "faces.safetensors"
     else:
         output, export = request.getfixturevalue("resumed_runs").resumed, "faces-d.safetensors"
-    (model,), _ = comfy.run_node(NODE, unet_name=install(comfy, output / export, f"final-{layout}.safetensors"))
+    (model,), _ = comfy.run_node(
+        NODE, unet_name=install(comfy, output / export, f"final-{layout}.safetensors")
+    )
     assert model.model.diffusion_model.model_channels == 32
     ms = model.get_model_object("model_sampling")
     alphas = sd15_scheduler().alphas_cumprod
@@ -95,14 +97,20 @@ def test_applies_onto_a_stock_model_on_a_clone_and_loras_compose(comfy, tiny_sd1
 
     unet = diffusers_unet(trained.output / "training_state" / "unet.safetensors")
     with torch.no_grad():
-        torch.testing.assert_close(comfy_eps(patched, x_t, t, context), unet(x_t, t, context).sample, rtol=1e-4, atol=2e-5)
+        torch.testing.assert_close(
+            comfy_eps(patched, x_t, t, context), unet(x_t, t, context).sample, rtol=1e-4, atol=2e-5
+        )
         torch.testing.assert_close(comfy_eps(base, x_t, t, context), before)  # the input is untouched
 
     # a rank-2 LoRA on one cross-attention projection, in ComfyUI's lora_unet_* naming
     generator = torch.Generator().manual_seed(5)
     up, down = torch.randn(32, 2, generator=generator) * 0.3, torch.randn(2, 768, generator=generator) * 0.3
     lora_key = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k"
-    lora = {f"{lora_key}.lora_up.weight": up, f"{lora_key}.lora_down.weight": down, f"{lora_key}.alpha": torch.tensor(2.0)}
+    lora = {
+        f"{lora_key}.lora_up.weight": up,
+        f"{lora_key}.lora_down.weight": down,
+        f"{lora_key}.alpha": torch.tensor(2.0),
+    }
     comfy.folder_paths.add_model_folder_path("loras", str(tmp_path))
     safetensors.torch.save_file(lora, str(tmp_path / "one_layer.safetensors"))
     (with_lora,), _ = comfy.run_node(
@@ -110,7 +118,9 @@ def test_applies_onto_a_stock_model_on_a_clone_and_loras_compose(comfy, tiny_sd1
     )
     with torch.no_grad():
         unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2.to_k.weight += 0.5 * up @ down
-        torch.testing.assert_close(comfy_eps(with_lora, x_t, t, context), unet(x_t, t, context).sample, rtol=1e-4, atol=2e-5)
+        torch.testing.assert_close(
+            comfy_eps(with_lora, x_t, t, context), unet(x_t, t, context).sample, rtol=1e-4, atol=2e-5
+        )
 
 
 def test_finds_files_in_the_checkpoints_folder_and_refuses_a_model_of_another_size(comfy, tiny_checkpoint):
@@ -128,7 +138,9 @@ def test_finds_files_in_the_checkpoints_folder_and_refuses_a_model_of_another_si
     config = supported_models.SD15(sd15_unet_config(model_channels=64))
     config.set_inference_dtype(torch.float32, None)
     wider = model_patcher.ModelPatcher(config.get_model({}), torch.device("cpu"), torch.device("cpu"))
-    with pytest.raises(ValueError, match=r"does not fit the MODEL input: \d+ weights have other shapes .*\(32,\) vs \(64,\)"):
+    with pytest.raises(
+        ValueError, match=r"does not fit the MODEL input: \d+ weights have other shapes .*\(32,\) vs \(64,\)"
+    ):
         comfy.run_node(NODE, unet_name="checkpoints/" + name, model=wider)
 
 
@@ -145,7 +157,9 @@ def test_other_model_families_are_refused_with_what_was_found(comfy, tmp_path, f
     safetensors.torch.save_file(other_family_unet(family, layout), str(path))
     name = install(comfy, path, path.name)
     label = {"sdxl": "SDXL", "sd2": "SD2.x"}[family]
-    with pytest.raises(ValueError, match=rf"{name}: not an SD1.5 UNet\. Found .*{found}.*looks like an {label} UNet"):
+    with pytest.raises(
+        ValueError, match=rf"{name}: not an SD1.5 UNet\. Found .*{found}.*looks like an {label} UNet"
+    ):
         comfy.run_node(NODE, unet_name=name)
 
 
@@ -153,14 +167,18 @@ def test_truncated_nan_and_pickled_files_are_refused(comfy, trained, tmp_path):
     data = (trained.output / "faces.safetensors").read_bytes()
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match=r"truncated\.safetensors is not a readable safetensors file .*truncated or corrupt"):
+    with pytest.raises(
+        ValueError, match=r"truncated\.safetensors is not a readable safetensors file .*truncated or corrupt"
+    ):
         comfy.run_node(NODE, unet_name=install(comfy, truncated, truncated.name))
 
     weights = safetensors.torch.load_file(str(trained.output / "faces.safetensors"))
     weights["middle_block.1.proj_out.weight"][0, 0] = float("nan")
     diverged = tmp_path / "diverged.safetensors"
     safetensors.torch.save_file(weights, str(diverged))
-    with pytest.raises(ValueError, match=r"diverged\.safetensors: 1 tensors hold NaN .*middle_block\.1\.proj_out\.weight"):
+    with pytest.raises(
+        ValueError, match=r"diverged\.safetensors: 1 tensors hold NaN .*middle_block\.1\.proj_out\.weight"
+    ):
         comfy.run_node(NODE, unet_name=install(comfy, diverged, diverged.name))
 
     marker = tmp_path / "unpickled"
