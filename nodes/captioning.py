@@ -33,9 +33,7 @@ class Captioner:
             )
         from transformers import pipeline
 
-        self.pipe = pipeline(
-            "image-text-to-text", model=str(folder), device=device, model_kwargs={"local_files_only": True}
-        )
+        self.pipe = pipeline("image-text-to-text", model=str(folder), device=device, local_files_only=True)
         self.chat = getattr(self.pipe.processor, "chat_template", None) is not None
         self.prompt = prompt or (CHAT_PROMPT if self.chat else PREFIX_PROMPT)
         self.max_tokens = max_tokens

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from .sd15_diffusers import SD15Parts
 from .specialize_data import MixedSampler, Pair, PairDataset, augment_faces, face_augmentation
+from .unet_files import shape_problems
 
 STATE_DIR = "training_state"
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -130,7 +132,11 @@ def load_state(folder: Path, unet, optimizer, scaler) -> tuple[int, int, dict]:
     if not (folder / "state.json").is_file():
         raise FileNotFoundError(f"{folder}: no training state here (state.json missing)")
     record = json.loads((folder / "state.json").read_text())
-    unet.load_state_dict(safetensors.torch.load_file(str(folder / "unet.safetensors")))
+    weights = safetensors.torch.load_file(str(folder / "unet.safetensors"))
+    problems = shape_problems(weights, unet.state_dict(), "the base model's UNet")
+    if problems:
+        raise SettingsError(f"{folder} does not belong to this base model: {'; '.join(problems)}")
+    unet.load_state_dict(weights)
     saved = torch.load(folder / "optimizer.pt", weights_only=True)
     optimizer.load_state_dict(saved["optimizer"])
     scaler.load_state_dict(saved["scaler"])
@@ -140,17 +146,54 @@ def load_state(folder: Path, unet, optimizer, scaler) -> tuple[int, int, dict]:
     return record["step"], record["samples"], record["settings"]
 
 
-def diffusion_loss(parts: SD15Parts, latents: torch.Tensor, context: torch.Tensor, autocast) -> torch.Tensor:
-    """LDM loss (paper eq. 4) of one micro-batch: noise the [B, 4, h, w] latents at uniform random
-    timesteps and regress the noise."""
+def micro_batch_loss(parts: SD15Parts, batch, augment, device: torch.device, frozen_dtype, autocast):
+    """LDM loss (paper eq. 4) of one micro-batch (images [B, 3, S, S] in [-1, 1], captions, is_face):
+    augment the faces, encode images and captions with the frozen VAE and text encoder, noise the
+    latents at uniform random timesteps and regress the noise with the UNet."""
+    images, captions, is_face = batch
+    with torch.no_grad():
+        images = augment_faces(augment, images.to(device), is_face.to(device))
+        latents = parts.vae.encode(images.to(frozen_dtype)).latent_dist.sample().float()
+        latents = latents * parts.vae.config.scaling_factor
+        context = parts.encode_text(list(captions))
     noise = torch.randn_like(latents)
-    timesteps = torch.randint(
-        0, parts.scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device
-    )
+    steps = parts.scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (latents.shape[0],), device=device)
     noisy = parts.scheduler.add_noise(latents, noise, timesteps)
     with autocast:
         prediction = parts.unet(noisy, timesteps, encoder_hidden_states=context).sample
     return F.mse_loss(prediction.float(), noise)
+
+
+def start_or_resume(
+    output: Path, resume: Path | None, unet, optimizer, scaler, settings, log
+) -> tuple[int, int]:
+    """(step, samples seen) to start from. A fresh run seeds the RNG and refuses an output folder that
+    holds a training state already; a resumed run restores the state and cuts loss.csv back to its step."""
+    state, losses = output / STATE_DIR, output / "loss.csv"
+    if resume is None:
+        if (state / "state.json").is_file():
+            raise SettingsError(
+                f"{output} already holds a training state: pass --resume to continue it, or choose another "
+                "--output"
+            )
+        losses.unlink(missing_ok=True)
+        torch.manual_seed(settings.seed)
+        return 0, 0
+    step, samples, saved = load_state(resume, unet, optimizer, scaler)
+    for group in optimizer.param_groups:
+        group["lr"] = settings.learning_rate
+    current = json.loads(json.dumps(asdict(settings)))  # tuples as lists, as saved
+    changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v and k != "steps"}
+    log(
+        f"resuming at step {step} ({samples} samples seen)"
+        + (f"; changed settings: {changed}" if changed else "")
+    )
+    if losses.is_file():  # steps run after the saved state (before a crash) are run again
+        rows = [row for row in csv.reader(losses.open()) if int(row[0]) <= step]
+        with losses.open("w", newline="") as f:
+            csv.writer(f).writerows(rows)
+    return step, samples
 
 
 def train(
@@ -164,10 +207,12 @@ def train(
     device: torch.device | None = None,
     metadata: dict | None = None,
     log: Callable[[str], None] = print,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """Fine-tune `parts.unet` in place; returns the loss of every step run. Exports
     `{name}-step{N:06d}.safetensors` every `save_every` steps and `{name}.safetensors` at the end, with the
-    training state in output/training_state; appends (step, loss) to output/loss.csv."""
+    training state in output/training_state; appends (step, loss) to output/loss.csv and calls
+    `on_step(step, loss)` after each optimisation step."""
     settings.check()
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = amp_dtype(settings.mixed_precision, device)
@@ -186,26 +231,12 @@ def train(
     optimizer = torch.optim.Adam(unet.parameters(), lr=settings.learning_rate)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+    step, samples = start_or_resume(output, resume, unet, optimizer, scaler, settings, log)
 
-    step, samples = 0, 0
-    if resume is not None:
-        step, samples, saved = load_state(resume, unet, optimizer, scaler)
-        for group in optimizer.param_groups:
-            group["lr"] = settings.learning_rate
-        current = json.loads(json.dumps(asdict(settings)))  # tuples as lists, as saved
-        changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v and k != "steps"}
-        log(
-            f"resuming at step {step} ({samples} samples seen)"
-            + (f"; changed settings: {changed}" if changed else "")
-        )
-    else:
-        torch.manual_seed(settings.seed)
-
-    sampler = MixedSampler(len(faces), len(general), settings.general_share, settings.seed, start=samples)
     loader = torch.utils.data.DataLoader(
         PairDataset(faces, general, settings.resolution),
         batch_size=settings.micro_batch,
-        sampler=sampler,
+        sampler=MixedSampler(len(faces), len(general), settings.general_share, settings.seed, start=samples),
         num_workers=settings.workers,
         generator=torch.Generator(),  # keeps the loader off the global RNG (exact resume)
         pin_memory=device.type == "cuda",
@@ -213,39 +244,28 @@ def train(
     batches = iter(loader)
     augment = face_augmentation(settings.max_rotation, settings.zoom, settings.augment_probability)
     accumulation = settings.batch_size // settings.micro_batch
-    metadata = {"diffferv.prediction_type": "epsilon", **(metadata or {})}
+    layout = "comfyui" if export_key_map else "diffusers"
+    metadata = {"diffferv.prediction_type": "epsilon", "diffferv.key_layout": layout, **(metadata or {})}
 
-    def save(final: bool) -> None:
-        name = settings.name if final else f"{settings.name}-step{step:06d}"
-        info = {
-            **metadata,
-            "diffferv.step": step,
-            "diffferv.key_layout": "comfyui" if export_key_map else "diffusers",
-        }
+    def save(name: str) -> None:
+        path = output / f"{name}.safetensors"
         export_unet(
-            unet, output / f"{name}.safetensors", export_key_map, PRECISIONS[settings.save_dtype], info
+            unet, path, export_key_map, PRECISIONS[settings.save_dtype], {**metadata, "diffferv.step": step}
         )
         save_state(output / STATE_DIR, unet, optimizer, scaler, step, samples, settings)
-        log(f"step {step}: saved {name}.safetensors and the training state")
+        log(f"step {step}: saved {path.name} and the training state")
 
     losses = []
     bar = tqdm(total=settings.steps, initial=step, desc="specialize", unit="step", dynamic_ncols=True)
-    with open(output / "loss.csv", "a", newline="") as loss_file:
-        writer = csv.writer(loss_file)
-        try:
+    try:
+        with open(output / "loss.csv", "a", newline="") as loss_file:
             while step < settings.steps:
                 total = 0.0
                 for _ in range(accumulation):
-                    images, captions, is_face = next(batches)
-                    with torch.no_grad():
-                        images = augment_faces(augment, images.to(device), is_face.to(device))
-                        encoded = parts.vae.encode(images.to(frozen_dtype)).latent_dist.sample()
-                        latents = encoded.float() * parts.vae.config.scaling_factor
-                        context = parts.encode_text(list(captions))
-                    loss = diffusion_loss(parts, latents, context, autocast)
+                    loss = micro_batch_loss(parts, next(batches), augment, device, frozen_dtype, autocast)
                     scaler.scale(loss / accumulation).backward()
                     total += loss.item() / accumulation
-                if total != total or total == float("inf"):
+                if not math.isfinite(total):
                     raise FloatingPointError(
                         f"the loss became {total} at step {step + 1}: lower the learning rate or use "
                         "--mixed-precision bf16/no, and resume from the last saved state"
@@ -255,17 +275,19 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 step, samples = step + 1, samples + settings.batch_size
                 losses.append(total)
-                writer.writerow([step, f"{total:.6f}"])
+                csv.writer(loss_file).writerow([step, f"{total:.6f}"])
                 bar.set_postfix(loss=f"{total:.4f}")
                 bar.update()
+                if on_step is not None:
+                    on_step(step, total)
                 if step % settings.save_every == 0 and step < settings.steps:
-                    save(final=False)
-            save(final=True)
-        except KeyboardInterrupt:
-            optimizer.zero_grad(set_to_none=True)
-            save_state(output / STATE_DIR, unet, optimizer, scaler, step, samples, settings)
-            log(f"interrupted: training state of step {step} saved in {output / STATE_DIR}")
-            raise
-        finally:
-            bar.close()
+                    save(f"{settings.name}-step{step:06d}")
+        save(settings.name)
+    except KeyboardInterrupt:
+        optimizer.zero_grad(set_to_none=True)
+        save_state(output / STATE_DIR, unet, optimizer, scaler, step, samples, settings)
+        log(f"interrupted: training state of step {step} saved in {output / STATE_DIR}")
+        raise
+    finally:
+        bar.close()
     return losses

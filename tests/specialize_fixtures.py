@@ -154,7 +154,7 @@ def trained(comfy, tiny_checkpoint, portraits, tmp_path_factory) -> TrainedRun:
 @dataclass(frozen=True)
 class ResumedRuns:
     straight: Path  # 4 steps in one go
-    resumed: Path  # 2 steps, then resumed to 4
+    resumed: Path  # 2 steps (and a stray loss.csv row of step 3), then resumed to 4
     resumed_losses: list[float]  # the losses of the resumed part
 
 
@@ -165,6 +165,8 @@ def resumed_runs(comfy, tiny_checkpoint, portraits, tmp_path_factory) -> Resumed
     small = ("--batch-size", "2", "--micro-batch", "1", "--save-layout", "diffusers", "--name", "faces-d")
     run_command(train_arguments(tiny_checkpoint, portraits, straight, 4, *small))
     run_command(train_arguments(tiny_checkpoint, portraits, resumed, 2, *small))
+    with open(resumed / "loss.csv", "a") as f:
+        f.write("3,99.0\n")  # as if the run had crashed after step 3, before saving it
     losses = run_command(train_arguments(tiny_checkpoint, portraits, resumed, 4, *small, "--resume"))
     return ResumedRuns(straight, resumed, losses)
 
@@ -216,3 +218,27 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def write_tiny_captioner(folder: Path) -> Path:
+    """A random-weight BLIP captioning model with a 17-word vocabulary, saved as a Hugging Face model
+    folder (config, weights, processor, tokenizer): what a user's local captioner folder holds."""
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor
+    from transformers import BlipProcessor
+
+    folder.mkdir(parents=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "photo", "of", "woman", "man"]
+    words += ["smiling", "with", "curly", "red", "hair", "young"]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"), bos_token="[DEC]")
+    BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(folder)
+    small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 37}
+    config = BlipConfig(
+        text_config={**small, "vocab_size": len(words), "encoder_hidden_size": 32, "max_position_embeddings": 64,
+                     "bos_token_id": 5, "pad_token_id": 0, "sep_token_id": 3, "eos_token_id": 3},
+        vision_config={**small, "image_size": 32, "patch_size": 8},
+        projection_dim=32,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    BlipForConditionalGeneration(config).save_pretrained(folder)
+    return folder

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import safetensors.torch
 import torch
 from conftest import ROOT
-from specialize_fixtures import other_family_unet, run_command, train_arguments, write_dataset
+from specialize_fixtures import (
+    other_family_unet,
+    run_command,
+    train_arguments,
+    write_dataset,
+    write_tiny_captioner,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -36,8 +44,10 @@ def test_training_lowers_the_loss_and_exports_checkpoints(trained):
     assert state["step"] == 24 and state["samples"] == 24 * 4
 
 
-def test_resume_continues_from_the_saved_step_exactly(resumed_runs):
-    """2 steps + resume to 4 gives the same weights as 4 steps in one go (RNG, optimizer, data position)."""
+def test_resume_continues_from_the_saved_step_exactly(resumed_runs, tiny_checkpoint, portraits, capsys):
+    """2 steps + resume to 4 gives the same losses and weights as 4 steps in one go (RNG, optimizer and
+    data position restored); loss.csv loses rows past the saved step. A fresh run into the same output
+    is refused."""
     assert len(resumed_runs.resumed_losses) == 2  # only steps 3 and 4 ran after resuming
     straight_rows, resumed_rows = loss_rows(resumed_runs.straight), loss_rows(resumed_runs.resumed)
     assert [s for s, _ in resumed_rows] == [s for s, _ in straight_rows] == [1, 2, 3, 4]
@@ -47,6 +57,10 @@ def test_resume_continues_from_the_saved_step_exactly(resumed_runs):
     assert a.keys() == b.keys() and "conv_in.weight" in a  # diffusers layout
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+    from comfyui_diffferv.nodes.specialize_cli import main
+
+    assert main(train_arguments(tiny_checkpoint, portraits, resumed_runs.resumed, 6)) == 2
+    assert "already holds a training state: pass --resume" in capsys.readouterr().err
 
 
 def test_single_file_base_equals_comfyui_models(tiny_checkpoint):
@@ -125,15 +139,31 @@ def test_bad_files_are_reported_by_name_skipped_or_refused(tiny_checkpoint, tmp_
     assert "pass --general FOLDER, or --general-share 0" in capsys.readouterr().err
 
 
-def test_caption_model_must_be_local(tiny_checkpoint, tmp_path, capsys):
+def test_caption_model_captions_what_lacks_a_caption_from_local_files_only(tiny_checkpoint, tmp_path, capsys):
     from comfyui_diffferv.nodes.specialize_cli import main
 
     data = write_dataset(tmp_path / "data")
-    (data.faces / "face_0.txt").unlink()  # one image without a caption: the model is needed
-    arguments = train_arguments(tiny_checkpoint, data, tmp_path / "out", 1)
-    assert main([*arguments, "--caption-model", str(tmp_path / "blip")]) == 2
+    for name in ("face_0.txt", "face_1.txt"):
+        (data.faces / name).unlink()  # two images without a caption
+    output = tmp_path / "out"
+    arguments = [
+        *train_arguments(tiny_checkpoint, data, output, 1),
+        "--caption-model",
+        str(tmp_path / "blip"),
+    ]
+    assert main(arguments) == 2
     err = capsys.readouterr().err
     assert "blip: no config.json" in err and "nothing is downloaded" in err
+
+    write_tiny_captioner(tmp_path / "blip")
+    assert main(arguments) == 0
+    generated = [json.loads(line) for line in (output / "generated_captions.jsonl").read_text().splitlines()]
+    assert sorted(Path(g["file_name"]).name for g in generated) == ["face_0.png", "face_1.png"]
+    assert all(g["text"].startswith("a photo of ") for g in generated)  # BLIP-style prefix, continued
+    with safetensors.safe_open(str(output / "diffferv-faces.safetensors"), "pt") as f:
+        assert f.metadata()["diffferv.faces"] == "6"
+    shutil.rmtree(tmp_path / "blip")  # a second run reuses the captions: no model needed
+    assert main([*arguments, "--steps", "2", "--resume"]) == 0
 
 
 def test_mixed_sampler_share_and_reproducibility():
