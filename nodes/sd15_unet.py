@@ -19,6 +19,7 @@ from .unet_files import (
     UNetFileError,
     check_finite,
     check_sd15,
+    comfy_key_map,
     comfy_sd15_unet_config,
     describe_unet,
     read_safetensors,
@@ -38,13 +39,7 @@ def read_sd15_unet(path: Path) -> tuple[dict[str, torch.Tensor], int]:
     layout = describe_unet(state_dict, path.name)
     check_sd15(layout, metadata, path.name)
     if layout.key_layout == "diffusers":
-        key_map = comfy.utils.unet_to_diffusers(comfy_sd15_unet_config(layout.model_channels))
-        unknown = sorted(set(state_dict) - set(key_map))
-        if unknown:
-            raise UNetFileError(
-                f"{path.name}: {len(unknown)} diffusers weights have no place in an SD1.5 UNet "
-                f"(e.g. {', '.join(unknown[:3])}); this is not an SD1.5-layout UNet."
-            )
+        key_map = comfy_key_map(state_dict, layout.model_channels, comfy.utils.unet_to_diffusers, path.name)
         state_dict = {key_map[k]: v for k, v in state_dict.items()}
     check_finite(state_dict, path.name)
     return state_dict, layout.model_channels

@@ -184,8 +184,8 @@ def find_comfyui(explicit: Path | None) -> Path | None:
     return None
 
 
-def comfyui_key_map(comfyui: Path | None, model_channels: int) -> dict[str, str]:
-    """diffusers -> ComfyUI key map of an SD1.5 UNet, from ComfyUI's own converter (comfy.utils)."""
+def comfyui_key_map(comfyui: Path | None, unet) -> dict[str, str]:
+    """{diffusers key: ComfyUI key} for the UNet's weights, from ComfyUI's own converter (comfy.utils)."""
     if comfyui is None:
         raise FileNotFoundError(
             "--save-layout comfyui uses ComfyUI's key converter, and no ComfyUI was found: pass --comfyui "
@@ -195,9 +195,10 @@ def comfyui_key_map(comfyui: Path | None, model_channels: int) -> dict[str, str]
         sys.path.append(str(comfyui))
     import comfy.utils
 
-    from .unet_files import comfy_sd15_unet_config
+    from .unet_files import comfy_key_map
 
-    return comfy.utils.unet_to_diffusers(comfy_sd15_unet_config(model_channels))
+    channels = unet.config.block_out_channels[0]
+    return comfy_key_map(unet.state_dict(), channels, comfy.utils.unet_to_diffusers, "the trained UNet")
 
 
 def captions_from_model(args, scans, output: Path, device) -> dict[Path, str]:
@@ -226,7 +227,7 @@ def captions_from_model(args, scans, output: Path, device) -> dict[Path, str]:
 
 def prepare_data(args, output: Path, device):
     """Scan the folders, caption what lacks a caption (if a model is given), report every skipped file
-    (console + OUTPUT/data_report.txt). Returns (face pairs, general pairs, report lines)."""
+    (console + OUTPUT/data_report.txt). Returns (face pairs, general pairs)."""
     from .specialize_data import DataError, Pair, scan_folder
 
     scans = [scan_folder(args.faces, args.face_captions)]
@@ -262,7 +263,7 @@ def prepare_data(args, output: Path, device):
             f"--general-share {args.general_share} needs general image-text pairs (the prior that keeps the "
             "model general): pass --general FOLDER, or --general-share 0 to train on faces only"
         )
-    return sorted(set(faces), key=str), sorted(set(general), key=str), lines
+    return sorted(faces, key=lambda p: p.image), sorted(general, key=lambda p: p.image)
 
 
 def run(args) -> list[float]:
@@ -270,7 +271,6 @@ def run(args) -> list[float]:
 
     from .sd15_diffusers import TEXT_LENGTH, load_base
     from .specialize_train import STATE_DIR, TrainSettings, train
-    from .unet_files import UNetFileError
 
     settings = TrainSettings(
         steps=args.steps,
@@ -295,7 +295,7 @@ def run(args) -> list[float]:
     output = args.output
     output.mkdir(parents=True, exist_ok=True)
     comfyui = find_comfyui(args.comfyui)
-    faces, general, _ = prepare_data(args, output, device)
+    faces, general = prepare_data(args, output, device)
     if args.general_share == 0:
         general = []
     tokenizer = args.tokenizer or (comfyui / TOKENIZER if comfyui else None)
@@ -305,12 +305,7 @@ def run(args) -> list[float]:
         print(
             f"note: {long} captions are longer than {TEXT_LENGTH} tokens and are cut there", file=sys.stderr
         )
-    key_map = None
-    if args.save_layout == "comfyui":
-        key_map = comfyui_key_map(comfyui, parts.unet.config.block_out_channels[0])
-        unmapped = sorted(set(parts.unet.state_dict()) - set(key_map))
-        if unmapped:
-            raise UNetFileError(f"ComfyUI's key map has no place for {', '.join(unmapped[:3])}")
+    key_map = comfyui_key_map(comfyui, parts.unet) if args.save_layout == "comfyui" else None
     resume = None if args.resume is None else (Path(args.resume) if args.resume else output / STATE_DIR)
     print(f"training on {len(faces)} face and {len(general)} general pairs, device {device}", file=sys.stderr)
     metadata = {

@@ -24,6 +24,7 @@ import safetensors
 import torch
 
 SAFE_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 LDM_PREFIX = "model.diffusion_model."  # where a single-file SD checkpoint keeps its UNet
 SD15_CONTEXT_DIM = 768  # CLIP ViT-L/14 text width
 SD15_MODEL_CHANNELS = 320
@@ -40,21 +41,26 @@ class UNetFileError(ValueError):
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """All tensors of a safetensors file (on the CPU) and its metadata. Never unpickles: other formats
-    are refused. A truncated or corrupt file raises UnetFileError naming the file."""
+    are refused. A truncated or corrupt file raises UNetFileError naming the file. Memory: the file."""
     path = Path(path)
-    if path.suffix.lower() not in SAFE_SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
         raise UNetFileError(
-            f"{path.name}: only .safetensors files are loaded. {path.suffix or 'This'} files are Python "
-            "pickles, which can run arbitrary code when opened. Convert it once with a tool you trust "
-            "(e.g. load it with torch.load(..., weights_only=True) and write it with "
-            "safetensors.torch.save_file), or get the .safetensors release of the model."
+            f"{path.name}: only .safetensors files are loaded. {suffix} files are Python pickles, which can "
+            "run arbitrary code when opened. Convert it once with a tool you trust (e.g. load it with "
+            "torch.load(..., weights_only=True) and write it with safetensors.torch.save_file), or get the "
+            ".safetensors release of the model."
+        )
+    if suffix not in SAFE_SUFFIXES:
+        raise UNetFileError(
+            f"{path.name}: only .safetensors UNet files are loaded, not {suffix or 'this'} files."
         )
     if not path.is_file():
         raise UNetFileError(f"{path}: file not found")
     try:
         with safetensors.safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
-            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not iterable)
     except safetensors.SafetensorError as error:
         raise UNetFileError(
             f"{path.name} is not a readable safetensors file ({error}; {path.stat().st_size} bytes): it is "
@@ -119,8 +125,7 @@ class UNetLayout:
             problems.append("SD1.5 has no pooled-text/size embedding")
         if self.linear_proj:
             problems.append("SD1.5's transformer proj_in is a 1x1 convolution")
-        channels_ok = self.model_channels % 32 == 0 and self.model_channels % SD15_HEADS == 0
-        if not channels_ok:
+        if self.model_channels % 32:
             problems.append("base channels must be a multiple of 32 (GroupNorm groups)")
         return problems
 
@@ -214,6 +219,20 @@ def shape_problems(
         examples = ", ".join(f"{k}: {shape(found[k])} vs {shape(expected[k])}" for k in wrong[:3])
         lines.append(f"{len(wrong)} weights have other shapes than in {expected_name} (e.g. {examples})")
     return lines
+
+
+def comfy_key_map(keys, model_channels: int, unet_to_diffusers, name: str) -> dict[str, str]:
+    """{diffusers key: ComfyUI key} for the diffusers-layout SD1.5 UNet weights named by `keys`, from
+    ComfyUI's converter `unet_to_diffusers` (comfy.utils, passed in: this module does not import ComfyUI).
+    Raises UNetFileError when a key has no place in an SD1.5 UNet."""
+    key_map = unet_to_diffusers(comfy_sd15_unet_config(model_channels))
+    unknown = sorted(set(keys) - set(key_map))
+    if unknown:
+        raise UNetFileError(
+            f"{name}: {len(unknown)} diffusers weights have no place in an SD1.5 UNet "
+            f"(e.g. {', '.join(unknown[:3])}); this is not an SD1.5-layout UNet."
+        )
+    return {k: key_map[k] for k in keys}
 
 
 def comfy_sd15_unet_config(model_channels: int = SD15_MODEL_CHANNELS) -> dict:

@@ -223,8 +223,13 @@ def single_thread():
 def write_tiny_captioner(folder: Path) -> Path:
     """A random-weight BLIP captioning model with a 17-word vocabulary, saved as a Hugging Face model
     folder (config, weights, processor, tokenizer): what a user's local captioner folder holds."""
-    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor
-    from transformers import BlipProcessor
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
 
     folder.mkdir(parents=True)
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "photo", "of", "woman", "man"]

@@ -222,3 +222,19 @@ assert not bad, bad
     assert result.returncode == 2, result.stdout + result.stderr
     assert "sdxl_checkpoint.safetensors: not an SD1.5 UNet" in result.stderr
     assert "2048-d context" in result.stderr and "looks like an SDXL UNet" in result.stderr
+
+
+@pytest.mark.slow
+def test_full_size_single_file_checkpoint_loads_with_the_written_down_sd15_configs(sd15_checkpoint):
+    """The full-size random SD1.5 checkpoint (real key layout) fills the built-in SD1.5 configs exactly:
+    every weight has its place and shape (checked by the loader), and the parameter counts are SD1.5's."""
+    from comfy_harness import host_dir
+    from comfyui_diffferv.nodes.sd15_diffusers import load_base
+
+    parts = load_base(sd15_checkpoint, host_dir() / "comfy" / "sd1_tokenizer")
+    counts = {
+        name: sum(p.numel() for p in getattr(parts, name).parameters())
+        for name in ("unet", "vae", "text_encoder")
+    }
+    assert counts == {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
+    assert parts.unet.config.block_out_channels == (320, 640, 1280, 1280)

@@ -197,3 +197,36 @@ class Touch:
 
     def __reduce__(self):
         return (Path.touch, (self.path,))
+
+
+@pytest.mark.slow
+def test_full_size_workflow_applies_a_checkpoint_unet_onto_the_stock_loader_model(comfy, sd15_checkpoint):
+    """A real workflow at full SD1.5 size: Load Checkpoint -> Load Specialized UNet (MODEL connected, the
+    UNet taken from a full checkpoint in the checkpoints folder) -> KSampler -> VAE Decode."""
+    comfy.folder_paths.add_model_folder_path("checkpoints", str(sd15_checkpoint.parent))
+    name = sd15_checkpoint.name
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}},
+        "2": {"class_type": NODE, "inputs": {"unet_name": "checkpoints/" + name, "model": ["1", 0]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a photo of a woman"}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "5": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["2", 0],
+                "positive": ["3", 0],
+                "negative": ["3", 0],
+                "latent_image": ["4", 0],
+                "seed": 0,
+                "steps": 1,
+                "cfg": 1.0,
+                "sampler_name": "ddim",
+                "scheduler": "ddim_uniform",
+                "denoise": 1.0,
+            },
+        },
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+    }
+    outputs = comfy.run_prompt(prompt)
+    assert outputs["7"]["images"], "no image came out"
