@@ -40,7 +40,6 @@ class Pair:
 class Scan:
     """One folder, checked: usable pairs, readable images without a caption, and problems by file."""
 
-    folder: Path
     pairs: list[Pair] = field(default_factory=list)
     uncaptioned: list[Path] = field(default_factory=list)
     problems: list[tuple[Path, str]] = field(default_factory=list)
@@ -79,7 +78,7 @@ def scan_folder(folder: Path, captions_file: Path | None = None) -> Scan:
         )
     captions_file = captions_file or (folder / CAPTIONS_FILE if (folder / CAPTIONS_FILE).is_file() else None)
     listed = read_captions_file(captions_file) if captions_file else {}
-    scan = Scan(folder)
+    scan = Scan()
     for name in sorted(set(listed) - {p.relative_to(folder).as_posix() for p in images}):
         scan.problems.append((folder / name, f"listed in {captions_file.name} but no such image"))
     for image in images:

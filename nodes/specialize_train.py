@@ -206,7 +206,7 @@ def train(
     resume: Path | None = None,
     device: torch.device | None = None,
     metadata: dict | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = tqdm.write,
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """Fine-tune `parts.unet` in place; returns the loss of every step run. Exports

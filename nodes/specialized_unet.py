@@ -72,6 +72,14 @@ class LoadSpecializedUNet(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, unet_name, **kwargs):
+        """Run again when the file changes (a training run rewrote it), not only when another is chosen."""
+        try:
+            return resolve(unet_name).stat().st_mtime_ns
+        except (UNetFileError, OSError):
+            return unet_name
+
+    @classmethod
     def execute(cls, unet_name, model=None) -> io.NodeOutput:
         path = resolve(unet_name)
         state_dict, model_channels = read_sd15_unet(path)

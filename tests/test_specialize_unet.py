@@ -3,6 +3,7 @@ predicts the noise the diffusers model predicts; other model families and broken
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -134,6 +135,10 @@ def test_finds_files_in_the_checkpoints_folder_and_refuses_a_model_of_another_si
     assert "checkpoints/" + name in schema.inputs[0].options
     (model,), _ = comfy.run_node(NODE, unet_name="checkpoints/" + name)
     assert model.model.diffusion_model.model_channels == 32
+    node = comfy.node_class(NODE)
+    before = node.fingerprint_inputs(unet_name="checkpoints/" + name)
+    os.utime(comfy.workdir / "models" / "checkpoints" / name, ns=(0, before + 10**9))  # file rewritten
+    assert node.fingerprint_inputs(unet_name="checkpoints/" + name) != before
 
     config = supported_models.SD15(sd15_unet_config(model_channels=64))
     config.set_inference_dtype(torch.float32, None)
