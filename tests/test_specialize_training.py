@@ -238,3 +238,29 @@ def test_full_size_single_file_checkpoint_loads_with_the_written_down_sd15_confi
     }
     assert counts == {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
     assert parts.unet.config.block_out_channels == (320, 640, 1280, 1280)
+
+
+def test_gradient_checkpointing_gives_the_same_training(
+    resumed_runs, tiny_checkpoint, portraits, tmp_path, capsys, monkeypatch
+):
+    """Gradient checkpointing (on by default with a GPU) recomputes activations and must not change the
+    result: the first two losses equal those of the run without it. Mixed precision needs a GPU."""
+    import torch.utils.checkpoint
+    from comfyui_diffferv.nodes.specialize_cli import main
+
+    calls = []
+    checkpoint = torch.utils.checkpoint.checkpoint
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counted)
+    small = ("--batch-size", "2", "--micro-batch", "1", "--save-layout", "diffusers", "--name", "faces-d")
+    arguments = train_arguments(tiny_checkpoint, portraits, tmp_path / "out", 2, *small)
+    run_command([*arguments, "--gradient-checkpointing", "on"])
+    assert calls, "no UNet block ran under torch.utils.checkpoint"
+    checkpointed = [loss for _, loss in loss_rows(tmp_path / "out")]
+    assert checkpointed == pytest.approx([loss for _, loss in loss_rows(resumed_runs.straight)][:2], rel=1e-5)
+    assert main([*arguments, "--output", str(tmp_path / "bf16"), "--mixed-precision", "bf16"]) == 2
+    assert "mixed precision bf16 needs a CUDA GPU" in capsys.readouterr().err
