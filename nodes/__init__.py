@@ -4,6 +4,7 @@ from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
 from .load_video import LoadVideo
+from .specialized_unet import LoadSpecializedUNet
 from .temporal_attention import ApplyTemporalAttention
 from .trajectories import ComputeFlowTrajectories
 from .video_combine import VideoCombine
@@ -12,4 +13,4 @@ from .video_combine import VideoCombine
 class DiffFERVExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [LoadVideo, VideoCombine, ComputeFlowTrajectories, ApplyTemporalAttention]
+        return [LoadVideo, LoadSpecializedUNet, ComputeFlowTrajectories, ApplyTemporalAttention, VideoCombine]

@@ -36,6 +36,10 @@ from dataclasses import dataclass  # noqa: E402
 
 import pytest  # noqa: E402
 
+# Fixtures of the specialization tests (a tiny SD1.5 checkpoint, portraits, short training runs), shared
+# by several test modules: registered once here so each session-scoped one is built once.
+pytest_plugins = ["specialize_fixtures"]
+
 DEMO_CLIP = ROOT / "workflows" / "media" / "talking_face.mp4"
 CACHE = Path(os.environ.get("DIFFFERV_TEST_CACHE", ROOT / ".cache"))
 
