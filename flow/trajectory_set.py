@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -42,19 +43,24 @@ class TrajectoryGrid:
         """[T] number of frames each trajectory spans."""
         return (self.index >= 0).sum(dim=1)
 
+    @property
+    def full_span_share(self) -> float:
+        """Share of all cells (of all frames) whose trajectory spans every frame: 1.0 when tracking
+        never breaks; each such trajectory holds F of the F * h * w cells."""
+        return float((self.lengths == self.frames).sum()) / (self.height * self.width)
+
     @staticmethod
     def from_ids(ids: torch.Tensor, height: int, width: int) -> TrajectoryGrid:
         """Build the padded ``index`` form from per-cell ids [F, h*w] (ids must be 0..T-1, each id at
-        most once per frame)."""
+        most once per frame). Done in numpy: a single scatter of F*h*w tokens, which torch's thread pool
+        only slows down (badly so when the machine's cores are busy)."""
         frames, cells = ids.shape
         if cells != height * width:
             raise ValueError(f"ids has {cells} cells per frame, expected {height}x{width}={height * width}")
-        count = int(ids.max().item()) + 1
-        index = torch.full((count, frames), -1, dtype=torch.long)
-        frame_of = torch.arange(frames).unsqueeze(1).expand(frames, cells)
-        token = frame_of * cells + torch.arange(cells).unsqueeze(0)
-        index[ids.reshape(-1), frame_of.reshape(-1)] = token.reshape(-1)
-        return TrajectoryGrid(height, width, ids.to(torch.long), index)
+        flat = ids.detach().cpu().to(torch.long).numpy().reshape(-1)
+        index = np.full((int(flat.max()) + 1, frames), -1, dtype=np.int64)
+        index[flat, np.repeat(np.arange(frames), cells)] = np.arange(frames * cells)
+        return TrajectoryGrid(height, width, ids.to(torch.long), torch.from_numpy(index).to(ids.device))
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,11 @@ from typing_extensions import override
 
 from .load_video import LoadVideo
 from .temporal_attention import ApplyTemporalAttention
+from .trajectories import ComputeFlowTrajectories
 from .video_combine import VideoCombine
 
 
 class DiffFERVExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [LoadVideo, VideoCombine, ApplyTemporalAttention]
+        return [LoadVideo, ComputeFlowTrajectories, ApplyTemporalAttention, VideoCombine]

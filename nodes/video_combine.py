@@ -91,7 +91,9 @@ class VideoCombine(io.ComfyNode):
                 f"VideoCombine expects IMAGE [frames, height, width, 3]; got shape {tuple(images.shape)}"
             )
         if not fps > 0:
-            raise ValueError(f"VideoCombine: fps must be positive, got {fps}; wire the loader's fps output or type one")
+            raise ValueError(
+                f"VideoCombine: fps must be positive, got {fps}; wire the loader's fps output or type one"
+            )
         video_format = FORMATS[format]
         root = folder_paths.get_output_directory() if save_output else folder_paths.get_temp_directory()
         folder_type = io.FolderType.output if save_output else io.FolderType.temp

@@ -201,7 +201,8 @@ def _read_animated_image(path, max_frames, skip_first, every_nth, on_frame) -> C
     kept, durations = [], []
     with Image.open(path) as image:
         for position, frame in enumerate(ImageSequence.Iterator(image)):
-            durations.append(frame.info.get("duration", 40) or 40)
+            frame.load()  # webp sets a frame's duration only once it is decoded
+            durations.append(frame.info.get("duration") or 40)
             index = position - skip_first
             if index < 0 or index % every_nth:
                 continue

@@ -95,6 +95,7 @@ class InProcessComfy:
         # named utils.py) first on sys.path; do the same so `utils.*` stays the package.
         importlib.import_module("utils.install_util")
         import execution
+
         import nodes
 
         self.folder_paths = folder_paths
@@ -118,9 +119,11 @@ class InProcessComfy:
         """Execute one node the way ComfyUI's executor does (V3 class clone, hidden inputs, list
         mapping). Returns (outputs tuple, ui dict)."""
         cls = self.node_class(node_id)
+        # the executor passes V3 node classes as they are and instantiates V1 ones
+        node = cls if hasattr(cls, "GET_SCHEMA") else cls()
         output, ui, _, _ = asyncio.run(
             self.execution.get_output_data(
-                "test", "1", cls, {k: [v] for k, v in inputs.items()}, hidden_inputs=hidden or {}
+                "test", "1", node, {k: [v] for k, v in inputs.items()}, hidden_inputs=hidden or {}
             )
         )
         return tuple(values[0] for values in output), ui

@@ -1,0 +1,1 @@
+"""DiffFERV editing core (pure torch): DDIM schedules and steps, prompt token alignment."""

@@ -1,0 +1,45 @@
+"""A picture of trajectories: each latent cell painted in its trajectory's colour, over the frames.
+
+A cell keeps its colour while tracking holds, so a tracked region's colour moves with the content from
+frame to frame; a colour change marks a broken chain. Trajectories that span the whole clip are painted
+bright, shorter ones darker in proportion to their length, so where tracking breaks shows at a glance.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .trajectory_set import TrajectoryGrid
+
+_GOLDEN = 0.6180339887498949
+
+
+def trajectory_colours(ids: torch.Tensor, brightness: torch.Tensor) -> torch.Tensor:
+    """RGB in 0..1, shape [*ids.shape, 3], for trajectory ``ids`` (any integer shape).
+
+    The hue is the fractional part of id x golden ratio (consecutive ids, i.e. neighbouring cells of one
+    frame, get far-apart hues), saturation 0.75, value ``brightness`` (same shape as ids, 0..1).
+    """
+    hue = torch.frac(ids.to(torch.float64) * _GOLDEN).to(torch.float32).unsqueeze(-1)
+    value = brightness.to(torch.float32).unsqueeze(-1)
+    k = torch.remainder(torch.tensor([5.0, 3.0, 1.0]) + hue * 6.0, 6.0)
+    return value - value * 0.75 * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+def render_trajectories(grid: TrajectoryGrid, frames: torch.Tensor, opacity: float = 0.7) -> torch.Tensor:
+    """Paints ``grid``'s trajectories over ``frames`` [F, H, W, 3] (0..1); returns float32 [F, H, W, 3].
+
+    Each cell (upsampled to its H/h x W/w pixels) gets its trajectory's colour at
+    ``0.3 + 0.7 * length / F`` brightness, mixed with the frame at ``opacity``. Memory: one image batch.
+    """
+    count, height, width = grid.frames, grid.height, grid.width
+    if frames.shape[0] != count or frames.shape[1] % height or frames.shape[2] % width:
+        raise ValueError(
+            f"frames {tuple(frames.shape)} do not match trajectories of {count} frames on a "
+            f"{height}x{width} grid: render the frames the trajectories were computed from"
+        )
+    share = grid.lengths.to(torch.float32) / count
+    colours = trajectory_colours(grid.ids, 0.3 + 0.7 * share[grid.ids]).reshape(count, height, width, 3)
+    scale_y, scale_x = frames.shape[1] // height, frames.shape[2] // width
+    colours = colours.repeat_interleave(scale_y, dim=1).repeat_interleave(scale_x, dim=2)
+    return (opacity * colours + (1.0 - opacity) * frames[..., :3].to("cpu", torch.float32)).clamp(0.0, 1.0)

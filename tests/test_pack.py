@@ -1,0 +1,70 @@
+"""The pack as ComfyUI and the Comfy Registry see it: registration, schema, metadata, import hygiene."""
+
+import subprocess
+import sys
+
+import tomllib
+from conftest import ROOT
+
+PREFIX = "DiffFERV_"
+
+
+def test_comfyui_registers_every_node_with_prefix_category_and_tooltips(comfy):
+    assert comfy.pack_node_ids, "the pack registered no nodes"
+    for node_id in comfy.pack_node_ids:
+        info = comfy.node_class(node_id).GET_NODE_INFO_V1()  # what /object_info serves
+        assert node_id.startswith(PREFIX)
+        assert info["category"] == "DiffFERV", node_id
+        assert info["display_name"] and info["description"], node_id
+        inputs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        for name, spec in inputs.items():
+            options = spec[1] if len(spec) > 1 else {}
+            assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_expected_nodes_are_registered(comfy):
+    assert {"DiffFERV_LoadVideo", "DiffFERV_VideoCombine", "DiffFERV_ComputeFlowTrajectories"} <= set(
+        comfy.pack_node_ids
+    )
+
+
+def test_algorithm_packages_import_without_comfyui():
+    """flow/, attention/ and editing/ are plain torch/numpy: importing any module there must not import comfy."""
+    script = f"""
+import importlib, pkgutil, sys
+sys.path.insert(0, {str(ROOT / "tests")!r})
+import conftest
+for package in ("flow", "attention", "editing"):
+    base = importlib.import_module("comfyui_diffferv." + package)
+    for module in pkgutil.iter_modules(base.__path__):
+        importlib.import_module(f"comfyui_diffferv.{{package}}.{{module.name}}")
+bad = sorted(m for m in sys.modules if m == "comfy" or m.startswith(("comfy.", "comfy_api", "folder_paths")))
+print(bad)
+assert not bad, bad
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_registry_metadata(comfy):
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    meta, comfy_meta = project["project"], project["tool"]["comfy"]
+    for key in ("name", "version", "description", "license", "dependencies"):
+        assert meta.get(key), key
+    assert meta["urls"]["Repository"].startswith("https://")
+    for key in ("PublisherId", "DisplayName", "Icon", "requires-comfyui"):
+        assert comfy_meta.get(key), key
+    # the oldest ComfyUI the tests run on is the one they run on by default (0.3.75)
+    import comfyui_version
+
+    assert comfy_meta["requires-comfyui"] == ">=0.3.75"
+    assert comfyui_version.__version__ >= "0.3.75"
+    # ComfyUI-Manager installs requirements.txt; the registry reads [project].dependencies: same list
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    requirements = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert sorted(requirements) == sorted(meta["dependencies"])
+    # ComfyUI parses the same file for the pack (comfy_config); it must not choke on it
+    from comfy_config import config_parser
+
+    parsed = config_parser.extract_node_configuration(str(ROOT))
+    assert parsed.project.name == meta["name"]

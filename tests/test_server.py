@@ -1,0 +1,67 @@
+"""ComfyUI as users run it: main.py serving HTTP on loopback, the pack loaded from outside its folder."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import requests
+from comfy_harness import ComfyServer
+from video_probe import probe
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, demo_clip):
+    workdir = tmp_path_factory.mktemp("server")
+    instance = ComfyServer(workdir)
+    shutil.copy(demo_clip, workdir / "input" / demo_clip.name)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def test_object_info_lists_the_pack(server):
+    info = requests.get(server.url + "/object_info", timeout=60).json()
+    ours = {name: spec for name, spec in info.items() if name.startswith("DiffFERV_")}
+    assert {"DiffFERV_LoadVideo", "DiffFERV_VideoCombine"} <= set(ours)
+    assert all(spec["category"] == "DiffFERV" for spec in ours.values())
+    assert "talking_face.mp4" in info["DiffFERV_LoadVideo"]["input"]["required"]["video"][1]["options"]
+
+
+def test_prompt_reads_the_demo_clip_and_writes_videos(server, demo_clip):
+    combine = {"filename_prefix": "server/clip", "quality": 70, "save_output": True}
+    prompt = {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": demo_clip.name}},
+        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        "3": {
+            "class_type": "DiffFERV_VideoCombine",
+            "inputs": {"images": ["2", 0], "fps": ["2", 2], "format": "mp4 (h264)", **combine},
+        },
+        "4": {
+            "class_type": "DiffFERV_LoadVideo",
+            "inputs": {
+                "video": demo_clip.name,
+                "max_frames": 12,
+                "skip_first_frames": 0,
+                "every_nth": 2,
+                "short_side": 128,
+                "fit": "crop",
+            },
+        },
+        "5": {
+            "class_type": "DiffFERV_VideoCombine",
+            "inputs": {"images": ["4", 0], "fps": ["4", 1], "format": "webm (vp9)", **combine},
+        },
+    }
+    history = server.wait(server.submit(prompt), timeout=300)
+    expected = {"3": ((48, 350, 350, 3), 25.0), "5": ((12, 128, 128, 3), 12.5)}
+    for node_id, (shape, fps) in expected.items():
+        saved = history["outputs"][node_id]["images"][0]
+        reply = requests.get(server.url + "/view", params=saved, timeout=60)
+        assert reply.ok, reply.text
+        with tempfile.TemporaryDirectory() as folder:
+            local = Path(folder) / saved["filename"]
+            local.write_bytes(reply.content)
+            video = probe(local)
+        assert video.frames.shape == shape
+        assert video.fps == pytest.approx(fps)
