@@ -31,7 +31,25 @@ control then
 
 Steps. Every feature is keyed by the step index of the run's schedule: the control maps the call's
 sigma (``extra_options["sigmas"]``) to the index of the equal entry of its `sigmas`; call order never
-matters. A sigma that is not in the schedule is an error.
+matters. A sigma that is not in the schedule is an error. An inversion that evaluates other sigmas
+than the sampler passes, as its `sigmas`, the sigma it evaluates for each sampling step s at index s.
+
+How the inversion and sampler nodes use it (``with_control`` is in ``nodes/attention_patches.py``)::
+
+    # inversion, "store" mode (cfg 1: the batch is ComfyUI's cond chunk only)
+    store = FeatureStore()  # CPU, fp16
+    control = PreservationControl(sigmas, cond_roles={0: "source"}, capture="source", store=store)
+    run_inversion(with_control(patched_model, control))
+
+    # editing from the store: edit prompt = cond, source prompt = uncond (negative)
+    edit = Injection(swcfa_steps=app_steps, tta_steps=None, cross_steps=None, token_map=edit_to_source)
+    negative = Injection(swcfa_steps=app_steps, tta_steps=None, cross_steps=None, token_map=identity)
+    control = PreservationControl(sigmas, store=store, injections={"cond": edit, "uncond": negative})
+
+    # editing, "recompute" mode: per call the sampler (e.g. a model_function_wrapper) appends the source
+    # chunk (this step's inverted latent, source prompt) to the batch and sets
+    # c["transformer_options"][ROLES_KEY] = (*roles of ComfyUI's chunks, "source"), then drops its output
+    control = PreservationControl(sigmas, injections={"cond": replace(edit, source="source"), ...})
 """
 
 from __future__ import annotations
@@ -56,6 +74,13 @@ BlockKey = tuple[str, int, int]
 class Feature(str, Enum):
     SELF_QK = "self_qk"
     CROSS_MAPS = "cross_maps"
+
+
+def chunk_count(extra_options: Mapping) -> int:
+    """Chunks in a patch call's batch: one per explicit role if the caller set ``ROLES_KEY`` (a sampler
+    that appended its own chunks), else one per entry of ComfyUI's ``cond_or_uncond``."""
+    explicit = extra_options.get(ROLES_KEY)
+    return len(explicit) if explicit is not None else len(extra_options["cond_or_uncond"])
 
 
 def block_key(extra_options: Mapping) -> BlockKey:
@@ -193,22 +218,18 @@ class PreservationControl:
             )
         return int(hits[0])
 
-    def roles(self, extra_options: Mapping, chunks: int) -> tuple[str | None, ...]:
+    def roles(self, extra_options: Mapping) -> tuple[str | None, ...]:
         """The role of each chunk of this call (None for a chunk without one)."""
         explicit = extra_options.get(ROLES_KEY)
         if explicit is not None:
-            if len(explicit) != chunks:
-                raise ValueError(
-                    f"transformer_options[{ROLES_KEY!r}] lists {len(explicit)} roles for {chunks} chunks"
-                )
             return tuple(explicit)
         return tuple(self.cond_roles.get(int(c)) for c in extra_options["cond_or_uncond"])
 
-    def plan(self, extra_options: Mapping, chunks: int) -> CallPlan | None:
+    def plan(self, extra_options: Mapping) -> CallPlan | None:
         """The CallPlan of the model call `extra_options` belongs to (None when it records and injects
         nothing). Computed once per call: the 32 patch calls of one UNet pass share it."""
         sigmas = extra_options["sigmas"]
-        roles = self.roles(extra_options, chunks)
+        roles = self.roles(extra_options)
         memo = self._memo
         if memo is not None and memo[0] is sigmas and memo[1] == roles:
             return memo[2]

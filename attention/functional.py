@@ -67,6 +67,7 @@ def frames_per_chunk(batch: int, chunks: int) -> int:
     if chunks < 1 or batch % chunks:
         raise ValueError(
             f"attention batch of {batch} rows cannot be split into {chunks} chunks of equal frame count "
-            "(extra_options['cond_or_uncond'] must list one entry per chunk of the clip's frames)"
+            "(extra_options['cond_or_uncond'], or the explicit chunk roles, must list one entry per chunk "
+            "of the clip's frames)"
         )
     return batch // chunks

@@ -4,7 +4,8 @@ tensors and an ``extra_options`` dict; the ComfyUI glue that installs them lives
 
 Both follow ComfyUI's replace-patch contract ``patch(q, k, v, extra_options) -> out``: q, k, v are
 projected and not split into heads, [chunks * F, tokens, heads*d]; out has q's shape and ComfyUI applies
-``to_out`` to it. They read from extra_options: ``cond_or_uncond`` (chunk count), ``n_heads``,
+``to_out`` to it. They read from extra_options: ``cond_or_uncond`` or ``ROLES_KEY`` (chunk count, see
+`control.chunk_count`), ``n_heads``,
 ``activations_shape`` ([B, C, H, W] of the block: the latent grid, never assumed square), ``block`` and
 ``block_index``, ``attn_precision``, and the run's `PreservationControl` under `CONTROL_KEY` if any.
 
@@ -23,9 +24,9 @@ from typing import ClassVar
 import torch
 
 from ..flow.trajectory_set import TrajectorySet
-from .control import CONTROL_KEY, block_key
+from .control import CONTROL_KEY, block_key, chunk_count
 from .functional import AttentionFn, apply_probs, attention_probs, frames_per_chunk, sdpa_attention
-from .swcfa import sliding_window_attention
+from .swcfa import check_window, sliding_window_attention
 from .tta import DEFAULT_MAX_ELEMENTS, TrajectoryGroups, trajectory_attention
 
 ReplacePatch = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Mapping], torch.Tensor]
@@ -61,8 +62,7 @@ class TemporalSelfAttention:
     ):
         if tta and trajectories is None:
             raise ValueError("trajectory attention (TTA) needs TRAJECTORIES")
-        if window < 1 or window % 2 == 0:
-            raise ValueError(f"SWCFA window must be an odd number >= 1, got {window}")
+        check_window(window)
         self.window = window
         self.swcfa = swcfa
         self.tta = tta
@@ -84,14 +84,14 @@ class TemporalSelfAttention:
     def __call__(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Mapping
     ) -> torch.Tensor:
-        chunks = len(extra_options["cond_or_uncond"])
+        chunks = chunk_count(extra_options)
         frames = frames_per_chunk(q.shape[0], chunks)
         heads = extra_options["n_heads"]
         kwargs = _attention_kwargs(extra_options)
         q_swcfa = q_tta = q
         k_swcfa = k_tta = k
         control = extra_options.get(CONTROL_KEY)
-        plan = control.plan(extra_options, chunks) if control is not None else None
+        plan = control.plan(extra_options) if control is not None else None
         if plan is not None:
             q_swcfa, k_swcfa, q_tta, k_tta = control.self_attention(
                 plan, block_key(extra_options), q, k, frames
@@ -139,12 +139,11 @@ class CrossAttentionControl:
     def __call__(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Mapping
     ) -> torch.Tensor:
-        chunks = len(extra_options["cond_or_uncond"])
         control = extra_options.get(CONTROL_KEY)
-        plan = control.plan(extra_options, chunks) if control is not None else None
+        plan = control.plan(extra_options) if control is not None else None
         if plan is None or not control.wants_cross_maps(plan):
             return self._plain(q, k, v, extra_options)
-        frames = frames_per_chunk(q.shape[0], chunks)
+        frames = frames_per_chunk(q.shape[0], chunk_count(extra_options))
         probs = attention_probs(q, k, extra_options["n_heads"])
         mixed = control.cross_attention(plan, block_key(extra_options), probs, frames)
         if mixed is probs and self.previous is not None:

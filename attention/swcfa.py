@@ -19,6 +19,12 @@ import torch
 from .functional import AttentionFn, frames_per_chunk, sdpa_attention
 
 
+def check_window(window: int) -> None:
+    """A clear error unless `window` is an odd number >= 1."""
+    if not isinstance(window, int) or window < 1 or window % 2 == 0:
+        raise ValueError(f"SWCFA window must be an odd number >= 1 (the paper uses 3), got {window}")
+
+
 @lru_cache(maxsize=64)
 def window_groups(
     frames: int, window: int
@@ -27,8 +33,7 @@ def window_groups(
 
     Frame i's keys are frames max(i - w//2, 0) .. min(i + w//2, frames - 1) in order.
     """
-    if window < 1 or window % 2 == 0:
-        raise ValueError(f"SWCFA window must be an odd number >= 1, got {window}")
+    check_window(window)
     if frames < 1:
         raise ValueError(f"SWCFA needs at least one frame, got {frames}")
     half = window // 2

@@ -23,9 +23,13 @@ def test_comfyui_registers_every_node_with_prefix_category_and_tooltips(comfy):
 
 
 def test_expected_nodes_are_registered(comfy):
-    assert {"DiffFERV_LoadVideo", "DiffFERV_VideoCombine", "DiffFERV_ComputeFlowTrajectories"} <= set(
-        comfy.pack_node_ids
-    )
+    expected = {
+        "DiffFERV_LoadVideo",
+        "DiffFERV_VideoCombine",
+        "DiffFERV_ComputeFlowTrajectories",
+        "DiffFERV_ApplyTemporalAttention",
+    }
+    assert expected <= set(comfy.pack_node_ids)
 
 
 def test_algorithm_packages_import_without_comfyui():

@@ -124,7 +124,8 @@ def test_recompute_mode_copies_from_the_source_chunk_of_the_same_batch():
     control = PreservationControl(
         SIGMAS, injections={"edit": Injection(source="source"), "neg": Injection(source="source")}
     )
-    got = PATCH(*batch, options(control, 14.6, cond_or_uncond=(0, 0, 1), roles=("source", "edit", "neg")))
+    # the sampler appended the source chunk to ComfyUI's two: the explicit roles say there are three
+    got = PATCH(*batch, options(control, 14.6, cond_or_uncond=(0, 1), roles=("source", "edit", "neg")))
     alone = PATCH(q_src, k_src, v_src, options(None, 14.6))
     torch.testing.assert_close(got[:FRAMES], alone, **TOL)  # the source chunk computes its own features
     q3, k3 = q_src.repeat(3, 1, 1), k_src.repeat(3, 1, 1)

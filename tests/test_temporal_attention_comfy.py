@@ -176,3 +176,25 @@ def test_missing_trajectory_grid_is_a_clear_error(comfy, tiny_sd15):
         apply_temporal_attention(tiny_sd15.model, partial)
     only_full = (True, False, False, False)
     apply_temporal_attention(tiny_sd15.model, partial, tta_levels=only_full)
+
+
+def test_real_trajectories_of_a_non_square_clip_drive_the_patched_unet(comfy, tiny_sd15):
+    """ComputeFlowTrajectories -> ApplyTemporalAttention -> UNet, on demo-clip frames of 64x128 px (the
+    latent grids are 8x16 .. 1x2: height != width everywhere)."""
+    from flow_clips import demo_frames
+
+    frames = demo_frames(FRAMES, 128)[:, 32:96]  # [F, 64, 128, 3]
+    (trajectories, _), _ = comfy.run_node(
+        "DiffFERV_ComputeFlowTrajectories",
+        frames=frames,
+        backend="dis",
+        consistency_threshold=1.0,
+        preview_grid="1/8",
+    )
+    patched = apply(comfy, tiny_sd15.model, trajectories)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(FRAMES, 4, 8, 16, generator=generator)
+    context = encode(tiny_sd15.clip, "a photo of a woman").expand(FRAMES, -1, -1)
+    out = unet(patched, x, 2.0, context, [0])
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert not torch.allclose(out, unet(tiny_sd15.model, x, 2.0, context, [0]), atol=1e-4)
