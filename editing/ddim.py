@@ -10,14 +10,23 @@ which is exact for both directions. Sampling walks sigmas from high to low; inve
 schedule from low to high, starting at a small positive sigma instead of 0 (as ComfyUI's FlipSigmas
 does), so that its evaluation at step i sees the latent at the sigma the sampler evaluates at step
 T - i.
+
+The two loops below are ComfyUI sampler functions (``fn(model, x, sigmas, extra_args, callback,
+disable)``, wrapped by ``comfy.samplers.KSAMPLER``): `model(x, sigma * s_in, **extra_args)` is ComfyUI's
+CFG-combined denoiser. They hold no ComfyUI import.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 INVERSION_START_SIGMA = 1e-4
 """Where inversion starts instead of sigma 0 (the eps of a clean latent is undefined at 0)."""
+
+StepHook = Callable[[int], None]
+"""Called with the number of steps done (progress bar, interruption)."""
 
 
 def ddim_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
@@ -32,3 +41,64 @@ def inversion_sigmas(sampling_sigmas: torch.Tensor) -> torch.Tensor:
     if flipped[0] == 0:
         flipped[0] = INVERSION_START_SIGMA
     return flipped
+
+
+def invert(
+    model,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict,
+    callback=None,
+    disable=None,
+    *,
+    keep: list[torch.Tensor],
+    final_call: bool,
+    on_step: StepHook | None = None,
+) -> torch.Tensor:
+    """DDIM inversion of x (at sigmas[0], low) up the schedule `sigmas` [T + 1] (low -> high).
+
+    Appends to `keep` the latent at every sigma of the schedule, [T + 1] tensors like x, moved to the
+    CPU in float32 (the recompute cache mode runs the source path on them). With `final_call`, the model
+    is evaluated once more at the top sigma, result unused, so that features recorded by attention
+    patches cover every sigma the sampler will evaluate. Returns the latent at sigmas[-1].
+    `callback` is ComfyUI's per-step callback (previews), `on_step` the progress/interrupt hook.
+    """
+    s_in = x.new_ones(x.shape[0])
+    steps = len(sigmas) - 1
+    for i in range(steps):
+        keep.append(x.detach().float().cpu())
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        x = ddim_step(x, denoised, float(sigmas[i]), float(sigmas[i + 1]))
+        _report(callback, on_step, i, x, denoised, sigmas)
+    keep.append(x.detach().float().cpu())
+    if final_call:
+        model(x, sigmas[-1] * s_in, **extra_args)
+    return x
+
+
+def sample(
+    model,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict,
+    callback=None,
+    disable=None,
+    *,
+    on_step: StepHook | None = None,
+) -> torch.Tensor:
+    """Deterministic DDIM sampling of x (at sigmas[0], high) down the schedule `sigmas` [T + 1] (the last
+    step, to sigma 0, returns the model's denoised latent)."""
+    s_in = x.new_ones(x.shape[0])
+    steps = len(sigmas) - 1
+    for i in range(steps):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        x = ddim_step(x, denoised, float(sigmas[i]), float(sigmas[i + 1]))
+        _report(callback, on_step, i, x, denoised, sigmas)
+    return x
+
+
+def _report(callback, on_step, i, x, denoised, sigmas) -> None:
+    if callback is not None:
+        callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+    if on_step is not None:
+        on_step(i + 1)

@@ -3,9 +3,13 @@
 DiffFERV (section 3.4, after Hertz et al.): for text tokens shared by the source and the edit prompt,
 the edit path's cross-attention maps are replaced by the source's; maps of new words are kept. Shared
 tokens are found by aligning the two token sequences (longest matching blocks, as difflib does), which
-handles swapped words ("woman" -> "man": "man" is new), added words ("a woman" -> "an old woman with
-glasses": "woman" keeps its source map, "old", "with", "glasses" keep their own) and the start/end/
-padding tokens (SD1.5's tokenizer pads with the end token, so padding runs align with each other).
+handles swapped words ("woman" -> "man": "man" is new) and added or dropped words ("a woman" -> "an old
+woman with glasses": "woman" keeps its source map, "old", "with", "glasses" keep their own).
+
+The padding is aligned by position, not by content: SD1.5's tokenizer ends every sequence with the end
+token repeated to full length, so the trailing run of one id is the end token plus padding, and the
+k-th position of the edit's run takes the k-th of the source's (the last one once the source's run is
+shorter). Every padding column thus has a source column, also when the prompts differ in length.
 """
 
 from __future__ import annotations
@@ -16,15 +20,29 @@ from difflib import SequenceMatcher
 import torch
 
 
-def align_tokens(source: Sequence[int], edit: Sequence[int]) -> torch.Tensor:
-    """For each position j of the edit token sequence, the position of the same token in the source
-    sequence under the best alignment, or -1 for a token the source does not share.
+def trailing_run_start(tokens: Sequence[int]) -> int:
+    """Index where the final run of identical ids (end token + padding) begins."""
+    start = len(tokens)
+    while start > 0 and tokens[start - 1] == tokens[-1]:
+        start -= 1
+    return start
 
-    source, edit: token ids (whole padded sequences, e.g. 77 per CLIP chunk).
+
+def align_tokens(source: Sequence[int], edit: Sequence[int]) -> torch.Tensor:
+    """For each position j of the edit token sequence, the position in the source sequence whose map
+    column it takes, or -1 for a token the source does not share.
+
+    source, edit: token ids of whole padded sequences (e.g. 77 per CLIP chunk).
     Returns LongTensor [len(edit)].
     """
     mapping = torch.full((len(edit),), -1, dtype=torch.long)
-    matcher = SequenceMatcher(a=list(source), b=list(edit), autojunk=False)
+    if not source or not edit:
+        return mapping
+    source_pad, edit_pad = trailing_run_start(source), trailing_run_start(edit)
+    matcher = SequenceMatcher(a=list(source[:source_pad]), b=list(edit[:edit_pad]), autojunk=False)
     for block in matcher.get_matching_blocks():
         mapping[block.b : block.b + block.size] = torch.arange(block.a, block.a + block.size)
+    if source[-1] == edit[-1]:
+        offsets = torch.arange(len(edit) - edit_pad).clamp(max=len(source) - source_pad - 1)
+        mapping[edit_pad:] = source_pad + offsets
     return mapping

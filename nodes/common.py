@@ -14,6 +14,8 @@ PREFIX = "DiffFERV_"
 
 Trajectories = io.Custom("DIFFFERV_TRAJECTORIES")
 """Socket type of a flow.trajectory_set.TrajectorySet (prefixed: other packs have a TRAJECTORY type)."""
+Inversion = io.Custom("DIFFFERV_INVERSION")
+"""Socket type of an editing.preservation.InversionResult."""
 
 
 def progress(total: int | None) -> Callable[[int], None]:

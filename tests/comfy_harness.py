@@ -121,11 +121,12 @@ class InProcessComfy:
         cls = self.node_class(node_id)
         # the executor passes V3 node classes as they are and instantiates V1 ones
         node = cls if hasattr(cls, "GET_SCHEMA") else cls()
-        output, ui, _, _ = asyncio.run(
-            self.execution.get_output_data(
-                "test", "1", node, {k: [v] for k, v in inputs.items()}, hidden_inputs=hidden or {}
+        with torch.inference_mode():  # as PromptExecutor runs every node
+            output, ui, _, _ = asyncio.run(
+                self.execution.get_output_data(
+                    "test", "1", node, {k: [v] for k, v in inputs.items()}, hidden_inputs=hidden or {}
+                )
             )
-        )
         return tuple(values[0] for values in output), ui
 
     def run_prompt(self, prompt: dict) -> dict:
@@ -198,9 +199,14 @@ def init_random(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module
 
 
-def build_unet(seed: int = 0, tiny: bool = True):
+def build_unet(seed: int = 0, tiny: bool = True, output_scale: float = 1.0):
     """An SD1.5 UNet (ComfyUI BaseModel in a ModelPatcher) with random weights: `tiny` keeps the block
-    layout, the 16 self-attention blocks and their patch keys, the 768-d context, with few channels."""
+    layout, the 16 self-attention blocks and their patch keys, the 768-d context, with few channels.
+
+    output_scale multiplies the last convolution. DDIM inversion is only as reversible as the model's
+    eps is smooth in its input; a random UNet's eps has so large a Jacobian that inverting and
+    re-sampling it loses the clip entirely (error above the signal), which a trained model does not.
+    Scaling the output (0.02 for the editing tests) bounds that Jacobian the way training does."""
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
@@ -210,6 +216,8 @@ def build_unet(seed: int = 0, tiny: bool = True):
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({})
     init_random(model.diffusion_model, seed)
+    with torch.no_grad():
+        model.diffusion_model.out[-1].weight.mul_(output_scale)
     model.eval()
     return comfy.model_patcher.ModelPatcher(
         model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()

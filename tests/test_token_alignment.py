@@ -21,6 +21,13 @@ def test_added_words_shift_the_shared_ones():
     assert align_tokens(source, edit).tolist() == [0, -1, -1, 2, -1, -1, 3, 4]
 
 
+def test_dropped_word_leaves_no_column_without_a_source():
+    # BOS a photo of a woman EOS pad  ->  BOS a photo of woman EOS pad pad: the padding aligns by position
+    source = [0, 1, 2, 3, 1, 4, 9, 9]
+    edit = [0, 1, 2, 3, 4, 9, 9, 9]
+    assert align_tokens(source, edit).tolist() == [0, 1, 2, 3, 5, 6, 7, 7]
+
+
 def test_nothing_shared():
     assert align_tokens([1, 2], [3, 4, 5]).tolist() == [-1, -1, -1]
 

@@ -1,0 +1,95 @@
+"""What DDIM inversion hands to the editing sampler, and what caching it costs (DiffFERV section 3.4).
+
+Preservation features F_app = SWCFA (Q, K), F_motion = TTA (Q, K) and F_sem = cross-attention maps are
+a deterministic function of the inverted latent at a step, the step and the source prompt. So they can
+be kept in two ways that give the same video:
+
+- "store": recorded during inversion, kept on the CPU in fp16 (the paper's way). Memory grows with
+  steps x blocks x tokens; `store_bytes` gives it.
+- "recompute": only the inverted latent of every step is kept (`recompute_bytes`); the sampler runs the
+  source path (that latent, the source prompt) as an extra chunk in the same batch as the edit and copies
+  its features into the edit chunks. Memory no longer grows with blocks; each step's UNet batch is one
+  chunk larger (3 chunks instead of 2 with classifier-free guidance: about 1.5x the sampling compute).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..attention.control import FeatureStore
+
+STORE = "store"
+RECOMPUTE = "recompute"
+
+# SD1.5's attention blocks per resolution level (1, 1/2, 1/4, 1/8 of the latent): how many, and the
+# channel multiplier of the level (320, 640, 1280, 1280 channels at 320 base channels).
+SD15_LEVELS = ((5, 1), (5, 2), (5, 4), (1, 4))
+SD15_HEADS = 8
+SD15_CONTEXT_TOKENS = 77
+
+
+@dataclass
+class InversionResult:
+    """The INVERSION value: everything the editing sampler needs to reproduce the source path.
+
+    sigmas: the inversion schedule [T + 1], low -> high (the sampler walks it backwards).
+    latents: [T + 1, F, 4, h, w] float32 on the CPU, the inverted latent at each of those sigmas, in
+        ComfyUI's model space (the input of the model call at that sigma).
+    store: the recorded features (store mode) or None (recompute mode).
+    source_prompt / source_tokens / source_cond: the prompt text, its CLIP token ids (one 77-token
+        chunk) and its CONDITIONING.
+    model_key: identifies the UNet the inversion ran on (the sampler must use the same).
+    trajectories: the TRAJECTORIES the temporal attention ran with.
+    """
+
+    sigmas: torch.Tensor
+    latents: torch.Tensor
+    store: FeatureStore | None
+    source_prompt: str
+    source_tokens: list[int]
+    source_cond: list
+    model_key: tuple
+    trajectories: object
+
+    @property
+    def mode(self) -> str:
+        return STORE if self.store is not None else RECOMPUTE
+
+    @property
+    def steps(self) -> int:
+        return int(self.sigmas.numel()) - 1
+
+    @property
+    def frames(self) -> int:
+        return int(self.latents.shape[1])
+
+    @property
+    def noise(self) -> torch.Tensor:
+        """The inverted latent at the top sigma, [F, 4, h, w] (model space)."""
+        return self.latents[-1]
+
+
+def store_bytes(frames: int, steps: int, latent_hw: tuple[int, int], base_channels: int = 320) -> int:
+    """Bytes the store mode keeps for a clip (fp16): per frame, per recorded step (T + 1, see
+    ``ddim.invert``) and per SD1.5 attention block at level l with N_l tokens and C_l channels:
+    2 * N_l * C_l values for (q, k) plus heads * N_l * 77 values for the cross-attention maps."""
+    h, w = latent_hw
+    per_step = 0
+    for level, (blocks, multiplier) in enumerate(SD15_LEVELS):
+        tokens = -(-h // 2**level) * -(-w // 2**level)
+        per_step += blocks * tokens * (2 * base_channels * multiplier + SD15_HEADS * SD15_CONTEXT_TOKENS)
+    return 2 * per_step * frames * (steps + 1)
+
+
+def recompute_bytes(frames: int, steps: int, latent_hw: tuple[int, int]) -> int:
+    """Bytes the recompute mode keeps: the float32 latent [4, h, w] per frame and step (T + 1)."""
+    h, w = latent_hw
+    return 4 * 4 * h * w * frames * (steps + 1)
+
+
+def appearance_steps(timesteps: torch.Tensor, tau_app: float, total: int = 1000) -> frozenset[int]:
+    """Indices of the steps whose timestep t satisfies t > (1 - tau_app) * total: where F_app is injected
+    (tau_app 1: every step, 0: none). `timesteps` [S] is the timestep of each step of the schedule."""
+    return frozenset(torch.nonzero(timesteps > (1.0 - tau_app) * total).flatten().tolist())

@@ -1,0 +1,161 @@
+"""PreservationInjectSampler: deterministic DDIM from the inverted noise with the edit prompt, the source
+path's preservation features injected (DiffFERV section 3.4)."""
+
+from __future__ import annotations
+
+import comfy.sample
+import comfy.samplers
+import latent_preview
+import torch
+from comfy_api.latest import io
+
+from ..attention.control import SOURCE_CACHE, Injection, PreservationControl
+from ..editing.ddim import sample
+from ..editing.preservation import STORE, InversionResult, appearance_steps
+from ..editing.token_alignment import align_tokens
+from .attention_patches import with_control
+from .common import CATEGORY, PREFIX, Inversion, progress
+from .preservation_glue import (
+    ROLE_OF_COND,
+    SOURCE_ROLE,
+    add_source_chunk,
+    encode_prompt,
+    model_key,
+    sampling_sigmas,
+    temporal_model,
+)
+
+NEVER: frozenset[int] = frozenset()
+
+
+class PreservationInjectSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=PREFIX + "PreservationInjectSampler",
+            display_name="Preservation Inject Sampler (DiffFERV)",
+            category=CATEGORY,
+            description=(
+                "Samples the edited clip from the inverted noise with deterministic DDIM and the edit prompt, "
+                "injecting the inversion's appearance features early (identity, background), its motion "
+                "features throughout, and its cross-attention maps for the words both prompts share."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The same model that ran DDIM Invert With Cache."),
+                io.Clip.Input("clip", tooltip="The CLIP of the checkpoint, to encode the edit prompt."),
+                Inversion.Input("inversion", tooltip="From DDIM Invert With Cache (DiffFERV)."),
+                io.String.Input(
+                    "edit_prompt",
+                    multiline=True,
+                    default="a photo of an old woman",
+                    tooltip="The source prompt with the change, e.g. 'a photo of a woman' -> 'a photo of an "
+                    "old woman with glasses'. Words shared with the source prompt keep the source's layout; "
+                    "new words act freely. Under 75 tokens.",
+                ),
+                io.String.Input(
+                    "negative_prompt",
+                    multiline=True,
+                    default="",
+                    tooltip="Empty: the source prompt (the paper's choice: guidance then pushes away from the "
+                    "unedited video). Or any text.",
+                ),
+                io.Float.Input(
+                    "guidance",
+                    default=5.0,
+                    min=1.0,
+                    max=30.0,
+                    step=0.1,
+                    tooltip="Classifier-free guidance scale (the paper uses 5). Higher: stronger edit, less "
+                    "faithful.",
+                ),
+                io.Float.Input(
+                    "tau_app",
+                    default=0.9,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Share of the sampling (from the noisy end) during which the appearance features "
+                    "are injected: higher keeps identity and details closer to the input, lower lets the edit "
+                    "change more. 0.9 for texture edits (age, make-up, lipstick); 0.7 for shape edits (glasses, "
+                    "hair, man -> woman). 0 turns appearance injection off.",
+                ),
+                io.Boolean.Input(
+                    "inject_motion",
+                    default=True,
+                    tooltip="Inject the trajectory-attention features at every step (keeps the input's motion).",
+                ),
+                io.Boolean.Input(
+                    "inject_semantic",
+                    default=True,
+                    tooltip="Replace the cross-attention maps of words shared by both prompts with the "
+                    "source's (keeps the semantic layout).",
+                ),
+            ],
+            outputs=[
+                io.Latent.Output("latent", tooltip="The edited clip's latents; decode with VAE Decode.")
+            ],
+        )
+
+    @classmethod
+    def execute(
+        cls,
+        model,
+        clip,
+        inversion: InversionResult,
+        edit_prompt,
+        negative_prompt,
+        guidance,
+        tau_app,
+        inject_motion,
+        inject_semantic,
+    ) -> io.NodeOutput:
+        if model_key(model) != inversion.model_key:
+            raise ValueError(
+                "model: this is not the model the inversion ran on; connect the same MODEL to DDIM Invert "
+                "With Cache and to this sampler (or run the inversion again)"
+            )
+        model = temporal_model(model, inversion.trajectories)
+        edit_cond, edit_tokens = encode_prompt(clip, edit_prompt, "edit_prompt")
+        if negative_prompt.strip():
+            negative_cond, negative_tokens = encode_prompt(clip, negative_prompt, "negative_prompt")
+        else:
+            negative_cond, negative_tokens = inversion.source_cond, inversion.source_tokens
+        timesteps = model.get_model_object("model_sampling").timestep(inversion.sigmas)
+        appearance = appearance_steps(timesteps, tau_app)
+        source = SOURCE_CACHE if inversion.mode == STORE else SOURCE_ROLE
+
+        def injection(tokens: list[int]) -> Injection:
+            return Injection(
+                source=source,
+                swcfa_steps=appearance,
+                tta_steps=None if inject_motion else NEVER,
+                cross_steps=None if inject_semantic else NEVER,
+                token_map=align_tokens(inversion.source_tokens, tokens) if inject_semantic else None,
+            )
+
+        run_model = model
+        if appearance or inject_motion or inject_semantic:
+            roles = {ROLE_OF_COND[0]: injection(edit_tokens), ROLE_OF_COND[1]: injection(negative_tokens)}
+            control = PreservationControl(
+                inversion.sigmas, cond_roles=ROLE_OF_COND, store=inversion.store, injections=roles
+            )
+            run_model = with_control(model, control)
+            if inversion.mode != STORE:
+                add_source_chunk(run_model, inversion, control)
+        steps = inversion.steps
+        sampler = comfy.samplers.KSAMPLER(sample, extra_options={"on_step": progress(None)})
+        start = model.model.process_latent_out(inversion.noise)
+        edited = comfy.sample.sample_custom(
+            run_model,
+            torch.zeros_like(start),
+            guidance,
+            sampler,
+            sampling_sigmas(inversion.sigmas),
+            edit_cond,
+            negative_cond,
+            start,
+            callback=latent_preview.prepare_callback(run_model, steps),
+            disable_pbar=True,
+            seed=0,
+        )
+        return io.NodeOutput({"samples": edited})

@@ -1,0 +1,155 @@
+"""ComfyUI glue shared by DDIMInvertWithCache and PreservationInjectSampler: prompts, checks, the
+temporal attention, the schedule, and the recompute mode's source chunk.
+
+The recompute mode adds the source path (the inverted latent of the step, the source prompt) to the
+UNet batch through ComfyUI's model-function wrapper: ComfyUI builds the edit batch (cond and uncond
+chunks) as usual, the wrapper appends one chunk of F frames, labels the chunks' roles for the attention
+patches, runs the UNet and returns the edit chunks' output. An earlier wrapper (another node's) is
+called with the extended batch, so it keeps working.
+"""
+
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.samplers
+import torch
+
+from ..attention.control import ROLES_KEY, PreservationControl
+from ..editing.ddim import inversion_sigmas
+from ..editing.preservation import RECOMPUTE, STORE, InversionResult, recompute_bytes, store_bytes
+from .attention_patches import apply_temporal_attention, patched_blocks
+
+CACHE_MODES = ("auto", RECOMPUTE, STORE)
+STORE_SHARE_OF_FREE_RAM = 0.4
+"""auto picks "store" when its cache needs at most this share of the free system memory."""
+ROLE_OF_COND = {0: "edit", 1: "negative"}
+SOURCE_ROLE = "source"
+
+
+def encode_prompt(clip, text: str, what: str) -> tuple[list, list[int]]:
+    """CONDITIONING and token ids of a prompt (one CLIP chunk of 77 tokens: token alignment between
+    prompts needs equal lengths)."""
+    if clip is None:
+        raise ValueError(f"{what}: no CLIP connected; connect the CLIP of the checkpoint loader")
+    tokens = clip.tokenize(text)
+    chunks = tokens.get("l", [])
+    if len(chunks) != 1:
+        raise ValueError(
+            f"{what} is {len(chunks)} CLIP chunks long; keep it under 75 tokens (one chunk): "
+            "prompt-to-prompt token alignment needs prompts of one chunk"
+        )
+    ids = [int(token) for token, _ in chunks[0]]
+    return clip.encode_from_tokens_scheduled(tokens), ids
+
+
+def model_key(model) -> tuple:
+    """Identifies the UNet weights a MODEL runs (clones and re-patches of one loaded model share it)."""
+    return (id(model.model), type(model.model).__name__)
+
+
+def check_clip_frames(samples: torch.Tensor, trajectories) -> None:
+    """The latent batch must be the clip the TRAJECTORIES came from: same frame count and size."""
+    if samples.ndim != 4 or samples.shape[1] != 4:
+        raise ValueError(
+            f"latent: expected an SD1.5 latent batch [frames, 4, h, w], got {list(samples.shape)}"
+        )
+    frames, _, h, w = samples.shape
+    if frames < 2:
+        raise ValueError("latent: holds 1 frame; a video edit needs at least 2 (encode the clip's frames)")
+    if trajectories.frames != frames:
+        raise ValueError(
+            f"trajectories: computed from {trajectories.frames} frames, but the latent holds {frames}; compute "
+            "them from the same frames that were encoded"
+        )
+    if tuple(trajectories.image_size) != (h * 8, w * 8):
+        th, tw = trajectories.image_size
+        raise ValueError(
+            f"trajectories: computed on {tw}x{th} frames, but the latent is of {w * 8}x{h * 8} frames; compute "
+            "them from the same (resized) frames that were encoded"
+        )
+
+
+def temporal_model(model, trajectories):
+    """`model` if it already carries DiffFERV temporal attention (Apply Temporal Attention), else a clone
+    with it at the default settings (window 3, SWCFA and TTA at every resolution)."""
+    if patched_blocks(model)["attn2"]:
+        return model
+    return apply_temporal_attention(model, trajectories)
+
+
+def schedule(model, steps: int) -> torch.Tensor:
+    """The inversion schedule [steps + 1] (low -> high) of DDIM's uniform timesteps (1, 1 + 1000/steps,
+    ...): the schedule ComfyUI's "ddim_uniform" scheduler samples, reversed."""
+    sampling = comfy.samplers.calculate_sigmas(
+        model.get_model_object("model_sampling"), "ddim_uniform", steps
+    )
+    return inversion_sigmas(sampling.cpu().to(torch.float32))
+
+
+def sampling_sigmas(inversion_schedule: torch.Tensor) -> torch.Tensor:
+    """The sampling schedule of an inversion schedule: reversed, ending at 0 (DDIM's last step returns
+    the denoised latent)."""
+    sigmas = inversion_schedule.flip(0).clone()
+    sigmas[-1] = 0.0
+    return sigmas
+
+
+def pick_cache_mode(
+    mode: str, frames: int, steps: int, latent_hw: tuple[int, int], base_channels: int
+) -> str:
+    """Resolve "auto": store when its cache fits in STORE_SHARE_OF_FREE_RAM of the free system memory."""
+    if mode != "auto":
+        return mode
+    free = comfy.model_management.get_free_memory(torch.device("cpu"))
+    need = store_bytes(frames, steps, latent_hw, base_channels)
+    return STORE if need <= STORE_SHARE_OF_FREE_RAM * free else RECOMPUTE
+
+
+def describe_cache(frames: int, steps: int, latent_hw: tuple[int, int], base_channels: int) -> str:
+    mib = 2**20
+    return (
+        f"store {store_bytes(frames, steps, latent_hw, base_channels) / mib:.0f} MiB, "
+        f"recompute {recompute_bytes(frames, steps, latent_hw) / mib:.1f} MiB"
+    )
+
+
+def add_source_chunk(model, inversion: InversionResult, control: PreservationControl) -> None:
+    """Install (on `model`, a clone) the recompute mode's model-function wrapper: every UNet call gets
+    one more chunk, the source path at that step, with role SOURCE_ROLE."""
+    previous = model.model_options.get("model_function_wrapper")
+    source_context = inversion.source_cond[0][0]
+
+    def with_source_chunk(apply_model, args):
+        x, timestep, c = args["input"], args["timestep"], dict(args["c"])
+        unsupported = [key for key in ("c_concat", "y", "control") if c.get(key) is not None]
+        if unsupported:
+            raise ValueError(
+                f"cache mode recompute cannot extend a UNet batch that carries {unsupported} (e.g. a "
+                "ControlNet); run the inversion with cache_mode store"
+            )
+        frames = inversion.frames
+        step = control.step_of(float(timestep[0]))
+        source_x = inversion.latents[step].to(device=x.device, dtype=x.dtype)
+        context = c["c_crossattn"]
+        c["c_crossattn"] = torch.cat(
+            [context, source_context.to(device=context.device, dtype=context.dtype).expand(frames, -1, -1)]
+        )
+        options = dict(c["transformer_options"])
+        chunks = list(options["cond_or_uncond"])
+        options[ROLES_KEY] = (*(ROLE_OF_COND.get(int(chunk)) for chunk in chunks), SOURCE_ROLE)
+        options["cond_or_uncond"] = [*chunks, 0]
+        c["transformer_options"] = options
+        extended = {
+            **args,
+            "input": torch.cat([x, source_x]),
+            "timestep": torch.cat([timestep, timestep[:frames]]),
+            "c": c,
+            "cond_or_uncond": options["cond_or_uncond"],
+        }
+        if previous is not None:
+            out = previous(apply_model, extended)
+        else:
+            out = apply_model(extended["input"], extended["timestep"], **c)
+        return out[: x.shape[0]]
+
+    model.set_model_unet_function_wrapper(with_source_chunk)

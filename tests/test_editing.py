@@ -1,0 +1,229 @@
+"""DDIMInvertWithCache + PreservationInjectSampler inside a real ComfyUI, on the demo clip's frames, with
+a tiny random-weight SD1.5-shaped model (see comfy_harness.build_unet for its output scale)."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from comfy_harness import build_unet
+from comfyui_diffferv.editing.token_alignment import align_tokens
+
+STEPS = 10
+SOURCE = "a photo of a woman"
+FRAMES = 6
+
+
+@dataclass
+class Clip:
+    frames: torch.Tensor
+    trajectories: object
+    latent: dict
+    model: object
+    clip: object
+
+
+@pytest.fixture(scope="module")
+def clip(comfy, tiny_sd15, input_clip) -> Clip:
+    (frames, _, _, _), _ = comfy.run_node(
+        "DiffFERV_LoadVideo",
+        video=input_clip,
+        max_frames=FRAMES,
+        skip_first_frames=0,
+        every_nth=1,
+        short_side=64,
+        fit="crop",
+    )
+    (trajectories, _), _ = comfy.run_node(
+        "DiffFERV_ComputeFlowTrajectories",
+        frames=frames,
+        backend="dis",
+        consistency_threshold=1.0,
+        flow_model="none",
+        preview_grid="1/16",
+    )
+    (latent,), _ = comfy.run_node("VAEEncode", pixels=frames, vae=tiny_sd15.vae)
+    return Clip(frames, trajectories, latent, build_unet(seed=5, output_scale=0.02), tiny_sd15.clip)
+
+
+def invert(comfy, clip: Clip, mode: str, steps: int = STEPS, **overrides):
+    inputs = dict(
+        model=clip.model,
+        clip=clip.clip,
+        latent=clip.latent,
+        source_prompt=SOURCE,
+        trajectories=clip.trajectories,
+        steps=steps,
+        cache_mode=mode,
+    )
+    inputs.update(overrides)
+    (inversion, noise), _ = comfy.run_node("DiffFERV_DDIMInvertWithCache", **inputs)
+    return inversion, noise
+
+
+def edit(comfy, clip: Clip, inversion, prompt=SOURCE, **overrides) -> torch.Tensor:
+    inputs = dict(
+        model=clip.model,
+        clip=clip.clip,
+        inversion=inversion,
+        edit_prompt=prompt,
+        negative_prompt="",
+        guidance=5.0,
+        tau_app=0.9,
+        inject_motion=True,
+        inject_semantic=True,
+    )
+    inputs.update(overrides)
+    (latent,), _ = comfy.run_node("DiffFERV_PreservationInjectSampler", **inputs)
+    return latent["samples"]
+
+
+PLAIN = {"tau_app": 0.0, "inject_motion": False, "inject_semantic": False}
+
+
+@pytest.fixture(scope="module")
+def stored(comfy, clip):
+    return invert(comfy, clip, "store")
+
+
+@pytest.fixture(scope="module")
+def recomputed(comfy, clip):
+    return invert(comfy, clip, "recompute")
+
+
+def error(latent: torch.Tensor, clip: Clip) -> float:
+    return float((latent - clip.latent["samples"]).abs().mean())
+
+
+def test_both_modes_invert_to_the_same_noise_and_keep_what_they_promise(clip, stored, recomputed):
+    (store, store_noise), (recompute, recompute_noise) = stored, recomputed
+    # the inversion itself is the same (store computes the cross-attention maps explicitly: rounding only)
+    assert torch.allclose(store_noise["samples"], recompute_noise["samples"], atol=1e-4)
+    assert store.mode == "store" and recompute.mode == "recompute"
+    assert store.latents.shape == (STEPS + 1, FRAMES, 4, 8, 8)
+    assert recompute.store is None and len(store.store) > 0
+    # every sigma the sampler evaluates has its features: 16 self- and 16 cross-attention blocks
+    steps = {step for step, _, _ in store.store.recorded()}
+    assert set(range(1, STEPS + 1)) <= steps
+    assert len(store.store.recorded()) == (STEPS + 1) * 32
+    moved = (store_noise["samples"] - clip.latent["samples"]).abs().mean()
+    assert moved > 0.2 * clip.latent["samples"].abs().mean()  # the inversion moved away from the clip
+
+
+def test_reconstruction_injection_beats_plain_ddim(comfy, clip, recomputed):
+    """Edit prompt = source prompt at guidance 5: the preservation features bring the clip back closer
+    than plain DDIM inversion + sampling."""
+    inversion, _ = recomputed
+    injected = error(edit(comfy, clip, inversion), clip)
+    plain = error(edit(comfy, clip, inversion, **PLAIN), clip)
+    signal = float(clip.latent["samples"].abs().mean())
+    print(
+        f"\nreconstruction mean abs error: plain DDIM {plain:.4f}, with injection {injected:.4f} (|latent| {signal:.4f})"
+    )
+    assert injected < plain
+    assert injected < 0.5 * signal
+
+
+def test_cache_modes_give_the_same_frames(comfy, clip, stored, recomputed, tiny_sd15):
+    prompt = "a photo of an old woman with glasses"
+    store = edit(comfy, clip, stored[0], prompt)
+    recompute = edit(comfy, clip, recomputed[0], prompt)
+    difference = float((store - recompute).abs().max())
+    print(f"\nstore vs recompute: max abs latent difference {difference:.2e}")
+    assert difference < 2e-3  # fp16 storage of q, k and maps vs recomputed fp32
+    with torch.inference_mode():
+        frames = [tiny_sd15.vae.decode(x) for x in (store, recompute)]
+    assert float((frames[0] - frames[1]).abs().max()) < 2.0 / 255
+
+
+def test_no_injection_is_plain_ddim_sampling_as_the_core_sampler_does_it(comfy, clip, recomputed):
+    """tau_app 0 with motion and semantic injection off: exactly ComfyUI's own DDIM (KSamplerAdvanced,
+    no added noise) from the inverted noise, with the same temporally patched model."""
+    inversion, noise = recomputed
+    ours = edit(comfy, clip, inversion, **PLAIN)
+    patched = comfy.node_class("DiffFERV_ApplyTemporalAttention")
+    (model,), _ = comfy.run_node(
+        patched.GET_SCHEMA().node_id,
+        model=clip.model,
+        trajectories=clip.trajectories,
+        window=3,
+        **{f"{kind}_{size}": True for kind in ("swcfa", "tta") for size in (64, 32, 16, 8)},
+    )
+    (cond,), _ = comfy.run_node("CLIPTextEncode", clip=clip.clip, text=SOURCE)
+    (core,), _ = comfy.run_node(
+        "KSamplerAdvanced",
+        model=model,
+        add_noise="disable",
+        noise_seed=0,
+        steps=STEPS,
+        cfg=5.0,
+        sampler_name="ddim",
+        scheduler="ddim_uniform",
+        positive=cond,
+        negative=cond,
+        latent_image=noise,
+        start_at_step=0,
+        end_at_step=10000,
+        return_with_leftover_noise="disable",
+    )
+    assert torch.allclose(ours, core["samples"], atol=1e-4, rtol=1e-4)
+
+
+def test_an_added_word_changes_the_output(comfy, clip, recomputed):
+    inversion, _ = recomputed
+    same = edit(comfy, clip, inversion)
+    edited = edit(comfy, clip, inversion, "a photo of an old woman with glasses")
+    assert float((edited - same).abs().mean()) > 0.05 * float(same.abs().mean())
+
+
+def test_source_only_tokens_take_every_map_from_the_source(comfy, clip, recomputed):
+    """An edit prompt made only of source tokens (a word dropped) maps every column, padding included,
+    to a source column (the control's replacement of mapped columns is tested in
+    test_preservation_control.py); in the sampler that replacement is live."""
+    inversion, _ = recomputed
+    prompt = "a photo of woman"
+    tokens = [token for token, _ in clip.clip.tokenize(prompt)["l"][0]]
+    assert (align_tokens(inversion.source_tokens, tokens) >= 0).all()
+    with_maps = edit(comfy, clip, inversion, prompt)
+    without = edit(comfy, clip, inversion, prompt, inject_semantic=False)
+    print(
+        f"\nsource-only prompt, error with source maps {error(with_maps, clip):.4f}, without {error(without, clip):.4f}"
+    )
+    assert not torch.allclose(with_maps, without)
+
+
+def test_progress_bar_and_interruption(comfy, clip):
+    import comfy.model_management as model_management
+    import comfy.utils as comfy_utils
+
+    updates = []
+    previous = comfy_utils.PROGRESS_BAR_HOOK
+    comfy_utils.set_progress_bar_global_hook(
+        lambda value, total, preview, node_id=None: updates.append((value, total))
+    )
+    try:
+        invert(comfy, clip, "recompute", steps=3)
+    finally:
+        comfy_utils.set_progress_bar_global_hook(previous)
+    assert [value for value, _ in updates][-1] == 3 and {total for _, total in updates} == {3}
+    model_management.interrupt_current_processing(True)
+    try:
+        with pytest.raises(model_management.InterruptProcessingException):
+            invert(comfy, clip, "recompute", steps=3)
+    finally:
+        model_management.interrupt_current_processing(False)
+
+
+def test_mismatched_inputs_are_clear_errors(comfy, clip, recomputed, tiny_sd15):
+    inversion, _ = recomputed
+    short = {"samples": clip.latent["samples"][:4]}
+    with pytest.raises(ValueError, match="trajectories: computed from 6 frames, but the latent holds 4"):
+        invert(comfy, clip, "recompute", latent=short)
+    (small,), _ = comfy.run_node("VAEEncode", pixels=torch.rand(FRAMES, 128, 64, 3), vae=tiny_sd15.vae)
+    with pytest.raises(ValueError, match="trajectories: computed on 64x64 frames"):
+        invert(comfy, clip, "recompute", latent=small)
+    with pytest.raises(ValueError, match="latent: holds 1 frame"):
+        invert(comfy, clip, "recompute", latent={"samples": clip.latent["samples"][:1]})
+    with pytest.raises(ValueError, match="model: this is not the model the inversion ran on"):
+        edit(comfy, clip, inversion, model=tiny_sd15.model)
+    with pytest.raises(ValueError, match="edit_prompt is 2 CLIP chunks long"):
+        edit(comfy, clip, inversion, " ".join(["woman"] * 80))
