@@ -18,13 +18,19 @@ commands (ComfyUI need not be running):
   specialize   train a face-specialized SD1.5 UNet (DiffFERV section 3.2) for Load Specialized UNet"""
 
 
-def import_command(module: str):
+def import_pack() -> None:
+    """Register the pack as PACKAGE and its nodes/ folder as PACKAGE.nodes, neither __init__ run (the
+    tests import the pack the same way)."""
     for name, folder in ((PACKAGE, ROOT), (PACKAGE + ".nodes", ROOT / "nodes")):
         if name not in sys.modules:
             spec = importlib.util.spec_from_file_location(
                 name, folder / "__init__.py", submodule_search_locations=[str(folder)]
             )
             sys.modules[name] = importlib.util.module_from_spec(spec)  # set up, not run
+
+
+def import_command(module: str):
+    import_pack()
     return importlib.import_module(f"{PACKAGE}.nodes.{module}")
 
 

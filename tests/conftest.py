@@ -1,27 +1,22 @@
 """Shared test set-up.
 
-The pack is imported under the fixed name `comfyui_diffferv` (ComfyUI itself imports it under a name
-derived from its folder path), so tests of the pure packages can write
-`from comfyui_diffferv.flow import ...` whatever the checkout's folder is called.
+The pack is imported under the fixed name `comfyui_diffferv` the way its command line does it
+(__main__.py: the package and its nodes/ folder are registered without running their __init__, which
+need ComfyUI's node API), so tests can write `from comfyui_diffferv.flow import ...` whatever the
+checkout's folder is called. ComfyUI itself imports the pack under a name derived from its folder path.
 """
 
 import importlib.util
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = "comfyui_diffferv"
 
 
 def _import_pack() -> None:
-    if PACKAGE in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(
-        PACKAGE, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE] = module
-    spec.loader.exec_module(module)
+    spec = importlib.util.spec_from_file_location("comfyui_diffferv_main", ROOT / "__main__.py")
+    main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main)
+    main.import_pack()
 
 
 _import_pack()

