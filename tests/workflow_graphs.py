@@ -1,0 +1,426 @@
+"""The shipped workflows, described once and written in both of ComfyUI's forms.
+
+workflows/<name>.json is the graph the frontend loads (nodes, positions, links, widget values, notes);
+workflows/api/<name>.json is the API form that `/prompt` and the pack's `edit` command run. Both are
+generated from the descriptions below with the node definitions of a running ComfyUI (widget order,
+output names), so they cannot drift apart: tests/test_workflows.py regenerates them and compares, and
+the browser test checks that the real frontend turns the graph into the same API form.
+
+    .venv/bin/python tests/workflow_graphs.py      # rewrite workflows/ after changing a description
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / "workflows"
+DEMO_VIDEO = "talking_face.mp4"
+CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
+CHECKPOINT_URL = (
+    "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
+    "v1-5-pruned-emaonly-fp16.safetensors?download=true"
+)
+SPECIALIZED_UNET = "diffferv_face_unet.safetensors"
+BYPASSED = 4  # LiteGraph node mode: the node is skipped and its inputs pass through
+
+
+@dataclass
+class Node:
+    """One node: `values` are its widget values by input name, `links` its linked inputs
+    (input name -> (source node id, output slot))."""
+
+    id: int
+    type: str
+    pos: tuple[int, int]
+    values: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, tuple[int, int]] = field(default_factory=dict)
+    title: str | None = None
+    mode: int = 0
+    size: tuple[int, int] = (320, 160)
+
+
+@dataclass
+class Note:
+    id: int
+    pos: tuple[int, int]
+    size: tuple[int, int]
+    text: str
+
+
+@dataclass
+class Graph:
+    name: str
+    nodes: list[Node]
+    notes: list[Note]
+
+
+OVERVIEW = """## DiffFERV face video edit
+
+Edits a face video with a text prompt while keeping identity, motion and background (DiffFERV, IJCAI 2025).
+
+1. **Load Checkpoint**: any Stable Diffusion 1.5 checkpoint, e.g. `v1-5-pruned-emaonly-fp16.safetensors` in `ComfyUI/models/checkpoints/`.
+2. **Load Video (DiffFERV)**: upload a face clip. 16 frames at a 512 px short side fit a 24 GB GPU.
+3. **DDIM Invert With Cache**: describe the video (source prompt).
+4. **Preservation Inject Sampler**: the same words with the change (edit prompt).
+5. Queue. The edit and an input | edit comparison are saved to `ComfyUI/output/DiffFERV/`.
+
+Headless: `python ComfyUI/custom_nodes/<this pack> edit --help`."""
+
+KNOBS = """### The knobs
+- **tau_app** (sampler): how long the input's appearance is injected. 0.9 for texture edits (age, make-up, lipstick), 0.7 for shape edits (glasses, hair, man -> woman). Higher = closer to the input.
+- **guidance** (sampler): 5 as in the paper. Higher = stronger edit, less faithful.
+- **edit prompt**: keep the source prompt's words and add or swap a few: shared words keep the input's layout, new words act freely.
+- **window** (Apply Temporal Attention): frames each frame sees (3). The trajectory attention follows optical flow over the whole clip."""
+
+MEMORY = """### Memory and time
+**cache_mode** (inversion): *store* keeps the preservation features in RAM (about 4 GB per 512 px frame at 50 steps); *recompute* keeps only the inverted latents and runs the source path next to the edit (about 1.5x the sampling time). *auto* picks store when it fits in 40% of free RAM. Both give the same video.
+
+Time and memory grow linearly with frames and steps."""
+
+SPECIALIZED = """### Face-specialized UNet (optional)
+The paper fine-tunes SD1.5 on faces first (train one with `python ComfyUI/custom_nodes/<this pack> specialize --help`). Put the file in `ComfyUI/models/diffusion_models/`, pick it in **Load Specialized UNet** and un-bypass that node (Ctrl+B): it replaces the checkpoint's UNet, CLIP and VAE stay."""
+
+RECONSTRUCTION = """## Reconstruction check
+
+Runs the whole DiffFERV pipeline with the edit prompt equal to the source prompt: the output should be the input again. Look at the input | reconstruction video before editing: if faces or background drift, raise the steps, check the source prompt, or try cache_mode / tau_app 1.0.
+
+Then open **diffferv_face_edit** and type the edit."""
+
+
+def edit_graph(name: str, edit_prompt: str, notes: list[Note], prefix: str) -> Graph:
+    """The DiffFERV pipeline: checkpoint (+ optional specialized UNet) -> trajectories -> temporal
+    attention -> inversion -> injection sampling -> decode -> videos."""
+    switches = {f"{kind}_{size}": True for kind in ("swcfa", "tta") for size in (64, 32, 16, 8)}
+    return Graph(
+        name,
+        [
+            Node(1, "CheckpointLoaderSimple", (40, 120), {"ckpt_name": CHECKPOINT}, size=(320, 100)),
+            Node(
+                2,
+                "DiffFERV_LoadSpecializedUNet",
+                (40, 280),
+                {"unet_name": SPECIALIZED_UNET},
+                {"model": (1, 0)},
+                mode=BYPASSED,
+                size=(320, 80),
+            ),
+            Node(
+                3,
+                "DiffFERV_LoadVideo",
+                (40, 420),
+                {
+                    "video": DEMO_VIDEO,
+                    "max_frames": 16,
+                    "skip_first_frames": 0,
+                    "every_nth": 1,
+                    "short_side": 512,
+                    "fit": "crop",
+                },
+                size=(320, 500),
+            ),
+            Node(
+                4,
+                "DiffFERV_ComputeFlowTrajectories",
+                (420, 420),
+                {
+                    "backend": "dis",
+                    "consistency_threshold": 1.0,
+                    "flow_model": "none",
+                    "preview_grid": "1/16",
+                },
+                {"frames": (3, 0)},
+                size=(320, 160),
+            ),
+            Node(
+                5,
+                "PreviewImage",
+                (420, 640),
+                links={"images": (4, 1)},
+                title="Trajectory preview",
+                size=(320, 300),
+            ),
+            Node(
+                6,
+                "DiffFERV_ApplyTemporalAttention",
+                (420, 120),
+                {"window": 3, **switches},
+                {"model": (2, 0), "trajectories": (4, 0)},
+                size=(320, 260),
+            ),
+            Node(7, "VAEEncode", (800, 420), links={"pixels": (3, 0), "vae": (1, 2)}, size=(220, 50)),
+            Node(
+                8,
+                "DiffFERV_DDIMInvertWithCache",
+                (800, 120),
+                {"source_prompt": "a photo of a woman", "steps": 50, "cache_mode": "auto"},
+                {"model": (6, 0), "clip": (1, 1), "latent": (7, 0), "trajectories": (4, 0)},
+                size=(340, 240),
+            ),
+            Node(
+                9,
+                "DiffFERV_PreservationInjectSampler",
+                (1180, 120),
+                {
+                    "edit_prompt": edit_prompt,
+                    "negative_prompt": "",
+                    "guidance": 5.0,
+                    "tau_app": 0.9,
+                    "inject_motion": True,
+                    "inject_semantic": True,
+                },
+                {"model": (6, 0), "clip": (1, 1), "inversion": (8, 0)},
+                size=(340, 340),
+            ),
+            Node(10, "VAEDecode", (1180, 520), links={"samples": (9, 0), "vae": (1, 2)}, size=(220, 50)),
+            Node(
+                11,
+                "ImageStitch",
+                (1560, 520),
+                {
+                    "direction": "right",
+                    "match_image_size": True,
+                    "spacing_width": 0,
+                    "spacing_color": "white",
+                },
+                {"image1": (3, 0), "image2": (10, 0)},
+                title="Input | output",
+                size=(280, 150),
+            ),
+            Node(
+                12,
+                "DiffFERV_VideoCombine",
+                (1560, 120),
+                {
+                    "fps": 25.0,
+                    "filename_prefix": prefix,
+                    "format": "mp4 (h264)",
+                    "quality": 65,
+                    "save_output": True,
+                },
+                {"images": (10, 0), "fps": (3, 1), "audio": (3, 3)},
+                size=(340, 360),
+            ),
+            Node(
+                13,
+                "DiffFERV_VideoCombine",
+                (1900, 120),
+                {
+                    "fps": 25.0,
+                    "filename_prefix": prefix + "_compare",
+                    "format": "mp4 (h264)",
+                    "quality": 65,
+                    "save_output": True,
+                },
+                {"images": (11, 0), "fps": (3, 1), "audio": (3, 3)},
+                title="Video Combine: input | output",
+                size=(340, 360),
+            ),
+        ],
+        notes,
+    )
+
+
+GRAPHS = [
+    edit_graph(
+        "diffferv_face_edit",
+        "a photo of an old woman",
+        [
+            Note(20, (40, -420), (520, 420), OVERVIEW),
+            Note(21, (800, -420), (520, 300), KNOBS),
+            Note(22, (1560, -300), (440, 300), MEMORY),
+            Note(23, (40, 960), (420, 220), SPECIALIZED),
+        ],
+        "DiffFERV/edit",
+    ),
+    edit_graph(
+        "diffferv_reconstruction_check",
+        "a photo of a woman",
+        [Note(20, (40, -320), (520, 320), RECONSTRUCTION), Note(22, (800, -320), (440, 300), MEMORY)],
+        "DiffFERV/reconstruction",
+    ),
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing both forms
+
+
+def node_info(comfy, node_type: str) -> dict:
+    """The node's definition as /object_info serves it (inputs in order, outputs)."""
+    cls = comfy.node_class(node_type)
+    if hasattr(cls, "GET_NODE_INFO_V1"):
+        return cls.GET_NODE_INFO_V1()
+    inputs = cls.INPUT_TYPES()
+    return {
+        "input": inputs,
+        "input_order": {kind: list(specs) for kind, specs in inputs.items() if kind != "hidden"},
+        "output": list(cls.RETURN_TYPES),
+        "output_name": list(getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES),
+    }
+
+
+def _inputs(info: dict) -> list[tuple[str, tuple]]:
+    specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+    order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
+    return [(name, specs[name]) for name in order]
+
+
+def _is_widget(spec: tuple) -> bool:
+    kind = spec[0]
+    return isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+
+
+def _widget_values(node: Node, info: dict) -> list:
+    """widgets_values in the frontend's order: every widget input, plus the value of the upload button
+    the frontend adds after a combo with an image/video upload."""
+    values = []
+    for name, spec in _inputs(info):
+        if not _is_widget(spec):
+            continue
+        values.append(node.values[name])
+        options = spec[1] if len(spec) > 1 else {}
+        if options.get("image_upload") or options.get("video_upload"):
+            values.append("image")
+    return values
+
+
+def _resolve(graph: Graph, source: tuple[int, int], infos: dict) -> tuple[int, int]:
+    """Follow a link through bypassed nodes: their output passes on the input of the same type."""
+    nodes = {node.id: node for node in graph.nodes}
+    node_id, slot = source
+    while nodes[node_id].mode == BYPASSED:
+        node = nodes[node_id]
+        kind = infos[node.type]["output"][slot]
+        specs = dict(_inputs(infos[node.type]))
+        name = next(name for name in node.links if specs[name][0] == kind)
+        node_id, slot = node.links[name]
+    return node_id, slot
+
+
+def api_form(graph: Graph, infos: dict) -> dict:
+    prompt = {}
+    for node in graph.nodes:
+        if node.mode == BYPASSED:
+            continue
+        inputs = {name: value for name, value in node.values.items() if name not in node.links}
+        for name, source in node.links.items():
+            origin = _resolve(graph, source, infos)
+            inputs[name] = [str(origin[0]), origin[1]]
+        title = node.title or infos[node.type].get("display_name") or node.type
+        prompt[str(node.id)] = {"class_type": node.type, "inputs": inputs, "_meta": {"title": title}}
+    return prompt
+
+
+def ui_form(graph: Graph, infos: dict) -> dict:
+    links, outputs = [], {}
+    for node in graph.nodes:
+        for name, (source, slot) in node.links.items():
+            link_id = len(links) + 1
+            kind = (
+                infos[node.type]["input"].get("required", {}).get(name)
+                or infos[node.type]["input"]["optional"][name]
+            )
+            links.append(
+                [link_id, source, slot, node.id, name, kind[0] if not isinstance(kind[0], list) else "COMBO"]
+            )
+            outputs.setdefault((source, slot), []).append(link_id)
+    nodes = []
+    for order, node in enumerate(graph.nodes):
+        info = infos[node.type]
+        inputs = []
+        for name, spec in _inputs(info):
+            if name in node.links:
+                link = next(link for link in links if link[3] == node.id and link[4] == name)
+                entry = {"name": name, "type": link[5], "link": link[0]}
+                if _is_widget(spec):
+                    entry["widget"] = {"name": name}
+                inputs.append(entry)
+            elif not _is_widget(spec):
+                inputs.append({"name": name, "type": spec[0], "link": None})
+        node_outputs = [
+            {"name": name, "type": kind, "links": outputs.get((node.id, slot), []), "slot_index": slot}
+            for slot, (kind, name) in enumerate(zip(info["output"], info["output_name"], strict=True))
+        ]
+        properties = {"Node name for S&R": node.type}
+        if node.type == "CheckpointLoaderSimple":
+            properties["models"] = [{"name": CHECKPOINT, "url": CHECKPOINT_URL, "directory": "checkpoints"}]
+        entry = {
+            "id": node.id,
+            "type": node.type,
+            "pos": list(node.pos),
+            "size": list(node.size),
+            "flags": {},
+            "order": order,
+            "mode": node.mode,
+            "inputs": inputs,
+            "outputs": node_outputs,
+            "properties": properties,
+            "widgets_values": _widget_values(node, info),
+        }
+        if node.title:
+            entry["title"] = node.title
+        nodes.append(entry)
+    for note in graph.notes:
+        nodes.append(
+            {
+                "id": note.id,
+                "type": "MarkdownNote",
+                "pos": list(note.pos),
+                "size": list(note.size),
+                "flags": {},
+                "order": len(nodes),
+                "mode": 0,
+                "inputs": [],
+                "outputs": [],
+                "properties": {},
+                "widgets_values": [note.text],
+                "color": "#432",
+                "bgcolor": "#653",
+            }
+        )
+    # the UI form names link targets by input slot index, not by name
+    slot_of = {
+        (node["id"], entry["name"]): index for node in nodes for index, entry in enumerate(node["inputs"])
+    }
+    for link in links:
+        link[4] = slot_of[(link[3], link[4])]
+    return {
+        "last_node_id": max(node["id"] for node in nodes),
+        "last_link_id": len(links),
+        "nodes": nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 0.6, "offset": [60, 480]}},
+        "version": 0.4,
+    }
+
+
+def write_all(comfy, folder: Path = WORKFLOWS) -> list[Path]:
+    """Write every graph's two forms under `folder`; returns the paths written."""
+    written = []
+    (folder / "api").mkdir(parents=True, exist_ok=True)
+    for graph in GRAPHS:
+        infos = {node.type: node_info(comfy, node.type) for node in graph.nodes}
+        for path, form in (
+            (folder / f"{graph.name}.json", ui_form),
+            (folder / "api" / f"{graph.name}.json", api_form),
+        ):
+            path.write_text(json.dumps(form(graph, infos), indent=1, ensure_ascii=False) + "\n")
+            written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "tests"))
+    import conftest  # noqa: F401
+    from comfy_harness import InProcessComfy
+
+    for path in write_all(InProcessComfy(Path(tempfile.mkdtemp()))):
+        print(path.relative_to(ROOT))
