@@ -151,7 +151,7 @@ def edit_graph(name: str, edit_prompt: str, notes: list[Note], prefix: str) -> G
                 (420, 120),
                 {"window": 3, **switches},
                 {"model": (2, 0), "trajectories": (4, 0)},
-                size=(320, 260),
+                size=(320, 270),
             ),
             Node(7, "VAEEncode", (800, 420), links={"pixels": (3, 0), "vae": (1, 2)}, size=(220, 50)),
             Node(
@@ -262,6 +262,7 @@ def node_info(comfy, node_type: str) -> dict:
         "input_order": {kind: list(specs) for kind, specs in inputs.items() if kind != "hidden"},
         "output": list(cls.RETURN_TYPES),
         "output_name": list(getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES),
+        "display_name": comfy.nodes.NODE_DISPLAY_NAME_MAPPINGS.get(node_type, node_type),
     }
 
 
@@ -277,17 +278,16 @@ def _is_widget(spec: tuple) -> bool:
 
 
 def _widget_values(node: Node, info: dict) -> list:
-    """widgets_values in the frontend's order: every widget input, plus the value of the upload button
-    the frontend adds after a combo with an image/video upload."""
-    values = []
+    """widgets_values in the frontend's order: every widget input (required, then optional), then the
+    value of the upload button the frontend adds after all of them to a node with an image/video upload
+    combo (frontend 1.32: LoadImageMask serializes as [image, channel, "image"])."""
+    values, upload = [], False
     for name, spec in _inputs(info):
-        if not _is_widget(spec):
-            continue
-        values.append(node.values[name])
-        options = spec[1] if len(spec) > 1 else {}
-        if options.get("image_upload") or options.get("video_upload"):
-            values.append("image")
-    return values
+        if _is_widget(spec):
+            values.append(node.values[name])
+            options = spec[1] if len(spec) > 1 else {}
+            upload |= bool(options.get("image_upload") or options.get("video_upload"))
+    return values + ["image"] * upload
 
 
 def _resolve(graph: Graph, source: tuple[int, int], infos: dict) -> tuple[int, int]:
@@ -317,32 +317,43 @@ def api_form(graph: Graph, infos: dict) -> dict:
     return prompt
 
 
+def _slot_type(spec: tuple) -> str:
+    return "COMBO" if isinstance(spec[0], list) else spec[0]
+
+
+def _input_slots(node: Node, info: dict, link_ids: dict[str, int]) -> list[dict]:
+    """The node's input slots as frontend 1.32 orders them: every socket input (required, then optional),
+    then the widget inputs a link drives; optional inputs are drawn hollow (shape 7)."""
+    optional = set(info["input"].get("optional", {}))
+    inputs = _inputs(info)
+    sockets = [(name, spec) for name, spec in inputs if not _is_widget(spec)]
+    driven = [(name, spec) for name, spec in inputs if _is_widget(spec) and name in node.links]
+    slots = []
+    for name, spec in sockets + driven:
+        slot = {"name": name, "type": _slot_type(spec)}
+        if name in optional:
+            slot["shape"] = 7
+        if _is_widget(spec):
+            slot["widget"] = {"name": name}
+        slot["link"] = link_ids.get(name)
+        slots.append(slot)
+    return slots
+
+
 def ui_form(graph: Graph, infos: dict) -> dict:
-    links, outputs = [], {}
+    """The graph as the frontend saves it (LiteGraph 0.4 serialization); the browser test loads it into
+    the real frontend and checks that it serializes back to the same slots, links and widget values."""
+    links, link_ids, outputs = [], {}, {}
     for node in graph.nodes:
         for name, (source, slot) in node.links.items():
-            link_id = len(links) + 1
-            kind = (
-                infos[node.type]["input"].get("required", {}).get(name)
-                or infos[node.type]["input"]["optional"][name]
-            )
-            links.append(
-                [link_id, source, slot, node.id, name, kind[0] if not isinstance(kind[0], list) else "COMBO"]
-            )
-            outputs.setdefault((source, slot), []).append(link_id)
-    nodes = []
+            link_ids[node.id, name] = len(links) + 1
+            links.append([len(links) + 1, source, slot, node.id, name])
+            outputs.setdefault((source, slot), []).append(len(links))
+    nodes, slots_of = [], {}
     for order, node in enumerate(graph.nodes):
         info = infos[node.type]
-        inputs = []
-        for name, spec in _inputs(info):
-            if name in node.links:
-                link = next(link for link in links if link[3] == node.id and link[4] == name)
-                entry = {"name": name, "type": link[5], "link": link[0]}
-                if _is_widget(spec):
-                    entry["widget"] = {"name": name}
-                inputs.append(entry)
-            elif not _is_widget(spec):
-                inputs.append({"name": name, "type": spec[0], "link": None})
+        inputs = _input_slots(node, info, {name: link_ids[node.id, name] for name in node.links})
+        slots_of[node.id] = inputs
         node_outputs = [
             {"name": name, "type": kind, "links": outputs.get((node.id, slot), []), "slot_index": slot}
             for slot, (kind, name) in enumerate(zip(info["output"], info["output_name"], strict=True))
@@ -384,12 +395,10 @@ def ui_form(graph: Graph, infos: dict) -> dict:
                 "bgcolor": "#653",
             }
         )
-    # the UI form names link targets by input slot index, not by name
-    slot_of = {
-        (node["id"], entry["name"]): index for node in nodes for index, entry in enumerate(node["inputs"])
-    }
+    # a link names its target by input slot index and carries its slot's type
     for link in links:
-        link[4] = slot_of[(link[3], link[4])]
+        index, slot = next((i, s) for i, s in enumerate(slots_of[link[3]]) if s["name"] == link[4])
+        link[4:] = [index, slot["type"]]
     return {
         "last_node_id": max(node["id"] for node in nodes),
         "last_link_id": len(links),
