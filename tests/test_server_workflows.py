@@ -3,11 +3,8 @@ layout in a temporary models folder: submitted over /prompt, the videos fetched 
 
 import json
 import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
-import requests
 from comfy_harness import ComfyServer
 from comfyui_diffferv.nodes.edit_cli import prepare_prompt
 from conftest import ROOT
@@ -29,7 +26,7 @@ def server(tmp_path_factory, demo_clip, sd15_checkpoint):
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "workflows" / "api").glob("*.json")))
-def test_shipped_workflow_runs_on_the_server(server, demo_clip, sd15_checkpoint, name):
+def test_shipped_workflow_runs_on_the_server(server, demo_clip, sd15_checkpoint, name, tmp_path):
     workflow = json.loads((ROOT / "workflows" / "api" / f"{name}.json").read_text())
     prompt = prepare_prompt(
         workflow,
@@ -45,15 +42,11 @@ def test_shipped_workflow_runs_on_the_server(server, demo_clip, sd15_checkpoint,
         cache_mode="recompute",
     )
     history = server.wait(server.submit(prompt), timeout=900)
-    shapes = {}
-    for node_id, node in prompt.items():
-        if node["class_type"] != "DiffFERV_VideoCombine":
-            continue
-        saved = history["outputs"][node_id]["images"][0]
-        reply = requests.get(server.url + "/view", params=saved, timeout=60)
-        assert reply.ok, reply.text
-        with tempfile.TemporaryDirectory() as folder:
-            local = Path(folder) / saved["filename"]
-            local.write_bytes(reply.content)
-            shapes[node["inputs"]["filename_prefix"]] = probe(local).frames.shape
+    shapes = {
+        node["inputs"]["filename_prefix"]: probe(
+            server.download(history["outputs"][node_id]["images"][0], tmp_path)
+        ).frames.shape
+        for node_id, node in prompt.items()
+        if node["class_type"] == "DiffFERV_VideoCombine"
+    }
     assert shapes == {"DiffFERV/edit": (3, 64, 64, 3), "DiffFERV/edit_compare": (3, 64, 128, 3)}
