@@ -11,10 +11,11 @@ from pathlib import Path
 
 PACKAGE = "comfyui_diffferv"
 ROOT = Path(__file__).resolve().parent
-COMMANDS = {"specialize": "specialize_cli"}
+COMMANDS = {"edit": "edit_cli", "specialize": "specialize_cli"}
 USAGE = """usage: python ComfyUI/custom_nodes/ComfyUI-DiffFERV COMMAND [--help]
 
 commands (ComfyUI need not be running):
+  edit         edit a face video with the shipped DiffFERV workflow, through ComfyUI, without the browser
   specialize   train a face-specialized SD1.5 UNet (DiffFERV section 3.2) for Load Specialized UNet"""
 
 

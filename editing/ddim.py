@@ -63,16 +63,12 @@ def invert(
     patches cover every sigma the sampler will evaluate. Returns the latent at sigmas[-1].
     `callback` is ComfyUI's per-step callback (previews), `on_step` the progress/interrupt hook.
     """
-    s_in = x.new_ones(x.shape[0])
-    steps = len(sigmas) - 1
-    for i in range(steps):
-        keep.append(x.detach().float().cpu())
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        x = ddim_step(x, denoised, float(sigmas[i]), float(sigmas[i + 1]))
-        _report(callback, on_step, i, x, denoised, sigmas)
+    x = _walk(
+        model, x, sigmas, extra_args, callback, on_step, visit=lambda x: keep.append(x.detach().float().cpu())
+    )
     keep.append(x.detach().float().cpu())
     if final_call:
-        model(x, sigmas[-1] * s_in, **extra_args)
+        model(x, sigmas[-1] * x.new_ones(x.shape[0]), **extra_args)
     return x
 
 
@@ -88,17 +84,19 @@ def sample(
 ) -> torch.Tensor:
     """Deterministic DDIM sampling of x (at sigmas[0], high) down the schedule `sigmas` [T + 1] (the last
     step, to sigma 0, returns the model's denoised latent)."""
+    return _walk(model, x, sigmas, extra_args, callback, on_step)
+
+
+def _walk(model, x, sigmas, extra_args, callback, on_step, visit=None) -> torch.Tensor:
+    """DDIM steps along `sigmas` in either direction; `visit(x)` sees the latent before each step."""
     s_in = x.new_ones(x.shape[0])
-    steps = len(sigmas) - 1
-    for i in range(steps):
+    for i in range(len(sigmas) - 1):
+        if visit is not None:
+            visit(x)
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         x = ddim_step(x, denoised, float(sigmas[i]), float(sigmas[i + 1]))
-        _report(callback, on_step, i, x, denoised, sigmas)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+        if on_step is not None:
+            on_step(i + 1)
     return x
-
-
-def _report(callback, on_step, i, x, denoised, sigmas) -> None:
-    if callback is not None:
-        callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-    if on_step is not None:
-        on_step(i + 1)

@@ -143,11 +143,15 @@ class HeadlessComfy:
         valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
         if not valid[0]:
             raise PromptError(f"workflow rejected: {valid[1]} {valid[3]}")
+        from comfy_execution.utils import get_executing_context
+
+        def hook(value, total, preview=None, prompt_id=None, node_id=None):
+            context = get_executing_context()  # where main.py's hook finds the node
+            on_progress(value, total, node_id or (context.node_id if context is not None else None))
+
         previous = comfy.utils.PROGRESS_BAR_HOOK
         if on_progress is not None:
-            comfy.utils.set_progress_bar_global_hook(
-                lambda value, total, preview=None, node_id=None: on_progress(value, total, node_id)
-            )
+            comfy.utils.set_progress_bar_global_hook(hook)
         try:
             self.executor.execute(prompt, prompt_id, {}, valid[2])
         finally:

@@ -16,7 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-PACK_ROOT = Path(__file__).resolve().parents[1]
+from . import headless_comfy
+
 TOKENIZER = Path("comfy") / "sd1_tokenizer"
 GENERATED_CAPTIONS = "generated_captions.jsonl"
 DATA_REPORT = "data_report.txt"
@@ -171,17 +172,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def find_comfyui(explicit: Path | None) -> Path | None:
-    """The ComfyUI folder: --comfyui, else $DIFFFERV_COMFYUI, else the one holding custom_nodes/<pack>."""
-    if explicit is not None:
-        if not (explicit / TOKENIZER / "vocab.json").is_file():
-            raise FileNotFoundError(
-                f"--comfyui {explicit}: not a ComfyUI folder ({TOKENIZER}/vocab.json missing)"
-            )
-        return explicit
-    for candidate in (os.environ.get("DIFFFERV_COMFYUI"), PACK_ROOT.parents[1]):
-        if candidate and (Path(candidate) / TOKENIZER / "vocab.json").is_file():
-            return Path(candidate)
-    return None
+    """The ComfyUI folder (found as by ``headless_comfy.find_comfyui``: --comfyui, $DIFFFERV_COMFYUI, the
+    ComfyUI this pack is installed in, a vendored one), or None when there is none and none was named."""
+    try:
+        folder = headless_comfy.find_comfyui(explicit)
+    except FileNotFoundError:
+        if explicit is not None:
+            raise
+        return None
+    if not (folder / TOKENIZER / "vocab.json").is_file():
+        raise FileNotFoundError(f"{folder}: not a ComfyUI folder ({TOKENIZER}/vocab.json missing)")
+    return folder
 
 
 def comfyui_key_map(comfyui: Path | None, unet) -> dict[str, str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from comfyui_diffferv.nodes.headless_comfy import HeadlessComfy, PromptError, find_comfyui
+from comfyui_diffferv.nodes.unet_files import comfy_sd15_unet_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,30 +43,8 @@ TINY_VAE = {"ch": 32, "num_res_blocks": 1}  # SD1.5: 128 and 2
 
 
 def sd15_unet_config(**overrides) -> dict:
-    """ComfyUI's unet_config of SD1.5 (as model detection gives it), with overrides."""
-    config = {
-        "use_checkpoint": False,
-        "image_size": 32,
-        "out_channels": 4,
-        "use_spatial_transformer": True,
-        "legacy": False,
-        "adm_in_channels": None,
-        "dtype": torch.float32,
-        "in_channels": 4,
-        "model_channels": 320,
-        "num_res_blocks": [2, 2, 2, 2],
-        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
-        "channel_mult": [1, 2, 4, 4],
-        "transformer_depth_middle": 1,
-        "use_linear_in_transformer": False,
-        "context_dim": 768,
-        "num_heads": 8,
-        "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-        "use_temporal_attention": False,
-        "use_temporal_resblock": False,
-    }
-    config.update(overrides)
-    return config
+    """ComfyUI's unet_config of SD1.5 (as model detection gives it, fp32), with overrides."""
+    return {**comfy_sd15_unet_config(), "dtype": torch.float32, **overrides}
 
 
 @torch.no_grad()
@@ -163,6 +142,36 @@ def write_random_sd15_checkpoint(path: Path, seed: int = 0) -> Path:
     comfy.sd.save_checkpoint(str(partial), unet, clip, vae)
     partial.rename(path)
     return path
+
+
+def one_step_txt2img(model: list, clip: list, vae: list) -> dict:
+    """API-form nodes "t2i_*" that encode a prompt, sample one DDIM step of a 64x64 latent with the given
+    MODEL and decode it with the given VAE ([node id, slot] links), ending in a PreviewImage
+    ("t2i_preview"): the smallest real use of a loaded SD1.5 model."""
+    return {
+        "t2i_text": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": "a photo of a woman"}},
+        "t2i_latent": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1},
+        },
+        "t2i_sample": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": model,
+                "positive": ["t2i_text", 0],
+                "negative": ["t2i_text", 0],
+                "latent_image": ["t2i_latent", 0],
+                "seed": 0,
+                "steps": 1,
+                "cfg": 1.0,
+                "sampler_name": "ddim",
+                "scheduler": "ddim_uniform",
+                "denoise": 1.0,
+            },
+        },
+        "t2i_decode": {"class_type": "VAEDecode", "inputs": {"samples": ["t2i_sample", 0], "vae": vae}},
+        "t2i_preview": {"class_type": "PreviewImage", "inputs": {"images": ["t2i_decode", 0]}},
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,6 +273,17 @@ class ComfyServer:
                 raise RuntimeError(f"ComfyUI died while running the prompt:\n{self.log_tail()}")
             time.sleep(0.5)
         raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout} s:\n{self.log_tail()}")
+
+    def download(self, saved: dict, folder: Path) -> Path:
+        """Fetch a node's output file (its ui entry {"filename", "subfolder", "type"}) over /view."""
+        import requests
+
+        reply = requests.get(self.url + "/view", params=saved, timeout=60)
+        if not reply.ok:
+            raise PromptError(f"/view refused {saved}: {reply.status_code} {reply.text}")
+        path = folder / saved["filename"]
+        path.write_bytes(reply.content)
+        return path
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from comfy_harness import one_step_txt2img
 
 SD15_ATTN1_KEYS = (
     [("input", i) for i in (1, 2, 4, 5, 7, 8)] + [("middle", 0)] + [("output", i) for i in range(3, 12)]
@@ -97,28 +98,10 @@ def test_full_size_checkpoint_loads_through_the_stock_loader_and_samples(comfy, 
     comfy.folder_paths.add_model_folder_path("checkpoints", str(sd15_checkpoint.parent))
     prompt = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": sd15_checkpoint.name}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a photo of a woman"}},
-        "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "4": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["1", 0],
-                "positive": ["2", 0],
-                "negative": ["2", 0],
-                "latent_image": ["3", 0],
-                "seed": 0,
-                "steps": 1,
-                "cfg": 1.0,
-                "sampler_name": "ddim",
-                "scheduler": "ddim_uniform",
-                "denoise": 1.0,
-            },
-        },
-        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
-        "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
+        **one_step_txt2img(model=["1", 0], clip=["1", 1], vae=["1", 2]),
     }
     outputs = comfy.run_prompt(prompt)
-    assert outputs["6"]["images"], "no image came out"
+    assert outputs["t2i_preview"]["images"], "no image came out"
     (model, _, _), _ = comfy.run_node("CheckpointLoaderSimple", ckpt_name=sd15_checkpoint.name)
     assert type(model.model.model_config).__name__ == "SD15"
     assert model.model.diffusion_model.model_channels == 320

@@ -1,8 +1,6 @@
 """ComfyUI as users run it: main.py serving HTTP on loopback, the pack loaded from outside its folder."""
 
 import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 import requests
@@ -28,7 +26,7 @@ def test_object_info_lists_the_pack(server):
     assert "talking_face.mp4" in info["DiffFERV_LoadVideo"]["input"]["required"]["video"][1]["options"]
 
 
-def test_prompt_reads_the_demo_clip_and_writes_videos(server, demo_clip):
+def test_prompt_reads_the_demo_clip_and_writes_videos(server, demo_clip, tmp_path):
     combine = {"filename_prefix": "server/clip", "quality": 70, "save_output": True}
     prompt = {
         "1": {"class_type": "LoadVideo", "inputs": {"file": demo_clip.name}},
@@ -56,12 +54,6 @@ def test_prompt_reads_the_demo_clip_and_writes_videos(server, demo_clip):
     history = server.wait(server.submit(prompt), timeout=300)
     expected = {"3": ((48, 350, 350, 3), 25.0), "5": ((12, 128, 128, 3), 12.5)}
     for node_id, (shape, fps) in expected.items():
-        saved = history["outputs"][node_id]["images"][0]
-        reply = requests.get(server.url + "/view", params=saved, timeout=60)
-        assert reply.ok, reply.text
-        with tempfile.TemporaryDirectory() as folder:
-            local = Path(folder) / saved["filename"]
-            local.write_bytes(reply.content)
-            video = probe(local)
+        video = probe(server.download(history["outputs"][node_id]["images"][0], tmp_path))
         assert video.frames.shape == shape
         assert video.fps == pytest.approx(fps)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+from comfy_harness import one_step_txt2img
 from specialize_fixtures import other_family_unet
 
 NODE = "DiffFERV_LoadSpecializedUNet"
@@ -213,25 +214,7 @@ def test_full_size_workflow_applies_a_checkpoint_unet_onto_the_stock_loader_mode
     prompt = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}},
         "2": {"class_type": NODE, "inputs": {"unet_name": "checkpoints/" + name, "model": ["1", 0]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a photo of a woman"}},
-        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "5": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["2", 0],
-                "positive": ["3", 0],
-                "negative": ["3", 0],
-                "latent_image": ["4", 0],
-                "seed": 0,
-                "steps": 1,
-                "cfg": 1.0,
-                "sampler_name": "ddim",
-                "scheduler": "ddim_uniform",
-                "denoise": 1.0,
-            },
-        },
-        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
-        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+        **one_step_txt2img(model=["2", 0], clip=["1", 1], vae=["1", 2]),
     }
     outputs = comfy.run_prompt(prompt)
-    assert outputs["7"]["images"], "no image came out"
+    assert outputs["t2i_preview"]["images"], "no image came out"
