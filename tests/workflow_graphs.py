@@ -122,7 +122,7 @@ def edit_graph(name: str, edit_prompt: str, notes: list[Note], prefix: str) -> G
                     "short_side": 512,
                     "fit": "crop",
                 },
-                size=(320, 500),
+                size=(320, 600),
             ),
             Node(
                 4,
@@ -234,7 +234,7 @@ GRAPHS = [
             Note(20, (40, -420), (520, 420), OVERVIEW),
             Note(21, (800, -420), (520, 300), KNOBS),
             Note(22, (1560, -300), (440, 300), MEMORY),
-            Note(23, (40, 960), (420, 220), SPECIALIZED),
+            Note(23, (40, 1080), (420, 220), SPECIALIZED),
         ],
         "DiffFERV/edit",
     ),
@@ -266,28 +266,36 @@ def node_info(comfy, node_type: str) -> dict:
     }
 
 
-def _inputs(info: dict) -> list[tuple[str, tuple]]:
+def ordered_inputs(info: dict) -> list[tuple[str, tuple]]:
+    """(name, spec) of every input in the node definition's order: required, then optional."""
     specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
     order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
     return [(name, specs[name]) for name in order]
 
 
-def _is_widget(spec: tuple) -> bool:
+def is_widget(spec: tuple) -> bool:
     kind = spec[0]
     return isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 
 
-def _widget_values(node: Node, info: dict) -> list:
-    """widgets_values in the frontend's order: every widget input (required, then optional), then the
-    value of the upload button the frontend adds after all of them to a node with an image/video upload
-    combo (frontend 1.32: LoadImageMask serializes as [image, channel, "image"])."""
-    values, upload = [], False
-    for name, spec in _inputs(info):
-        if _is_widget(spec):
-            values.append(node.values[name])
+UPLOAD_BUTTON = "upload"
+
+
+def widget_names(info: dict) -> list[str]:
+    """The widgets the frontend (1.32) gives a node, in order: every widget input (required, then
+    optional), then the upload button it adds to a node with an image/video upload combo; the button
+    serializes as "image" (LoadImageMask saves [image, channel, "image"])."""
+    names, upload = [], False
+    for name, spec in ordered_inputs(info):
+        if is_widget(spec):
+            names.append(name)
             options = spec[1] if len(spec) > 1 else {}
             upload |= bool(options.get("image_upload") or options.get("video_upload"))
-    return values + ["image"] * upload
+    return names + [UPLOAD_BUTTON] * upload
+
+
+def _widget_values(node: Node, info: dict) -> list:
+    return ["image" if name == UPLOAD_BUTTON else node.values[name] for name in widget_names(info)]
 
 
 def _resolve(graph: Graph, source: tuple[int, int], infos: dict) -> tuple[int, int]:
@@ -297,7 +305,7 @@ def _resolve(graph: Graph, source: tuple[int, int], infos: dict) -> tuple[int, i
     while nodes[node_id].mode == BYPASSED:
         node = nodes[node_id]
         kind = infos[node.type]["output"][slot]
-        specs = dict(_inputs(infos[node.type]))
+        specs = dict(ordered_inputs(infos[node.type]))
         name = next(name for name in node.links if specs[name][0] == kind)
         node_id, slot = node.links[name]
     return node_id, slot
@@ -325,15 +333,15 @@ def _input_slots(node: Node, info: dict, link_ids: dict[str, int]) -> list[dict]
     """The node's input slots as frontend 1.32 orders them: every socket input (required, then optional),
     then the widget inputs a link drives; optional inputs are drawn hollow (shape 7)."""
     optional = set(info["input"].get("optional", {}))
-    inputs = _inputs(info)
-    sockets = [(name, spec) for name, spec in inputs if not _is_widget(spec)]
-    driven = [(name, spec) for name, spec in inputs if _is_widget(spec) and name in node.links]
+    inputs = ordered_inputs(info)
+    sockets = [(name, spec) for name, spec in inputs if not is_widget(spec)]
+    driven = [(name, spec) for name, spec in inputs if is_widget(spec) and name in node.links]
     slots = []
     for name, spec in sockets + driven:
         slot = {"name": name, "type": _slot_type(spec)}
         if name in optional:
             slot["shape"] = 7
-        if _is_widget(spec):
+        if is_widget(spec):
             slot["widget"] = {"name": name}
         slot["link"] = link_ids.get(name)
         slots.append(slot)
