@@ -31,4 +31,18 @@ fi
 # this torch; ComfyUI then skips its audio nodes, which the tests do not use).
 grep -vE '^\s*(torch|torchvision|torchaudio)\s*([=<>!~].*)?$' "$host/requirements.txt" > "$venv/comfyui-requirements.txt"
 "${pip[@]}" -r "$venv/comfyui-requirements.txt" -r "$root/requirements.txt" -r "$root/tests/requirements.txt"
+
+# Debian's Chromium for the browser test (tests/test_browser.py drives /usr/bin/chromium with Playwright;
+# no browser is downloaded). Installed when missing and this runs as root (as CI does).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's chromium for the browser test"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: /usr/bin/chromium is missing and this is not root: tests/test_browser.py will fail until" \
+      "Debian's chromium is installed (sudo apt-get install -y chromium)" >&2
+  fi
+fi
 echo "test environment ready: $venv (ComfyUI at $host)"

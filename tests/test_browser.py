@@ -29,7 +29,7 @@ import pytest
 import requests
 from comfy_harness import ComfyServer
 from conftest import ROOT
-from workflow_graphs import CHECKPOINT, SPECIALIZED_UNET, widget_names
+from workflow_graphs import CHECKPOINT, GRAPHS, SPECIALIZED_UNET, widget_names
 
 pytestmark = pytest.mark.slow
 
@@ -234,7 +234,8 @@ def test_workflow_loads_in_the_frontend(browser, object_info, path):
     assert result["toasts"] == [], f"the frontend raised a toast: {result['toasts']}"
     assert browser.errors == [], f"errors while loading: {browser.errors}"
 
-    # Every node of the pack renders, with the widgets of its definition holding the workflow's values.
+    # Every node of the pack renders, with the widgets of its definition holding the described values.
+    described = {node.id: node for node in next(g for g in GRAPHS if g.name == path.stem).nodes}
     saved = {node["id"]: node for node in workflow["nodes"]}
     loaded = {node["id"]: node for node in result["nodes"]}
     assert sorted(loaded) == sorted(saved)
@@ -245,12 +246,8 @@ def test_workflow_loads_in_the_frontend(browser, object_info, path):
         widgets = node["widgets"]
         assert [w["name"] for w in widgets] == widget_names(object_info[node["type"]]), where
         assert not node["collapsed"] and not any(w["hidden"] for w in widgets), where
-        values = [w["value"] for w in widgets if w["type"] != "button"]
-        assert values == [
-            v
-            for v, w in zip(saved[node["id"]]["widgets_values"], widgets, strict=True)
-            if w["type"] != "button"
-        ], where
+        shown = {w["name"]: w["value"] for w in widgets if w["type"] != "button"}
+        assert shown == described[node["id"]].values, where
 
     # The frontend serializes the graph back to the file: same links, slots, widget values, modes, and no
     # node grown taller than the file says (its widgets fit; heights do not depend on fonts).
