@@ -33,7 +33,7 @@ from workflow_graphs import CHECKPOINT, GRAPHS, SPECIALIZED_UNET, widget_names
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path(os.environ.get("DIFFFERV_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; never a downloaded browser
 # Headless, and no connection of Chromium's own to the outside (this machine's network is closed).
 CHROMIUM_FLAGS = [
     "--headless",
@@ -191,8 +191,8 @@ class Browser:
 def browser(server, tmp_path_factory):
     if not CHROMIUM.is_file():
         pytest.fail(
-            f"no Chromium at {CHROMIUM}: the browser test uses Debian's (`apt-get install -y chromium`, "
-            "which tests/setup_env.sh runs when it is root), or set DIFFFERV_CHROMIUM to another binary"
+            f"no Chromium at {CHROMIUM}: the browser test drives Debian's; install it with "
+            "`apt-get install -y chromium` (tests/setup_env.sh does when it runs as root)"
         )
     from playwright.sync_api import sync_playwright
 
@@ -229,7 +229,8 @@ def test_workflow_loads_in_the_frontend(browser, object_info, path):
     result = browser.page.evaluate(LOAD, {"graph": workflow, "name": path.stem})
     browser.screenshot(ARTIFACTS / f"{path.stem}.png")
 
-    assert result["unknown"] == [] and result["reported"] == [], f"missing node types: {result['unknown']}"
+    missing = sorted(set(result["unknown"] + result["reported"]))
+    assert missing == [], f"node types the frontend does not know: {missing}"
     assert result["dialogs"] == [], f"the frontend opened a dialog: {result['dialogs']}"
     assert result["toasts"] == [], f"the frontend raised a toast: {result['toasts']}"
     assert browser.errors == [], f"errors while loading: {browser.errors}"
