@@ -53,7 +53,7 @@ class LoadVideo(io.ComfyNode):
                     min=0,
                     max=4096,
                     tooltip="Keep at most this many frames (0 = all). Editing time and memory grow linearly "
-                    "with frames; 16 frames at 512 px fit a 24 GB GPU comfortably.",
+                    "with frames (all frames are edited in one batch); start with 8-16 at 512 px.",
                 ),
                 io.Int.Input(
                     "skip_first_frames",

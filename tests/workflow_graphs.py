@@ -65,7 +65,7 @@ OVERVIEW = """## DiffFERV face video edit
 Edits a face video with a text prompt while keeping identity, motion and background (DiffFERV, IJCAI 2025).
 
 1. **Load Checkpoint**: any Stable Diffusion 1.5 checkpoint, e.g. `v1-5-pruned-emaonly-fp16.safetensors` in `ComfyUI/models/checkpoints/`.
-2. **Load Video (DiffFERV)**: upload a face clip. 16 frames at a 512 px short side fit a 24 GB GPU.
+2. **Load Video (DiffFERV)**: upload a face clip. Memory and time grow with the frame count (one batch): start with 8-16 frames at a 512 px short side.
 3. **DDIM Invert With Cache**: describe the video (source prompt).
 4. **Preservation Inject Sampler**: the same words with the change (edit prompt).
 5. Queue. The edit and an input | edit comparison are saved to `ComfyUI/output/DiffFERV/`.
