@@ -103,17 +103,16 @@ def test_sampling_with_the_patches_runs_and_captures_every_block(comfy, tiny_sd1
     from comfy.samplers import calculate_sigmas
     from comfyui_diffferv.nodes.attention_patches import SD15_SELF_ATTENTION_LEVELS, with_control
 
-    from nodes import CLIPTextEncode, KSampler
-
     patched = apply(comfy, tiny_sd15.model, UNEVEN)
     steps = 3
     sigmas = calculate_sigmas(patched.get_model_object("model_sampling"), "normal", steps)
     store = FeatureStore()
     control = PreservationControl(sigmas[:-1], capture="cond", store=store)
-    (positive,) = CLIPTextEncode().encode(tiny_sd15.clip, "a photo of a woman")
-    (negative,) = CLIPTextEncode().encode(tiny_sd15.clip, "")
+    (positive,), _ = comfy.run_node("CLIPTextEncode", clip=tiny_sd15.clip, text="a photo of a woman")
+    (negative,), _ = comfy.run_node("CLIPTextEncode", clip=tiny_sd15.clip, text="")
     latent = {"samples": torch.zeros(FRAMES, 4, SIZE // 8, SIZE // 8)}
-    (out,) = KSampler().sample(  # a V1 node: the harness's run_node serves V3 nodes
+    (out,), _ = comfy.run_node(
+        "KSampler",
         model=with_control(patched, control),
         seed=1,
         steps=steps,
