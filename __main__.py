@@ -1,8 +1,9 @@
 """The pack's commands: `python path/to/the/pack COMMAND ...` with ComfyUI's Python (see USAGE).
 
 The pack folder is not an installed package (and its name has a hyphen), so this file imports it under
-a fixed name. nodes/__init__.py registers ComfyUI nodes and needs ComfyUI's node API; the commands need
-only modules of nodes/ that do not import ComfyUI, so that package is set up without running it.
+a fixed name. The pack's __init__.py and nodes/__init__.py register ComfyUI nodes and need ComfyUI's node
+API; the commands (headless/, specialize/) do not, so the pack and nodes/ are registered without running
+their __init__.
 """
 
 import importlib.util
@@ -11,7 +12,7 @@ from pathlib import Path
 
 PACKAGE = "comfyui_diffferv"
 ROOT = Path(__file__).resolve().parent
-COMMANDS = {"edit": "edit_cli", "specialize": "specialize_cli"}
+COMMANDS = {"edit": "headless.edit_command", "specialize": "specialize.command"}
 USAGE = """usage: python ComfyUI/custom_nodes/ComfyUI-DiffFERV COMMAND [--help]
 
 commands (ComfyUI need not be running):
@@ -32,7 +33,7 @@ def import_pack() -> None:
 
 def import_command(module: str):
     import_pack()
-    return importlib.import_module(f"{PACKAGE}.nodes.{module}")
+    return importlib.import_module(f"{PACKAGE}.{module}")
 
 
 if __name__ == "__main__":

@@ -1,1 +1,6 @@
-"""Temporal attention for SD1.5 self-attention blocks (pure torch; no ComfyUI import)."""
+"""Temporal attention for SD1.5 self-attention blocks: sliding-window cross-frame attention (swcfa.py),
+trajectory attention (tta.py), the attn1/attn2 patch functions (patches.py) and the capture/injection of
+preservation features (control.py).
+
+Pure torch; imports no ComfyUI module. May import flow/ (trajectory sets), nothing else of the pack.
+"""

@@ -1,4 +1,9 @@
-"""ComfyUI nodes of the pack (V3 schema). Thin: they parse inputs, call the core packages, shape outputs."""
+"""ComfyUI nodes of the pack (V3 schema) and the thin glue between them and the core.
+
+Node modules parse inputs, call the core packages (attention, flow, editing, video, unet), shape outputs;
+the glue modules (common, attention_patches, preservation_glue) adapt the core to ComfyUI's model
+patcher and samplers. Everything may be imported here; nothing outside nodes/ imports nodes/.
+"""
 
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override

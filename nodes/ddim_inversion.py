@@ -80,9 +80,12 @@ class DDIMInvertWithCache(io.ComfyNode):
                 ),
             ],
             outputs=[
-                Inversion.Output("inversion", tooltip="For PreservationInjectSampler (DiffFERV)."),
+                Inversion.Output(
+                    "inversion", display_name="inversion", tooltip="For PreservationInjectSampler (DiffFERV)."
+                ),
                 io.Latent.Output(
                     "noise",
+                    display_name="noise",
                     tooltip="The inverted noise. A core sampler at DDIM without added noise rebuilds "
                     "the clip from it (a plain DDIM reconstruction).",
                 ),

@@ -92,7 +92,11 @@ class PreservationInjectSampler(io.ComfyNode):
                 ),
             ],
             outputs=[
-                io.Latent.Output("latent", tooltip="The edited clip's latents; decode with VAE Decode.")
+                io.Latent.Output(
+                    "latent",
+                    display_name="latent",
+                    tooltip="The edited clip's latents; decode with VAE Decode.",
+                )
             ],
         )
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import folder_paths
 from comfy_api.latest import io
 
+from ..video.decode import fit_frames, read_clip
 from .common import CATEGORY, PREFIX, progress
-from .video_files import fit_frames, read_clip
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v", ".gif", ".webp")
 SIZE_MULTIPLE = 64

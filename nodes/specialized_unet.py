@@ -12,9 +12,9 @@ from pathlib import Path
 import folder_paths
 from comfy_api.latest import io
 
+from ..unet.comfy_model import apply_sd15_unet, build_sd15_model, read_sd15_unet
+from ..unet.files import UNetFileError
 from .common import CATEGORY, PREFIX
-from .sd15_unet import apply_sd15_unet, build_sd15_model, read_sd15_unet
-from .unet_files import UNetFileError
 
 CHECKPOINTS_LABEL = "checkpoints/"  # list entry prefix of files from the checkpoints folder
 

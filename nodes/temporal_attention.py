@@ -58,7 +58,11 @@ class ApplyTemporalAttention(io.ComfyNode):
                 *_switches("tta", "Trajectory attention (consistency along motion over the whole clip)"),
             ],
             outputs=[
-                io.Model.Output(tooltip="The model with temporal attention; the input model is unchanged.")
+                io.Model.Output(
+                    "patched_model",
+                    display_name="model",
+                    tooltip="The model with temporal attention; the input model is unchanged.",
+                )
             ],
         )
 

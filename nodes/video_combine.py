@@ -10,8 +10,8 @@ import folder_paths
 from comfy.cli_args import args
 from comfy_api.latest import io, ui
 
+from ..video.encode import FORMATS, write_video
 from .common import CATEGORY, PREFIX, progress
-from .video_files import FORMATS, write_video
 
 
 class VideoCombine(io.ComfyNode):

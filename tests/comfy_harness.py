@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 import torch
-from comfyui_diffferv.nodes.headless_comfy import HeadlessComfy, PromptError, find_comfyui
-from comfyui_diffferv.nodes.unet_files import comfy_sd15_unet_config
+from comfyui_diffferv.headless.host import find_comfyui
+from comfyui_diffferv.headless.runner import HeadlessComfy, PromptError
+from comfyui_diffferv.unet.files import comfy_sd15_unet_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ def host_dir() -> Path:
 
 
 InProcessComfy = HeadlessComfy
-"""The tests' in-process host is the pack's own headless ComfyUI (nodes/headless_comfy.py)."""
+"""The tests' in-process host is the pack's own headless ComfyUI (headless/runner.py)."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 from comfy_harness import ComfyServer
-from comfyui_diffferv.nodes.edit_cli import prepare_prompt
+from comfyui_diffferv.headless.edit_command import prepare_prompt
 from conftest import ROOT
 from video_probe import probe
 

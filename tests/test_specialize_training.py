@@ -57,7 +57,7 @@ def test_resume_continues_from_the_saved_step_exactly(resumed_runs, tiny_checkpo
     assert a.keys() == b.keys() and "conv_in.weight" in a  # diffusers layout
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
-    from comfyui_diffferv.nodes.specialize_cli import main
+    from comfyui_diffferv.specialize.command import main
 
     assert main(train_arguments(tiny_checkpoint, portraits, resumed_runs.resumed, 6)) == 2
     assert "already holds a training state: pass --resume" in capsys.readouterr().err
@@ -68,7 +68,7 @@ def test_single_file_base_equals_comfyui_models(tiny_checkpoint):
     that compute what ComfyUI's own SD1.5 models compute from the same weights."""
     import comfy.model_management as mm
     from comfy_harness import build_clip, build_unet, build_vae
-    from comfyui_diffferv.nodes.sd15_diffusers import load_base
+    from comfyui_diffferv.specialize.sd15_diffusers import load_base
 
     parts = load_base(tiny_checkpoint.path, tiny_checkpoint.comfyui / "comfy" / "sd1_tokenizer")
     unet, clip, vae = build_unet(seed=10), build_clip(seed=11), build_vae(seed=12)  # what the file holds
@@ -91,7 +91,7 @@ def test_single_file_base_equals_comfyui_models(tiny_checkpoint):
 
 
 def test_diffusers_folder_base_loads_offline(tiny_checkpoint, tmp_path):
-    from comfyui_diffferv.nodes.sd15_diffusers import load_base
+    from comfyui_diffferv.specialize.sd15_diffusers import load_base
 
     parts = load_base(tiny_checkpoint.path, tiny_checkpoint.comfyui / "comfy" / "sd1_tokenizer")
     for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
@@ -114,7 +114,7 @@ def test_bad_files_are_reported_by_name_skipped_or_refused(tiny_checkpoint, tmp_
         f.write(json.dumps({"file_name": "gone.png", "text": "a face"}) + "\n")
     output = tmp_path / "out"
     arguments = train_arguments(tiny_checkpoint, data, output, 1, "--batch-size", "2", "--micro-batch", "2")
-    from comfyui_diffferv.nodes.specialize_cli import main
+    from comfyui_diffferv.specialize.command import main
 
     assert main([*arguments, "--strict"]) == 2
     err = capsys.readouterr().err
@@ -140,7 +140,7 @@ def test_bad_files_are_reported_by_name_skipped_or_refused(tiny_checkpoint, tmp_
 
 
 def test_caption_model_captions_what_lacks_a_caption_from_local_files_only(tiny_checkpoint, tmp_path, capsys):
-    from comfyui_diffferv.nodes.specialize_cli import main
+    from comfyui_diffferv.specialize.command import main
 
     data = write_dataset(tmp_path / "data")
     for name in ("face_0.txt", "face_1.txt"):
@@ -167,7 +167,7 @@ def test_caption_model_captions_what_lacks_a_caption_from_local_files_only(tiny_
 
 
 def test_mixed_sampler_share_and_reproducibility():
-    from comfyui_diffferv.nodes.specialize_data import MixedSampler
+    from comfyui_diffferv.specialize.data import MixedSampler
 
     sampler = MixedSampler(faces=90, general=40, general_share=0.1, seed=3)
     assert sampler.epoch_length == 100
@@ -185,7 +185,7 @@ def test_mixed_sampler_share_and_reproducibility():
 
 
 def test_augmentation_rotates_and_zooms_faces_only():
-    from comfyui_diffferv.nodes.specialize_data import augment_faces, face_augmentation
+    from comfyui_diffferv.specialize.data import augment_faces, face_augmentation
 
     torch.manual_seed(0)
     images = torch.rand(6, 3, 32, 32) * 2 - 1
@@ -205,7 +205,8 @@ def test_command_runs_from_the_pack_folder_without_comfyui(portraits, tmp_path):
     script = f"""
 import runpy, sys
 commands = runpy.run_path({str(ROOT / "__main__.py")!r})
-for name in ("specialize_cli", "sd15_diffusers", "specialize_train", "specialize_data", "captioning", "unet_files"):
+for name in ("specialize.command", "specialize.sd15_diffusers", "specialize.train", "specialize.data",
+             "specialize.captioning", "unet.files"):
     commands["import_command"](name)
 bad = sorted(m for m in sys.modules if m == "comfy" or m.startswith(("comfy.", "comfy_api", "folder_paths")))
 assert not bad, bad
@@ -229,7 +230,7 @@ def test_full_size_single_file_checkpoint_loads_with_the_written_down_sd15_confi
     """The full-size random SD1.5 checkpoint (real key layout) fills the built-in SD1.5 configs exactly:
     every weight has its place and shape (checked by the loader), and the parameter counts are SD1.5's."""
     from comfy_harness import host_dir
-    from comfyui_diffferv.nodes.sd15_diffusers import load_base
+    from comfyui_diffferv.specialize.sd15_diffusers import load_base
 
     parts = load_base(sd15_checkpoint, host_dir() / "comfy" / "sd1_tokenizer")
     counts = {
@@ -246,7 +247,7 @@ def test_gradient_checkpointing_gives_the_same_training(
     """Gradient checkpointing (on by default with a GPU) recomputes activations and must not change the
     result: the first two losses equal those of the run without it. Mixed precision needs a GPU."""
     import torch.utils.checkpoint
-    from comfyui_diffferv.nodes.specialize_cli import main
+    from comfyui_diffferv.specialize.command import main
 
     calls = []
     checkpoint = torch.utils.checkpoint.checkpoint

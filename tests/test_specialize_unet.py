@@ -27,7 +27,7 @@ def install(comfy, source: Path, name: str, folder: str = "diffusion_models") ->
 
 def diffusers_unet(state_file: Path):
     """The diffusers UNet the training produced: its fp32 weights from the training state."""
-    from comfyui_diffferv.nodes.sd15_diffusers import sd15_unet_config
+    from comfyui_diffferv.specialize.sd15_diffusers import sd15_unet_config
     from diffusers import UNet2DConditionModel
 
     weights = safetensors.torch.load_file(str(state_file))
@@ -63,7 +63,7 @@ def test_saved_checkpoint_predicts_the_diffusers_noise(comfy, layout, request):
     """Trained export -> LoadSpecializedUNet (alone) -> same eps as diffusers' UNet2DConditionModel with the
     trained weights, for the same latent, timestep and text embedding; ComfyUI's SD1.5 noise schedule is
     the one the command trains with."""
-    from comfyui_diffferv.nodes.sd15_diffusers import sd15_scheduler
+    from comfyui_diffferv.specialize.sd15_diffusers import sd15_scheduler
 
     if layout == "comfyui":
         output, export = request.getfixturevalue("trained").output, "faces.safetensors"

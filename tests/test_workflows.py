@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from comfyui_diffferv.nodes.edit_cli import CHECKPOINT_URL, prepare_prompt
+from comfyui_diffferv.headless.edit_command import CHECKPOINT_URL, prepare_prompt
 from conftest import ROOT
 from video_probe import probe
 from workflow_graphs import GRAPHS, write_all

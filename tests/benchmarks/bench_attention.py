@@ -141,6 +141,14 @@ def main() -> None:
     parser.add_argument(
         "--full-size", action="store_true", help="time the full SD1.5 architecture instead of the tiny one"
     )
+    parser.add_argument(
+        "--memory-frames",
+        type=int,
+        nargs=2,
+        default=(16, 32),
+        metavar=("F1", "F2"),
+        help="the two frame counts of the TTA memory comparison (64x64 grid)",
+    )
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     torch.set_num_threads(1)
@@ -159,14 +167,15 @@ def main() -> None:
 
     if args.full_size:
         return
-    peaks = {frames: memory(frames) for frames in (16, 32)}
+    low, high = args.memory_frames
+    peaks = {frames: memory(frames) for frames in (low, high)}
     print("memory_tool=torch.profiler(profile_memory=True)")
     for frames, peak in peaks.items():
         print(f"tta_peak_mb_F{frames}={peak['tta'] / 2**20:.1f}")
         print(f"gather_peak_mb_F{frames}={peak['gather'] / 2**20:.1f}")
         print(f"tta_vs_gather_max_abs_diff_F{frames}={peak['max_abs_diff']:.2e}")
-    print(f"tta_peak_ratio_F32_F16={peaks[32]['tta'] / peaks[16]['tta']:.2f}")
-    print(f"gather_peak_ratio_F32_F16={peaks[32]['gather'] / peaks[16]['gather']:.2f}")
+    print(f"tta_peak_ratio_F{high}_F{low}={peaks[high]['tta'] / peaks[low]['tta']:.2f}")
+    print(f"gather_peak_ratio_F{high}_F{low}={peaks[high]['gather'] / peaks[low]['gather']:.2f}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import argparse
 import resource
 import runpy
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,13 +26,11 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-from comfy_harness import host_dir  # noqa: E402 (finds the ComfyUI tree without importing it)
-
 import_command = runpy.run_path(str(ROOT / "__main__.py"))["import_command"]
-sd15 = import_command("sd15_diffusers")
-data = import_command("specialize_data")
-training = import_command("specialize_train")
+sd15 = import_command("specialize.sd15_diffusers")
+data = import_command("specialize.data")
+training = import_command("specialize.train")
+host = import_command("headless.host")  # finds the ComfyUI tree without importing it
 
 
 def random_parts(full: bool):
@@ -45,7 +42,7 @@ def random_parts(full: bool):
     unet = UNet2DConditionModel(**sd15.sd15_unet_config(320 if full else 32))
     vae = AutoencoderKL(**(sd15.sd15_vae_config() if full else sd15.sd15_vae_config(32, 1)))
     text = CLIPTextModel(sd15.sd15_text_config() if full else sd15.sd15_text_config(2, 512))
-    tokenizer = sd15.load_tokenizer(host_dir() / "comfy" / "sd1_tokenizer", "benchmark")
+    tokenizer = sd15.load_tokenizer(host.find_comfyui() / "comfy" / "sd1_tokenizer", "benchmark")
     return sd15.SD15Parts(unet, vae, text, tokenizer, sd15.sd15_scheduler())
 
 

@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .headless_comfy import PACK_ROOT, HeadlessComfy, PromptError, find_comfyui
+from .host import PACK_ROOT, find_comfyui
+from .runner import HeadlessComfy, PromptError
 
 WORKFLOW = PACK_ROOT / "workflows" / "api" / "diffferv_face_edit.json"
 DEMO_VIDEO = PACK_ROOT / "workflows" / "media" / "talking_face.mp4"

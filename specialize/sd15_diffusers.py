@@ -23,7 +23,7 @@ from diffusers.loaders.single_file_utils import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .unet_files import (
+from ..unet.files import (
     SD15_CHANNEL_MULT,
     SD15_CONTEXT_DIM,
     SD15_HEADS,

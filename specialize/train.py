@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
+from ..unet.files import shape_problems
+from .data import MixedSampler, Pair, PairDataset, augment_faces, face_augmentation
 from .sd15_diffusers import SD15Parts
-from .specialize_data import MixedSampler, Pair, PairDataset, augment_faces, face_augmentation
-from .unet_files import shape_problems
 
 STATE_DIR = "training_state"
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}

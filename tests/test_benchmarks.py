@@ -1,0 +1,37 @@
+"""Every benchmark in tests/benchmarks runs, as its docstring says, in its smallest mode.
+
+The numbers of these runs mean nothing (tiny sizes, one repeat); what is checked is that each command
+the README and the docstrings give still starts, runs to the end and prints its name=value lines, so a
+benchmark cannot rot unnoticed (one did: bench_training.py stopped at an import).
+"""
+
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+BENCHMARKS = ROOT / "tests" / "benchmarks"
+SMALLEST = {
+    "bench_attention.py": ["--frames", "2", "--size", "64", "--repeats", "1", "--memory-frames", "2", "4"],
+    "bench_editing.py": ["--size", "64", "--steps", "2", "--frames", "2"],
+    "bench_training.py": ["--steps", "2"],
+    "bench_trajectories.py": [],
+}
+"""Each benchmark's smallest arguments (a new benchmark must add its line here)."""
+
+
+def test_every_benchmark_has_a_smallest_mode():
+    assert sorted(path.name for path in BENCHMARKS.glob("bench_*.py")) == sorted(SMALLEST)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SMALLEST))
+def test_benchmark_runs_in_its_smallest_mode(name, tmp_path):
+    command = [sys.executable, str(BENCHMARKS / name), *SMALLEST[name]]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=1200)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    values = [line for line in result.stdout.splitlines() if re.fullmatch(r"\w+=\S.*", line)]
+    assert len(values) >= 3, f"{name} printed no name=value lines:\n{result.stdout}"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [], f"{name} left files in its working folder"
