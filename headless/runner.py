@@ -40,8 +40,47 @@ class MessageLog:
         pass
 
 
+@dataclass(frozen=True)
+class NodeProblem:
+    """One thing ComfyUI reported about one node of a workflow: the node's own sentence (a validation
+    failure, or the message of the exception it raised) and, for an exception, the traceback."""
+
+    node_id: str | None
+    class_type: str | None
+    input_name: str | None
+    message: str
+    traceback: str = ""
+
+
 class PromptError(RuntimeError):
-    """ComfyUI refused or failed a workflow; the message carries ComfyUI's own error."""
+    """ComfyUI refused (stage "validation"), failed ("execution") or interrupted ("interrupted") a
+    workflow; `problems` holds what it reported per node, and the message all of it."""
+
+    def __init__(self, stage: str, problems: list[NodeProblem]):
+        self.stage = stage
+        self.problems = problems
+        what = {"validation": "workflow rejected", "execution": "execution failed"}.get(stage, stage)
+        said = "; ".join(f"{p.class_type or 'workflow'} {p.node_id or ''}: {p.message}" for p in problems)
+        super().__init__(f"{what}: {said}")
+
+
+def validation_problems(prompt: dict, error: dict | None, node_errors: dict) -> list[NodeProblem]:
+    """The problems in validate_prompt's answer, one per node and sentence. A node's validate_inputs
+    failure is reported by ComfyUI once per input it takes, as "<input> - <sentence>": kept once."""
+    problems: list[NodeProblem] = []
+    for node_id, entry in node_errors.items():
+        for reason in entry.get("errors", []):
+            name = reason.get("extra_info", {}).get("input_name")
+            details = str(reason.get("details", ""))
+            if reason.get("type") == "custom_validation_failed" and details.startswith(f"{name} - "):
+                message = details[len(name) + 3 :]
+            else:
+                message = f"{reason.get('message', '')}: {details}" if details else reason.get("message", "")
+            if all(p.message != message or p.node_id != node_id for p in problems):
+                problems.append(NodeProblem(node_id, prompt[node_id]["class_type"], name, message))
+    if not problems and error:
+        problems.append(NodeProblem(None, None, None, f"{error.get('message')}: {error.get('details')}"))
+    return problems
 
 
 class HeadlessComfy:
@@ -132,8 +171,8 @@ class HeadlessComfy:
 
         prompt_id = str(uuid.uuid4())
         valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
-        if not valid[0]:
-            raise PromptError(f"workflow rejected: {valid[1]} {valid[3]}")
+        if not valid[0] or valid[3]:  # no partial run: ComfyUI would run the outputs that did validate
+            raise PromptError("validation", validation_problems(prompt, valid[1], valid[3]))
         from comfy_execution.utils import get_executing_context
 
         def hook(value, total, preview=None, prompt_id=None, node_id=None):
@@ -148,8 +187,22 @@ class HeadlessComfy:
         finally:
             comfy.utils.set_progress_bar_global_hook(previous)
         if not self.executor.success:
-            errors = [data for event, data in self.executor.status_messages if event == "execution_error"]
-            raise PromptError(f"execution failed: {errors}")
+            problems, stage = [], "execution"
+            for event, data in self.executor.status_messages:
+                if event == "execution_error":
+                    problems.append(
+                        NodeProblem(
+                            data["node_id"],
+                            data["node_type"],
+                            None,
+                            str(data["exception_message"]).strip(),
+                            "".join(data.get("traceback") or []),
+                        )
+                    )
+                elif event == "execution_interrupted":
+                    stage = "interrupted"
+                    problems.append(NodeProblem(data["node_id"], data["node_type"], None, "interrupted"))
+            raise PromptError(stage, problems)
         return self.executor.history_result["outputs"]
 
     def output_path(self, saved: dict) -> Path:

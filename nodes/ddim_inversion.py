@@ -13,6 +13,7 @@ from comfy_api.latest import io
 
 from ..attention.control import FeatureStore, PreservationControl
 from ..editing.ddim import invert
+from ..editing.inputs import STEPS
 from ..editing.preservation import STORE, InversionResult
 from .attention_patches import with_control
 from .common import CATEGORY, PREFIX, Inversion, Trajectories, progress
@@ -27,6 +28,7 @@ from .preservation_glue import (
     schedule,
     temporal_model,
 )
+from .prompts import check_prompt
 
 
 class DDIMInvertWithCache(io.ComfyNode):
@@ -63,8 +65,8 @@ class DDIMInvertWithCache(io.ComfyNode):
                 io.Int.Input(
                     "steps",
                     default=50,
-                    min=2,
-                    max=1000,
+                    min=STEPS[0],
+                    max=STEPS[1],
                     tooltip="DDIM steps (the paper uses 50). The sampler uses the same schedule. Time grows "
                     "linearly; the store cache too.",
                 ),
@@ -91,6 +93,10 @@ class DDIMInvertWithCache(io.ComfyNode):
                 ),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, source_prompt):
+        return check_prompt("source_prompt", source_prompt)
 
     @classmethod
     def execute(cls, model, clip, latent, source_prompt, trajectories, steps, cache_mode) -> io.NodeOutput:
