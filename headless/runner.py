@@ -164,15 +164,23 @@ class HeadlessComfy:
             return {"hidden_inputs": hidden}
         return {"v3_data": {"hidden_inputs": hidden}}
 
+    def validate(self, prompt: dict, prompt_id: str = "validation") -> tuple[list[NodeProblem], list[str]]:
+        """ComfyUI's validator on an API-form workflow (no node runs): (problems, output nodes to run)."""
+        valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
+        if valid[0] and not valid[3]:
+            return [], valid[2]
+        return validation_problems(prompt, valid[1], valid[3]), valid[2]
+
     def run_prompt(self, prompt: dict, on_progress: ProgressHook | None = None) -> dict:
         """Validate and execute an API-form workflow; returns {node id: ui output}. Raises PromptError
-        with ComfyUI's own error text when validation or execution fails."""
+        with ComfyUI's own error text when validation or execution fails. Unlike ComfyUI's server, it
+        runs nothing when any node fails validation (the server would run the outputs that passed)."""
         import comfy.utils
 
         prompt_id = str(uuid.uuid4())
-        valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
-        if not valid[0] or valid[3]:  # no partial run: ComfyUI would run the outputs that did validate
-            raise PromptError("validation", validation_problems(prompt, valid[1], valid[3]))
+        problems, outputs = self.validate(prompt, prompt_id)
+        if problems:
+            raise PromptError("validation", problems)
         from comfy_execution.utils import get_executing_context
 
         def hook(value, total, preview=None, prompt_id=None, node_id=None):
@@ -183,7 +191,7 @@ class HeadlessComfy:
         if on_progress is not None:
             comfy.utils.set_progress_bar_global_hook(hook)
         try:
-            self.executor.execute(prompt, prompt_id, {}, valid[2])
+            self.executor.execute(prompt, prompt_id, {}, outputs)
         finally:
             comfy.utils.set_progress_bar_global_hook(previous)
         if not self.executor.success:

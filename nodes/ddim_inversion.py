@@ -16,7 +16,7 @@ from ..editing.ddim import invert
 from ..editing.inputs import STEPS
 from ..editing.preservation import STORE, InversionResult
 from .attention_patches import with_control
-from .common import CATEGORY, PREFIX, Inversion, Trajectories, progress
+from .common import CATEGORY, PREFIX, Inversion, Trajectories, input_problem, progress
 from .preservation_glue import (
     CACHE_MODES,
     SOURCE_ROLE,
@@ -95,8 +95,8 @@ class DDIMInvertWithCache(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, source_prompt):
-        return check_prompt("source_prompt", source_prompt)
+    def validate_inputs(cls, source_prompt, cache_mode):
+        return input_problem(cls, cache_mode=cache_mode) or check_prompt("source_prompt", source_prompt)
 
     @classmethod
     def execute(cls, model, clip, latent, source_prompt, trajectories, steps, cache_mode) -> io.NodeOutput:

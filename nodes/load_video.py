@@ -23,7 +23,7 @@ from ..video.decode import (
     read_clip,
     size_problem,
 )
-from .common import CATEGORY, PREFIX, progress
+from .common import CATEGORY, PREFIX, input_problem, progress
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v", ".gif", ".webp")
 
@@ -106,10 +106,12 @@ class LoadVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, video, short_side):
-        """The file exists and opens as a video, the size is usable. Only these two inputs are named: a
-        validate_inputs taking **kwargs would make ComfyUI skip the min/max checks of all inputs."""
-        problem = size_problem(short_side) if short_side is not None else None
+    def validate_inputs(cls, video, short_side, fit):
+        """The file exists and opens as a video, the size is usable. Only the inputs checked here are
+        named: a validate_inputs taking **kwargs would make ComfyUI skip the min/max checks of all."""
+        problem = input_problem(cls, fit=fit) or (
+            size_problem(short_side) if short_side is not None else None
+        )
         if problem:
             return problem
         if video is None:
