@@ -385,6 +385,11 @@ class ProgressPrinter:
         self.start = time.monotonic()
         self.node = None
 
+    def end_line(self) -> None:
+        """End the last progress line (on a terminal it is redrawn in place, without a newline)."""
+        if self.node is not None and sys.stderr.isatty():
+            print(file=sys.stderr)
+
     def __call__(self, value: int, total: int, node_id: str | None) -> None:
         if node_id != self.node:
             if self.node is not None:
@@ -465,12 +470,13 @@ def run(args: argparse.Namespace) -> None:
             raise InputRefusedError(
                 f"--workflow: {args.workflow} is not the face-edit workflow ({error})"
             ) from None
+        printer = ProgressPrinter(prompt)
         try:
-            outputs = comfy.run_prompt(prompt, on_progress=ProgressPrinter(prompt))
+            outputs = comfy.run_prompt(prompt, on_progress=printer)
         except PromptError as error:
-            print(file=sys.stderr)
             raise WorkflowFailedError(error, titles_of(prompt), video) from None
-        print(file=sys.stderr)
+        finally:
+            printer.end_line()
         produced = {
             node["inputs"]["filename_prefix"]: comfy.output_path(outputs[node_id]["images"][0])
             for node_id, node in prompt.items()

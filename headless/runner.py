@@ -54,14 +54,18 @@ class NodeProblem:
 
 class PromptError(RuntimeError):
     """ComfyUI refused (stage "validation"), failed ("execution") or interrupted ("interrupted") a
-    workflow; `problems` holds what it reported per node, and the message all of it."""
+    workflow; `problems` holds what it reported per node (`reported` builds one whose message says all)."""
 
-    def __init__(self, stage: str, problems: list[NodeProblem]):
+    def __init__(self, message: str, stage: str = "execution", problems: list[NodeProblem] | None = None):
+        super().__init__(message)
         self.stage = stage
-        self.problems = problems
+        self.problems = problems or []
+
+    @classmethod
+    def reported(cls, stage: str, problems: list[NodeProblem]) -> PromptError:
         what = {"validation": "workflow rejected", "execution": "execution failed"}.get(stage, stage)
         said = "; ".join(f"{p.class_type or 'workflow'} {p.node_id or ''}: {p.message}" for p in problems)
-        super().__init__(f"{what}: {said}")
+        return cls(f"{what}: {said}", stage, problems)
 
 
 def validation_problems(prompt: dict, error: dict | None, node_errors: dict) -> list[NodeProblem]:
@@ -180,7 +184,7 @@ class HeadlessComfy:
         prompt_id = str(uuid.uuid4())
         problems, outputs = self.validate(prompt, prompt_id)
         if problems:
-            raise PromptError("validation", problems)
+            raise PromptError.reported("validation", problems)
         from comfy_execution.utils import get_executing_context
 
         def hook(value, total, preview=None, prompt_id=None, node_id=None):
@@ -210,7 +214,7 @@ class HeadlessComfy:
                 elif event == "execution_interrupted":
                     stage = "interrupted"
                     problems.append(NodeProblem(data["node_id"], data["node_type"], None, "interrupted"))
-            raise PromptError(stage, problems)
+            raise PromptError.reported(stage, problems)
         return self.executor.history_result["outputs"]
 
     def output_path(self, saved: dict) -> Path:
