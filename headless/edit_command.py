@@ -243,7 +243,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--cache-mode",
         choices=("auto", "store", "recompute"),
         default="auto",
-        help="how the inversion's features reach the sampler (same video either way): store keeps them in RAM "
+        help="how the inversion's features reach the sampler (the same frames either way, up to 1/255 of "
+        "rounding): store keeps them in RAM "
         "(fp16, about 4 GB per 512 px frame at 50 steps), recompute keeps only latents and samples about "
         "1.5x slower, auto stores when that fits in 40%% of free RAM (default: auto)",
     )

@@ -74,7 +74,8 @@ class DDIMInvertWithCache(io.ComfyNode):
                     "cache_mode",
                     options=list(CACHE_MODES),
                     default="auto",
-                    tooltip="How the preservation features reach the sampler; both give the same video. "
+                    tooltip="How the preservation features reach the sampler; both give the same frames up to "
+                    "rounding (at most 1/255 per pixel value). "
                     "store: recorded now, kept in system RAM as fp16 (about 4 GB per 512x512 frame at 50 "
                     "steps), sampling runs 2 chunks per step. recompute: only the inverted latents are kept "
                     "(about 3 MB per frame), sampling runs the source path as a 3rd chunk (about 1.5x the "

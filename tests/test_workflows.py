@@ -122,5 +122,6 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
     assert "Preservation Inject Sampler (DiffFERV): 2/2" in result.stderr  # progress per node
     assert probe(output).frames.shape == (3, 64, 64, 3)
     assert probe(compare).frames.shape == (3, 64, 128, 3)  # input | edit
-    assert output.read_bytes()[:6] == b"GIF89a" and compare.read_bytes()[:4] == b"\x1aE\xdf\xa3"  # WebM (EBML)
+    webm = b"\x1aE\xdf\xa3"  # EBML magic
+    assert output.read_bytes()[:6] == b"GIF89a" and compare.read_bytes()[:4] == webm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["compare.webm", "edit.gif"]  # nothing partial left
