@@ -211,7 +211,8 @@ def test_unet_files_are_judged_by_their_header_at_validation(comfy, face_edit_in
 
 @pytest.mark.slow
 def test_a_one_frame_clip_fails_before_the_inversion_runs(comfy, face_edit):
-    """Through the executor: Load Video gives one frame, the inversion refuses it before any UNet call."""
+    """Through the executor: Load Video gives one frame; the first node that needs two (the flow or the
+    inversion, in the executor's order) refuses it, before any UNet call."""
     one = comfy.workdir / "input" / "one_frame.mp4"
     write_video(one, torch.rand(1, 64, 64, 3), 25.0, FORMATS["mp4 (h264)"], 60)
     with pytest.raises(PromptError) as caught:
