@@ -21,6 +21,7 @@ import copy
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -361,9 +362,10 @@ def preflight(args: argparse.Namespace, comfyui: Path) -> tuple[Path, Path, Path
     return video, checkpoint, unet, formats
 
 
-def in_user_terms(problem: NodeProblem, titles: dict, video: Path) -> str:
-    """A problem ComfyUI reported, in the command's terms: the node input it names becomes its flag, the
-    video's copy in ComfyUI's input folder becomes the user's path."""
+def in_user_terms(problem: NodeProblem, titles: dict, files: dict[str, Path]) -> str:
+    """A problem ComfyUI reported, in the command's terms: the node input it names becomes its flag, and
+    a file the command put into ComfyUI's folders (`files`: node class -> the user's path) is named by the
+    user's path."""
     flags = {s.input: s.flag for s in SETTINGS if s.node == problem.class_type}
     message = problem.message
     named = next((name for name in flags if message.startswith((f"{name} ", f"{name}:"))), None)
@@ -373,8 +375,9 @@ def in_user_terms(problem: NodeProblem, titles: dict, video: Path) -> str:
         message = f"{flags[problem.input_name]}: {message}"
     else:
         message = f"{titles.get(problem.node_id, problem.class_type or 'ComfyUI')}: {message}"
-    if problem.class_type == "DiffFERV_LoadVideo":
-        message = message.replace(f" {video.name}", f" {video}")
+    user_path = files.get(problem.class_type)
+    if user_path is not None:
+        message = re.sub(rf"(?<![\w/.-]){re.escape(user_path.name)}", lambda _: str(user_path), message)
     return message
 
 
@@ -475,7 +478,10 @@ def run(args: argparse.Namespace) -> None:
         try:
             outputs = comfy.run_prompt(prompt, on_progress=printer)
         except PromptError as error:
-            raise WorkflowFailedError(error, titles_of(prompt), video) from None
+            files = {"DiffFERV_LoadVideo": video, "CheckpointLoaderSimple": checkpoint}
+            if unet_path is not None:
+                files["DiffFERV_LoadSpecializedUNet"] = unet_path
+            raise WorkflowFailedError(error, titles_of(prompt), files) from None
         finally:
             printer.end_line()
         produced = {
@@ -490,14 +496,15 @@ def run(args: argparse.Namespace) -> None:
 
 
 class WorkflowFailedError(Exception):
-    """ComfyUI refused or failed the workflow (see PromptError), with what the command needs to say it."""
+    """ComfyUI refused or failed the workflow (see PromptError), with what the command needs to say it
+    (node titles, node class -> the user's path of the file it read)."""
 
-    def __init__(self, error: PromptError, titles: dict[str, str], video: Path):
+    def __init__(self, error: PromptError, titles: dict[str, str], files: dict[str, Path]):
         super().__init__(str(error))
-        self.error, self.titles, self.video = error, titles, video
+        self.error, self.titles, self.files = error, titles, files
 
     def lines(self, verbose: bool) -> list[str]:
-        said = [in_user_terms(problem, self.titles, self.video) for problem in self.error.problems]
+        said = [in_user_terms(problem, self.titles, self.files) for problem in self.error.problems]
         if self.error.stage != "execution":
             return said
         if verbose:

@@ -184,3 +184,27 @@ def test_help_documents_every_option_with_its_range():
     assert "(default: None)" not in text
     for numbers in ("0 to 1", "1 to 30", "2 to 1000", "0 or 2 to 4096", "64 to 2048, a multiple of 64"):
         assert numbers in text
+
+
+@pytest.mark.slow
+def test_a_failure_while_running_is_one_sentence_and_leaves_no_output(tmp_path, sd15_checkpoint):
+    """A UNet file whose header is fine but whose weights hold NaN passes the checks before the run and
+    fails in Load Specialized UNet: one sentence naming the node and the user's file, status 1, no
+    traceback (--verbose shows it), no output file."""
+    weights = build_unet(seed=4).model.diffusion_model.state_dict()
+    weights["middle_block.1.proj_out.weight"][0, 0] = float("nan")
+    unet = tmp_path / "diverged.safetensors"
+    safetensors.torch.save_file(weights, str(unet))
+    output = tmp_path / "edit.mp4"
+    result = run_edit(
+        "--checkpoint", str(sd15_checkpoint), "--unet", str(unet), "--frames", "2", "--size", "64",
+        "--steps", "2", "--output", str(output),
+    )  # fmt: skip
+    said = [line for line in result.stderr.splitlines() if line.startswith("edit:")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert said == [
+        f"edit: Load Specialized UNet (DiffFERV): {unet}: 1 tensors hold NaN or infinite values (e.g. "
+        "middle_block.1.proj_out.weight): the file is corrupt or training diverged. Use an earlier checkpoint. "
+        "(run with --verbose for the traceback)"
+    ]
+    assert sorted(tmp_path.iterdir()) == [unet]
