@@ -5,8 +5,8 @@
   (it then finds faces down to about 40 px).
 - Landmarks: the packaged shape predictors, 5 points (eye corners, nose) and 68 points (the iBUG 300-W
   layout: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67). The 68-point model is loaded on
-  first use (100 MB). Its training data, iBUG 300-W, is licensed for non-commercial use only: see dlib's
-  model notes before relying on it commercially; the 5-point model and the ResNet are CC0.
+  first use (100 MB). Its training data, iBUG 300-W, excludes commercial use, and so, its creators ask,
+  does the model; the 5-point model and the ResNet are in the public domain (dlib's model notes).
 - Identity: dlib's ResNet face descriptor (``dlib_face_recognition_resnet_model_v1``), 128-d. Faces are
   aligned to 150x150 chips (padding 0.25) by their 5 landmarks, as dlib's own example does. The same
   person is at an L2 distance of about 0.35, different people at about 0.8; dlib decides "same person"
