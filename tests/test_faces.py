@@ -13,6 +13,7 @@ from comfyui_diffferv.faces.dlib_models import (
     missing_reason,
     to_uint8,
 )
+from comfyui_diffferv.faces.resnet import FaceResNet, ModelFileError
 from conftest import ROOT
 from flow_clips import ASSET, demo_frames
 
@@ -62,6 +63,34 @@ def test_embeddings_tell_the_same_person_from_another(models, astronaut):
     assert models.embeddings([], []).shape == (0, 128)
 
 
+def test_the_torch_resnet_gives_dlibs_own_descriptors(models, astronaut):
+    """faces/resnet.py against dlib's face_recognition_model_v1 (the same file, run by dlib), on real
+    faces: the demo clip's and the astronaut's, and on random chips."""
+    import dlib
+    import face_recognition_models
+
+    reference = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+    images = [*to_uint8(demo_frames(3, 350)), astronaut]
+    chips = models.chips(images, [models.main_face(image) for image in images])
+    chips = np.concatenate([chips, np.random.default_rng(0).integers(0, 256, (2, 150, 150, 3), np.uint8)])
+    ours = models.embeddings(images, [models.main_face(image) for image in images])
+    expected = np.array([np.array(d) for d in reference.compute_face_descriptor(list(chips))])
+    assert np.abs(ours - expected[:4]).max() < 1e-5
+    assert (
+        np.abs(
+            FaceResNet(face_recognition_models.face_recognition_model_location())(chips).numpy() - expected
+        ).max()
+        < 1e-5
+    )
+
+
+def test_a_file_that_is_not_the_resnet_is_refused():
+    import face_recognition_models
+
+    with pytest.raises(ModelFileError, match="expected dlib's face-recognition ResNet"):
+        FaceResNet(face_recognition_models.pose_predictor_five_point_model_location())
+
+
 def test_main_face_embeddings_per_frame_and_cached(models):
     frames = to_uint8(demo_frames(3, 256))
     frames[1] = 128  # a grey frame: no face
@@ -70,7 +99,7 @@ def test_main_face_embeddings_per_frame_and_cached(models):
     assert calls == [1, 2, 3] and found.tolist() == [True, False, True]
     assert np.isnan(embeddings[1]).all() and np.isfinite(embeddings[[0, 2]]).all()
     alone = models.embeddings([frames[2]], [models.main_face(frames[2])])[0]
-    assert np.array_equal(embeddings[2], alone)
+    assert np.allclose(embeddings[2], alone, atol=1e-5)  # one batch of 2 faces vs a batch of 1
     calls.clear()
     again, found_again = models.main_face_embeddings(frames.copy(), calls.append)  # same pixels: cached
     assert calls == [3] and np.array_equal(again, embeddings, equal_nan=True) and (found_again == found).all()
