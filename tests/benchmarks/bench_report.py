@@ -14,7 +14,11 @@ node does with its trajectories connected (the source's flow given):
 - ``report_no_identity_<F>f_<S>px_s``: identity off (or dlib not installed).
 - ``source_flow_<F>f_<S>px_s``: the source's DIS flow, what the report adds when no trajectories are
   connected.
-- ``identity_per_frame_s``: (whole - no identity) / (2 F), one detector and ResNet pass.
+- ``identity_per_frame_s``: (whole - no identity) / (2 F), one face detection and ResNet pass.
+- ``descriptor_dlib_ms``, ``descriptor_torch_ms``: one face descriptor, side by side: dlib's own ResNet
+  (one face at a time) and the pack's torch port (faces/resnet.py, batches of 16) on the clip's faces,
+  at the torch thread count in force (``torch_threads``; on a machine whose cores are busy with other
+  work, one thread can beat two), and ``descriptor_torch_1_thread_ms`` on one thread.
 - ``faces_found_output``: the share of frames with a face found (1.0 on the talking-face clips).
 """
 
@@ -33,7 +37,8 @@ sys.path.insert(0, str(TESTS))
 
 import conftest  # noqa: E402  (registers the pack as comfyui_diffferv; DEMO_CLIP)
 from calibration import blurred, reencoded  # noqa: E402
-from comfyui_diffferv.faces.dlib_models import FaceModels  # noqa: E402
+from comfyui_diffferv.faces.dlib_models import FaceModels, to_uint8  # noqa: E402
+from comfyui_diffferv.faces.resnet import FaceResNet  # noqa: E402
 from comfyui_diffferv.flow.backends import DISFlow  # noqa: E402
 from comfyui_diffferv.flow.trajectories import compute_source_flow  # noqa: E402
 from comfyui_diffferv.metrics.report import measure_edit  # noqa: E402
@@ -85,6 +90,19 @@ def main() -> None:
     print(f"source_flow_{tag}_s={flow_s:.2f}")
     print(f"identity_per_frame_s={(whole_s - plain_s) / (2 * frames):.4f}")
     print(f"face_models_load_s={load_s:.2f}")
+    frames_u8 = to_uint8(source[:16])
+    chips = models.chips(list(frames_u8), [models.main_face(frame) for frame in frames_u8])
+    dlib_resnet = dlib.face_recognition_model_v1(model_files.face_recognition_model_location())
+    _, dlib_s = timed(lambda: dlib_resnet.compute_face_descriptor(list(chips)))
+    torch_resnet = FaceResNet(model_files.face_recognition_model_location())
+    torch_resnet(chips)  # first call: one-time set-up of the convolution kernels
+    _, torch_s = timed(lambda: torch_resnet(chips))
+    print(f"descriptor_dlib_ms={1000 * dlib_s / len(chips):.1f}")
+    print(f"descriptor_torch_ms={1000 * torch_s / len(chips):.1f}")
+    print(f"torch_threads={torch.get_num_threads()}")
+    torch.set_num_threads(1)  # this process only, last: per-core cost, free of other work's contention
+    _, single_s = timed(lambda: torch_resnet(chips))
+    print(f"descriptor_torch_1_thread_ms={1000 * single_s / len(chips):.1f}")
     print(f"faces_found_output={report.clip()['identity']['face_found']['output']:.3f}")
 
 
