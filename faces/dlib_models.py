@@ -78,11 +78,20 @@ class Face:
 
 
 def to_uint8(frames) -> np.ndarray:
-    """Float frames in 0..1 (torch or numpy, [..., H, W, 3]) -> C-contiguous uint8 RGB, as dlib wants."""
-    array = frames.detach().cpu().float().numpy() if hasattr(frames, "detach") else np.asarray(frames)
-    if array.dtype != np.uint8:
-        array = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return np.ascontiguousarray(array[..., :3])
+    """Float frames in 0..1 (torch or numpy, [..., H, W, C]) -> C-contiguous uint8 RGB [..., H, W, 3], as
+    dlib wants (rounded). A frame at a time: memory is the result and one float frame."""
+    array = frames.detach().cpu().numpy() if hasattr(frames, "detach") else np.asarray(frames)
+    array = array[..., :3]
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    flat = array.reshape(-1, *array.shape[-3:])
+    out = np.empty(flat.shape, dtype=np.uint8)
+    scaled = np.empty(flat.shape[1:], dtype=np.float32)
+    for index, frame in enumerate(flat):
+        np.multiply(frame, 255.0, out=scaled, casting="unsafe")
+        np.add(scaled, 0.5, out=scaled)
+        out[index] = np.clip(scaled, 0.0, 255.0, out=scaled)  # the cast truncates: + 0.5 rounds
+    return out.reshape(array.shape)
 
 
 class FaceModels:

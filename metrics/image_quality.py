@@ -17,15 +17,26 @@ SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2
 
 
 def mse(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
-    """Mean squared error per frame, float64 [F]."""
-    difference = reference.float() - test.float()
-    return (difference * difference).flatten(1).sum(dim=1, dtype=torch.float64) / difference[0].numel()
+    """Mean squared error per frame, float64 [F]: OpenCV's squared L2 norm of the difference (accumulated
+    in float64), a frame at a time, no temporary arrays."""
+    reference, test = _numpy(reference), _numpy(test)
+    size = reference[0].size
+    return torch.tensor([cv2.norm(a, b, cv2.NORM_L2SQR) / size for a, b in zip(reference, test, strict=True)])
+
+
+def _numpy(frames: torch.Tensor) -> np.ndarray:
+    """float32 numpy view of CPU float32 frames (a copy otherwise)."""
+    return np.ascontiguousarray(frames.detach().to("cpu", torch.float32).numpy())
+
+
+def psnr_of(mse_values: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB of MSE values: 10 log10(1 / MSE), at most PSNR_CAP_DB."""
+    return -10.0 * torch.log10(mse_values.clamp_min(10.0 ** (-PSNR_CAP_DB / 10.0)))
 
 
 def psnr(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio per frame in dB, float64 [F]: 10 log10(1 / MSE), at most PSNR_CAP_DB."""
-    floor = 10.0 ** (-PSNR_CAP_DB / 10.0)
-    return -10.0 * torch.log10(mse(reference, test).clamp_min(floor))
+    """Peak signal-to-noise ratio per frame in dB, float64 [F]."""
+    return psnr_of(mse(reference, test))
 
 
 def _gaussian_taps() -> np.ndarray:
@@ -50,8 +61,7 @@ def ssim(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
             f"ssim needs frames of at least {2 * SSIM_RADIUS + 1} px a side, got {width}x{height}"
         )
     taps, r = _gaussian_taps(), SSIM_RADIUS
-    reference = reference.detach().to("cpu", torch.float32).numpy()
-    test = test.detach().to("cpu", torch.float32).numpy()
+    reference, test = _numpy(reference), _numpy(test)
 
     def blur(plane: np.ndarray) -> np.ndarray:  # the window positions inside the frame only
         return cv2.sepFilter2D(plane, cv2.CV_32F, taps, taps)[r : height - r, r : width - r]

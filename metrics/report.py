@@ -21,7 +21,7 @@ from ..flow.backends import DISFlow
 from ..flow.source_flow import SourceFlow
 from ..flow.trajectories import compute_source_flow
 from . import identity as ids
-from .image_quality import mse, psnr, ssim
+from .image_quality import mse, psnr_of, ssim
 from .warping import warping_errors
 
 DEFAULT_THRESHOLD = 1.0
@@ -232,7 +232,8 @@ def measure_edit(
         if on_step is not None:
             on_step(done)
 
-    quality = mse(source, output), psnr(source, output), ssim(source, output)
+    errors = mse(source, output)
+    quality = errors, psnr_of(errors), ssim(source, output)
     step()
     warp = torch.full((2, frames - 1), math.nan, dtype=torch.float64)
     if frames >= 2:

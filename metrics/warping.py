@@ -42,20 +42,20 @@ def warping_errors(
     height, width = flow.image_size
     xs = np.arange(width, dtype=np.float32)
     ys = np.arange(height, dtype=np.float32)[:, None]
-    arrays = [clip.detach().to("cpu", torch.float32).numpy() for clip in clips]
+    arrays = [np.ascontiguousarray(clip.detach().to("cpu", torch.float32).numpy()) for clip in clips]
     out = np.full((len(clips), flow.frames - 1), np.nan)
     for pair in range(flow.frames - 1):
-        forward = flow.forward[pair].to(torch.float32).numpy()
-        reliable = flow.reliable[pair].numpy()
-        count = int(reliable.sum())
-        if count:
+        forward = flow.forward[pair].numpy().astype(np.float32)  # numpy: no thread pool for one frame
+        reliable = flow.reliable[pair].numpy().view(np.uint8)
+        if reliable.any():
             map_x, map_y = xs + forward[..., 0], ys + forward[..., 1]
             for index, frames in enumerate(arrays):
                 warped = cv2.remap(
                     frames[pair + 1], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
                 )
-                difference = np.abs(frames[pair] - warped.reshape(frames[pair].shape)).mean(axis=-1)
-                out[index, pair] = 255.0 * float(difference[reliable].sum(dtype=np.float64)) / count
+                difference = cv2.absdiff(frames[pair], warped.reshape(frames[pair].shape))
+                channels = difference.shape[-1]  # cv2.mean: per channel over the masked pixels
+                out[index, pair] = 255.0 * sum(cv2.mean(difference, mask=reliable)[:channels]) / channels
         if on_pair is not None:
             on_pair(pair + 1)
     return torch.from_numpy(out)
