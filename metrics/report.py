@@ -217,8 +217,8 @@ def measure_edit(
     forward-backward check. ``face_models``: None skips identity, and ``identity_note`` says why.
     ``on_step(done)`` counts ``report_steps`` steps; ``device``: where the face ResNet runs. Time (a
     2-core CPU): image quality and warping error about 10 ms per 512 px frame; identity a face detection
-    (about 25 ms, on a copy of at most 384 px) and a ResNet pass (8-12 ms a face on one core) per frame of each clip.
-    Memory: a uint8 copy of both clips for the face models, a few frames besides, and the flow.
+    (about 25 ms, on a copy of at most 384 px) and a ResNet pass (8-12 ms a face on one core) per frame
+    of each clip. Memory: a uint8 copy of both clips for the face models, a few frames besides, the flow.
     """
     start = time.perf_counter()
     check_clips(source, output)
