@@ -117,8 +117,15 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
         str(output),
         "--compare",
         str(compare),
+        "--report",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Preservation Inject Sampler (DiffFERV): 2/2" in result.stderr  # progress per node
     assert probe(output).frames.shape == (3, 64, 64, 3)
     assert probe(compare).frames.shape == (3, 64, 128, 3)  # input | edit
+    # --report: the Edit Report's text on stdout, its JSON beside the video
+    report = json.loads((tmp_path / "edit.report.json").read_text())
+    assert report["frames"] == 3 and (report["width"], report["height"]) == (64, 64)
+    assert result.stdout.startswith("Edit report: 3 frames, 64x64")
+    assert f"PSNR {report['clip']['psnr_db']:.2f} dB" in result.stdout
+    assert report["notes"]["flow"].endswith("from the trajectories")
