@@ -268,6 +268,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help=f"also write an input | edit comparison video here ({EXTENSIONS}) (default: none)",
     )
     add(
+        "--report",
+        action="store_true",
+        help="print the Edit Report (PSNR, SSIM, warping error, identity distances) and write its JSON beside "
+        "the video (OUTPUT with the suffix .report.json) (default: off)",
+    )
+    add(
         "--workflow",
         metavar="FILE",
         default=str(WORKFLOW),
@@ -493,6 +499,8 @@ def run(args: argparse.Namespace) -> None:
         if args.compare:
             targets.append((produced["DiffFERV/edit_compare"], args.compare))
         write_outputs(targets)
+        if args.report:
+            write_report(prompt, outputs, Path(args.output))
 
 
 class WorkflowFailedError(Exception):
@@ -542,3 +550,14 @@ def main(argv: list[str]) -> int:
         )
         return EXIT_FAILED
     return 0
+
+
+def write_report(prompt: dict, outputs: dict, video: Path) -> Path:
+    """Prints the Edit Report node's text and writes its JSON beside ``video`` (``NAME.report.json``)."""
+    node_id = next(key for key, node in prompt.items() if node["class_type"] == "DiffFERV_EditReport")
+    shown = outputs[node_id]
+    print(shown["text"][0])
+    target = video.expanduser().resolve().with_suffix(".report.json")
+    target.write_text(shown["report"][0] + "\n")
+    print(f"wrote {target}", file=sys.stderr)
+    return target

@@ -16,6 +16,7 @@ BENCHMARKS = ROOT / "tests" / "benchmarks"
 SMALLEST = {
     "bench_attention.py": ["--frames", "2", "--size", "64", "--repeats", "1", "--memory-frames", "2", "4"],
     "bench_editing.py": ["--size", "64", "--steps", "2", "--frames", "2"],
+    "bench_report.py": ["--frames", "4", "--size", "64"],
     "bench_training.py": ["--steps", "2"],
     "bench_trajectories.py": [],
 }

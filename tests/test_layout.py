@@ -24,7 +24,9 @@ RULES = {
     "unet": (),
     "specialize": ("unet.files", "headless.host"),
     "headless": ("editing.inputs", "video", "unet.files"),
-    "nodes": ("attention", "editing", "flow", "video", "unet"),
+    "faces": (),
+    "metrics": ("flow", "faces"),
+    "nodes": ("attention", "editing", "flow", "video", "unet", "metrics", "faces"),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""
 

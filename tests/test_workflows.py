@@ -117,6 +117,7 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
         str(output),
         "--compare",
         str(compare),
+        "--report",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Preservation Inject Sampler (DiffFERV): 2/2" in result.stderr  # progress per node
@@ -124,4 +125,14 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
     assert probe(compare).frames.shape == (3, 64, 128, 3)  # input | edit
     webm = b"\x1aE\xdf\xa3"  # EBML magic
     assert output.read_bytes()[:6] == b"GIF89a" and compare.read_bytes()[:4] == webm
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["compare.webm", "edit.gif"]  # nothing partial left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "compare.webm",
+        "edit.gif",
+        "edit.report.json",
+    ]  # nothing partial left
+    # --report: the Edit Report's text on stdout, its JSON beside the video
+    report = json.loads((tmp_path / "edit.report.json").read_text())
+    assert report["frames"] == 3 and (report["width"], report["height"]) == (64, 64)
+    assert result.stdout.startswith("Edit report: 3 frames, 64x64")
+    assert f"PSNR {report['clip']['psnr_db']:.2f} dB" in result.stdout
+    assert report["notes"]["flow"].endswith("from the trajectories")
