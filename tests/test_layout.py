@@ -23,7 +23,7 @@ RULES = {
     "video": (),
     "unet": (),
     "specialize": ("unet.files", "headless.host"),
-    "headless": (),
+    "headless": ("editing.inputs", "video", "unet.files"),
     "faces": (),
     "metrics": ("flow", "faces"),
     "nodes": ("attention", "editing", "flow", "video", "unet", "metrics", "faces"),
@@ -47,7 +47,7 @@ COMFY_MODULES = {
     "node_helpers",
 }
 """Top-level modules that belong to ComfyUI (an absolute `import nodes` is ComfyUI's nodes.py)."""
-NODE_GLUE = {"__init__", "common", "attention_patches", "preservation_glue"}
+NODE_GLUE = {"__init__", "common", "attention_patches", "preservation_glue", "prompts"}
 """nodes/ modules that hold glue, not node classes."""
 
 

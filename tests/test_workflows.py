@@ -101,7 +101,7 @@ def test_edit_without_a_checkpoint_says_which_file_and_where():
 def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
     """The README's main job at a tiny size: the real SD1.5 architecture (random weights) through the
     shipped workflow, headless."""
-    output, compare = tmp_path / "edit.mp4", tmp_path / "compare.mp4"
+    output, compare = tmp_path / "edit.gif", tmp_path / "compare.webm"  # the extension picks the format
     result = run_edit(
         "--checkpoint",
         str(sd15_checkpoint),
@@ -123,6 +123,13 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
     assert "Preservation Inject Sampler (DiffFERV): 2/2" in result.stderr  # progress per node
     assert probe(output).frames.shape == (3, 64, 64, 3)
     assert probe(compare).frames.shape == (3, 64, 128, 3)  # input | edit
+    webm = b"\x1aE\xdf\xa3"  # EBML magic
+    assert output.read_bytes()[:6] == b"GIF89a" and compare.read_bytes()[:4] == webm
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "compare.webm",
+        "edit.gif",
+        "edit.report.json",
+    ]  # nothing partial left
     # --report: the Edit Report's text on stdout, its JSON beside the video
     report = json.loads((tmp_path / "edit.report.json").read_text())
     assert report["frames"] == 3 and (report["width"], report["height"]) == (64, 64)

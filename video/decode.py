@@ -1,5 +1,6 @@
 """Reading clips: the frames picked from a video or animated image (PyAV, Pillow), their rate and the audio
-they cover, and fitting frames to a working size. No ComfyUI import.
+they cover, and fitting frames to a working size; checking a file and a size before the work starts
+(`probe_clip`, `size_problem`). No ComfyUI import.
 
 Frames are float tensors [N, H, W, C] in 0..1 (ComfyUI's IMAGE layout) on the CPU.
 """
@@ -17,6 +18,103 @@ import torch.nn.functional as F  # noqa: N812
 from PIL import Image, ImageSequence
 
 from .frames import FrameHook
+
+ANIMATED_IMAGES = (".gif", ".webp")
+SIZE_MULTIPLE = 64
+"""Both sides of a working frame are multiples of this: the UNet downsamples the 1/8 latent three times."""
+MAX_SHORT_SIDE = 2048
+MAX_FRAME_CAP = 4096
+MIN_EDIT_FRAMES = 2
+"""A video edit (SWCFA, trajectories) needs at least this many frames."""
+
+
+class ClipError(ValueError):
+    """A video file that cannot be read: the message names the file, what was found and what to do."""
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """What `probe_clip` found: the first frame's size, the rate, and the frame count (None if not
+    counted)."""
+
+    width: int
+    height: int
+    fps: float
+    frames: int | None
+
+
+def probe_clip(path: Path, name: str | None = None, count_up_to: int = 0) -> ClipInfo:
+    """Open a video or animated image and decode its first frame (cheap: no other frame is decoded).
+    With `count_up_to` > 0 it also counts the frames, up to that many, from the container's frame
+    count or else by reading packets (no decoding). Raises ClipError naming the file as `name`
+    (default: its file name) when it is empty, unreadable or holds no frame."""
+    path = Path(path)
+    name = name or path.name
+    size = path.stat().st_size if path.is_file() else None
+    if size is None:
+        raise ClipError(f"{name}: file not found")
+    if size == 0:
+        raise ClipError(f"{name}: the file is empty (0 bytes): export or copy it again")
+    try:
+        if path.suffix.lower() in ANIMATED_IMAGES:
+            return _probe_animated_image(path, count_up_to)
+        return _probe_video(path, name, count_up_to)
+    except ClipError:
+        raise
+    except Exception as error:  # PyAV and Pillow raise many types for a file they cannot parse
+        reason = getattr(error, "strerror", None) or str(error)  # FFmpeg's reason without the path
+        raise ClipError(
+            f"{name} is not a readable video ({size} bytes; {reason}): check that it plays, or convert it "
+            "to mp4 (h264)"
+        ) from error
+
+
+def _probe_video(path: Path, name: str, count_up_to: int) -> ClipInfo:
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ClipError(f"{name} has no video stream (is it an audio file?): give a video file")
+        stream = container.streams.video[0]
+        first = next(container.decode(stream), None)
+        if first is None:
+            raise ClipError(f"{name} holds no video frame: export the video again")
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        listed = stream.frames
+    frames = None
+    if count_up_to > 0:
+        frames = min(listed, count_up_to) if listed else _count_packets(path, count_up_to)
+    return ClipInfo(first.width, first.height, fps, frames)
+
+
+def _count_packets(path: Path, up_to: int) -> int:
+    """Video packets (one frame each) in the file, up to `up_to`; reads, does not decode."""
+    count = 0
+    with av.open(str(path)) as container:
+        for packet in container.demux(container.streams.video[0]):
+            count += packet.size > 0
+            if count >= up_to:
+                break
+    return count
+
+
+def _probe_animated_image(path: Path, count_up_to: int) -> ClipInfo:
+    with Image.open(path) as image:
+        image.load()
+        frames = min(getattr(image, "n_frames", 1), count_up_to) if count_up_to > 0 else None
+        return ClipInfo(image.width, image.height, 1000.0 / (image.info.get("duration") or 40), frames)
+
+
+def size_problem(short_side: int, name: str = "short_side") -> str | None:
+    """Why `short_side` cannot be a working size (None when it can): it must be a multiple of
+    SIZE_MULTIPLE from SIZE_MULTIPLE to MAX_SHORT_SIDE. Nothing is rounded silently."""
+    if short_side < SIZE_MULTIPLE or short_side > MAX_SHORT_SIDE:
+        return f"{name} is {short_side}; use a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SHORT_SIDE}"
+    if short_side % SIZE_MULTIPLE:
+        below = short_side // SIZE_MULTIPLE * SIZE_MULTIPLE
+        return (
+            f"{name} is {short_side}, not a multiple of {SIZE_MULTIPLE} (the UNet halves the latent three "
+            f"times): use {below} or {below + SIZE_MULTIPLE}"
+        )
+    return None
 
 
 @dataclass
@@ -40,7 +138,7 @@ def read_clip(
     `max_frames` of them (0 = no cap). Decoding stops once the cap is reached, so memory is
     O(kept frames). The returned fps is the source rate / every_nth; the audio covers the kept span.
     """
-    if path.suffix.lower() in (".gif", ".webp"):
+    if path.suffix.lower() in ANIMATED_IMAGES:
         return _read_animated_image(path, max_frames, skip_first, every_nth, on_frame)
     kept: list[np.ndarray] = []
     with av.open(str(path)) as container:
@@ -120,13 +218,15 @@ def _read_audio(path: Path, start: float, end: float) -> dict | None:
 def fit_frames(frames: torch.Tensor, short_side: int, multiple: int, mode: str) -> torch.Tensor:
     """Resize IMAGE frames [N, H, W, C] so both sides are multiples of `multiple`.
 
-    mode "crop": scale (aspect kept) so the short side is `short_side` rounded to `multiple`, then trim
-    the long side's edges (under `multiple` pixels) to a multiple. "stretch": scale each side to the
-    multiple nearest its proportional size (aspect changes by under half a multiple).
+    mode "crop": scale (aspect kept) so the short side is `short_side` (a multiple of `multiple`, else
+    ValueError), then trim the long side's edges (under `multiple` pixels) to a multiple. "stretch": scale
+    each side to the multiple nearest its proportional size (aspect changes by under half a multiple).
     Antialiased area-like downscaling (bilinear + antialias); memory O(frames).
     """
+    if short_side < multiple or short_side % multiple:
+        raise ValueError(f"short_side {short_side} is not a positive multiple of {multiple}")
     _, height, width, _ = frames.shape
-    short = max(multiple, round(short_side / multiple) * multiple)
+    short = short_side
     scale = short / min(height, width)
     if mode == "stretch":
         new_h = max(multiple, round(height * scale / multiple) * multiple)
