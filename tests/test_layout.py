@@ -21,12 +21,13 @@ RULES = {
     "attention": ("flow",),
     "editing": ("attention", "flow"),
     "video": (),
+    "keyframes": ("flow",),
     "unet": (),
     "specialize": ("unet.files", "headless.host"),
     "headless": ("editing.inputs", "video", "unet.files"),
     "faces": (),
     "metrics": ("flow", "faces"),
-    "nodes": ("attention", "editing", "flow", "video", "unet", "metrics", "faces"),
+    "nodes": ("attention", "editing", "flow", "video", "unet", "metrics", "faces", "keyframes"),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""
 
