@@ -1,7 +1,7 @@
 """ComfyUI nodes of the pack (V3 schema) and the thin glue between them and the core.
 
-Node modules parse inputs, call the core packages (attention, flow, editing, video, unet, metrics, faces),
-shape outputs; the glue modules (common, attention_patches, preservation_glue) adapt the core to ComfyUI's
+Node modules parse inputs, call the core packages (attention, flow, editing, video, unet, metrics,
+faces, keyframes), shape outputs; the glue modules (common, attention_patches, preservation_glue) adapt the core to ComfyUI's
 model patcher and samplers. Everything may be imported here; nothing outside nodes/ imports nodes/.
 """
 
@@ -11,6 +11,7 @@ from typing_extensions import override
 from .ddim_inversion import DDIMInvertWithCache
 from .edit_report import EditReport
 from .inject_sampler import PreservationInjectSampler
+from .keyframes import PropagateKeyframeEdit, SelectKeyframes
 from .load_video import LoadVideo
 from .specialized_unet import LoadSpecializedUNet
 from .temporal_attention import ApplyTemporalAttention
@@ -30,4 +31,6 @@ class DiffFERVExtension(ComfyExtension):
             PreservationInjectSampler,
             VideoCombine,
             EditReport,
+            SelectKeyframes,
+            PropagateKeyframeEdit,
         ]
