@@ -134,3 +134,24 @@ def test_mismatched_inputs_are_refused_by_name():
         propagate_edit(clip, clip[:3], keys, DISFlow())
     with pytest.raises(ValueError, match=r"keyframes: they were picked from 6 frames, the source has 5"):
         propagate_edit(clip, clip[:2], Keyframes.every(6, 4), DISFlow())
+
+
+def test_speed_mode_nodes_in_comfyui(comfy):
+    """Select Keyframes -> (an edit of the keyframes) -> Propagate Keyframe Edit, run as ComfyUI runs nodes."""
+    clip = moving_clip(7)
+    (keyframe_images, keyframe_set), _ = comfy.run_node(
+        "DiffFERV_SelectKeyframes", frames=clip, keyframe_every=3
+    )
+    assert keyframe_set.indices == (0, 3, 6) and torch.equal(keyframe_images, clip[[0, 3, 6]])
+    edited = with_mark(clip, keyframe_set.indices)[list(keyframe_set.indices)]
+    (frames,), _ = comfy.run_node(
+        "DiffFERV_PropagateKeyframeEdit",
+        source=clip,
+        edited_keyframes=edited,
+        keyframe_set=keyframe_set,
+        backend="dis",
+        consistency_threshold=1.0,
+    )
+    truth = with_mark(clip, range(7))
+    assert frames.shape == clip.shape
+    assert (frames - truth).abs().mean() < 2e-3  # DIS flow: the mark within a fraction of a pixel
