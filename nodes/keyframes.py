@@ -8,7 +8,7 @@ from comfy_api.latest import io
 from ..flow.backends import make_backend
 from ..keyframes.propagation import propagate_edit
 from ..keyframes.selection import Keyframes as KeyframeSet
-from .common import CATEGORY, PREFIX, Keyframes, progress
+from .common import CATEGORY, PREFIX, Keyframes, input_problem, progress
 
 BACKENDS = ("dis", "farneback")
 """The flow backends that need no model file (flow.backends)."""
@@ -90,6 +90,10 @@ class PropagateKeyframeEdit(io.ComfyNode):
             ],
             outputs=[io.Image.Output("frames", display_name="frames")],
         )
+
+    @classmethod
+    def validate_inputs(cls, backend):
+        return input_problem(cls, backend=backend) or True
 
     @classmethod
     def execute(cls, source, edited_keyframes, keyframe_set, backend, consistency_threshold) -> io.NodeOutput:
