@@ -11,6 +11,7 @@ must happen before anything imports ``comfy``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 import subprocess
@@ -124,6 +125,20 @@ def build_vae(seed: int = 2, tiny: bool = True):
     config = {"params": {"ddconfig": ddconfig, "embed_dim": 4}}
     state = init_random(AutoencoderKL(**config["params"]), seed).state_dict()
     return comfy.sd.VAE(sd=state, config=config)
+
+
+@contextlib.contextmanager
+def unet_batches(model):
+    """Records, while open, the batch size of every call of `model`'s UNet (a forward pre-hook on the
+    diffusion model, removed on exit): yields the list it appends to."""
+    batches: list[int] = []
+    hook = model.model.diffusion_model.register_forward_pre_hook(
+        lambda module, args: batches.append(int(args[0].shape[0]))
+    )
+    try:
+        yield batches
+    finally:
+        hook.remove()
 
 
 def write_random_sd15_checkpoint(path: Path, seed: int = 0) -> Path:

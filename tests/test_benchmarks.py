@@ -17,6 +17,7 @@ SMALLEST = {
     "bench_attention.py": ["--frames", "2", "--size", "64", "--repeats", "1", "--memory-frames", "2", "4"],
     "bench_editing.py": ["--size", "64", "--steps", "2", "--frames", "2"],
     "bench_report.py": ["--frames", "4", "--size", "64"],
+    "bench_speed_mode.py": ["--frames", "6", "--size", "64", "--steps", "2", "--every", "4"],
     "bench_training.py": ["--steps", "2"],
     "bench_trajectories.py": [],
 }
