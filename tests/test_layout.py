@@ -18,13 +18,14 @@ from conftest import ROOT
 
 RULES = {
     "flow": (),
-    "attention": ("flow",),
-    "editing": ("attention", "flow"),
+    "windows": (),
+    "attention": ("flow", "windows"),
+    "editing": ("attention", "flow", "windows"),
     "video": (),
     "unet": (),
     "specialize": ("unet.files", "headless.host"),
     "headless": (),
-    "nodes": ("attention", "editing", "flow", "video", "unet"),
+    "nodes": ("attention", "editing", "flow", "video", "unet", "windows"),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""
 
@@ -45,7 +46,7 @@ COMFY_MODULES = {
     "node_helpers",
 }
 """Top-level modules that belong to ComfyUI (an absolute `import nodes` is ComfyUI's nodes.py)."""
-NODE_GLUE = {"__init__", "common", "attention_patches", "preservation_glue"}
+NODE_GLUE = {"__init__", "common", "attention_patches", "preservation_glue", "window_glue"}
 """nodes/ modules that hold glue, not node classes."""
 
 
