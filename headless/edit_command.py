@@ -3,10 +3,17 @@
     python ComfyUI/custom_nodes/<this pack> edit --checkpoint v1-5-pruned-emaonly-fp16.safetensors \\
         --video face.mp4 --source "a photo of a woman" --edit "a photo of an old woman" --output old.mp4
 
-It runs workflows/api/diffferv_face_edit.json (the API form of the workflow the template browser ships)
-in a ComfyUI started in this process (nodes/headless_comfy.py), with the inputs set from the command
-line, prints each node's progress, and copies the edited video (and an input | edit comparison) out.
-Without the browser nothing else differs: same nodes, same validation, same executor.
+It runs workflows/api/diffferv_long_clip.json (the API form of the long-clip workflow the template
+browser ships) in a ComfyUI started in this process (headless/runner.py), with the inputs set from the
+command line, and copies the edited video (and an input | edit comparison) out. Without the browser
+nothing else differs: same nodes, same validation, same executor.
+
+It edits the whole clip unless --frames says otherwise; a clip longer than one context window
+(--window, 16 frames) is sampled in overlapping windows, so GPU memory stays that of one window. Before
+it starts it prints the plan (frames, windows, UNet calls, the largest UNet batch, the cache), then one
+overall progress line with an ETA across loading, optical flow, encoding, inversion, sampling, decoding
+and writing (headless/progress.py): redrawn on a terminal, else a line per stage and per tenth of the
+work.
 """
 
 from __future__ import annotations
@@ -18,14 +25,18 @@ import logging
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from ..editing.preservation import STORE, recompute_bytes, resolve_cache_mode, store_bytes
+from ..video.decode import fitted_size, picked_frames, probe_clip
+from ..windows.schedule import RunPlan, frame_evaluations, static_windows
 from .host import PACK_ROOT, find_comfyui
+from .progress import OverallProgress, Stage
 from .runner import HeadlessComfy, PromptError
 
-WORKFLOW = PACK_ROOT / "workflows" / "api" / "diffferv_face_edit.json"
+WORKFLOW = PACK_ROOT / "workflows" / "api" / "diffferv_long_clip.json"
 DEMO_VIDEO = PACK_ROOT / "workflows" / "media" / "talking_face.mp4"
+WINDOWS_NODE = "DiffFERV_ContextWindows"
 CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 CHECKPOINT_URL = "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/" + CHECKPOINT
 CHECKPOINT_HELP = f"""No Stable Diffusion 1.5 checkpoint was found.
@@ -64,11 +75,16 @@ def prepare_prompt(
     cache_mode: str,
     unet: str | None = None,
     prefix: str = "DiffFERV/edit",
+    window: int | None = None,
+    overlap: int | None = None,
 ) -> dict:
     """The API-form face-edit workflow with its inputs set. `unet`: a specialized UNet file name in the
     diffusion_models folder, loaded onto the checkpoint's MODEL (the shipped graph has that node
-    bypassed, so its API form lacks it: it is added and wired in)."""
+    bypassed, so its API form lacks it: it is added and wired in). `window`, `overlap`: the workflow's
+    Context Windows (DiffFERV) node's settings, if it has one; window 0 takes the node out (one batch)."""
     prompt = copy.deepcopy(workflow)
+    if window is not None:
+        set_windows(prompt, window, overlap)
     only(prompt, "CheckpointLoaderSimple")["inputs"]["ckpt_name"] = checkpoint
     only(prompt, "DiffFERV_LoadVideo")["inputs"].update(video=video, max_frames=frames, short_side=size)
     only(prompt, "DiffFERV_DDIMInvertWithCache")["inputs"].update(
@@ -92,6 +108,91 @@ def prepare_prompt(
         }
         temporal["inputs"]["model"] = [loader_id, 0]
     return prompt
+
+
+def set_windows(prompt: dict, window: int, overlap: int | None) -> None:
+    """Set the Context Windows (DiffFERV) node's window (and overlap), or, for window 0, remove it and
+    connect its consumers to its input MODEL. A workflow without the node is left as it is."""
+    found = [key for key, node in prompt.items() if node["class_type"] == WINDOWS_NODE]
+    if not found:
+        return
+    (key,) = found
+    node = prompt[key]
+    if window:
+        node["inputs"]["context_length"] = window
+        if overlap is not None:
+            node["inputs"]["context_overlap"] = overlap
+        return
+    source = node["inputs"]["model"]
+    del prompt[key]
+    for other in prompt.values():
+        for name, value in other["inputs"].items():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) == key:
+                other["inputs"][name] = source
+
+
+def windows_of(prompt: dict, frames: int) -> list[tuple[int, ...]]:
+    """The windows the workflow samples `frames` frames in: those of its Context Windows (DiffFERV) node
+    (the static schedule), or the whole clip in one batch."""
+    node = next((n for n in prompt.values() if n["class_type"] == WINDOWS_NODE), None)
+    if node is None:
+        return [tuple(range(frames))]
+    return static_windows(frames, node["inputs"]["context_length"], node["inputs"]["context_overlap"])
+
+
+def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[str]]:
+    """What the prepared workflow will do with `video`: the RunPlan and the lines that describe it
+    (frames and size, windows, UNet calls, the largest UNet batch, the cache mode and its size). `auto`
+    is resolved as the inversion node resolves it, against `free_ram` bytes of free system memory."""
+    load = only(prompt, "DiffFERV_LoadVideo")["inputs"]
+    invert = only(prompt, "DiffFERV_DDIMInvertWithCache")["inputs"]
+    info = probe_clip(video)
+    frames = picked_frames(info.frames, load["max_frames"], load["skip_first_frames"], load["every_nth"])
+    height, width = fitted_size(info.height, info.width, load["short_side"], 64, load["fit"])
+    windows = windows_of(prompt, frames)
+    steps, latent = invert["steps"], (height // 8, width // 8)
+    store_need = store_bytes(frame_evaluations(windows), steps, latent)
+    mode = resolve_cache_mode(invert["cache_mode"], store_need, free_ram)
+    plan = RunPlan(frames, tuple(windows), steps, 2 if mode == STORE else 3, store_final_call=mode == STORE)
+    gib = 2**30
+    cache = (
+        f"store: {store_need / gib:.1f} GiB of features in RAM"
+        if mode == STORE
+        else f"recompute: {recompute_bytes(frames, steps, latent) / 2**20:.0f} MiB of inverted latents "
+        f"(store would need {store_need / gib:.1f} GiB)"
+    )
+    lines = [
+        f"video: {video.name}, {info.frames} frames of {info.width}x{info.height}",
+        f"edit: {frames} frames at {width}x{height}, {steps} + {steps} DDIM steps, cache {cache}",
+        *plan.describe()[1:],
+    ]
+    return plan, lines
+
+
+STAGE_WORK_PER_FRAME = {"load": 0.05, "optical flow": 0.1, "encode": 0.3, "decode": 0.6, "write": 0.05}
+"""Estimated work of the stages around the UNet, per frame, in UNet frame-evaluations (rough: the ETA
+settles once the inversion runs)."""
+
+
+def stages(plan: RunPlan) -> list[Stage]:
+    """The run's stages and their estimated work (see headless/progress.py)."""
+    per_step = frame_evaluations(list(plan.windows))
+    unet = {
+        "inversion": per_step * (plan.steps + int(plan.store_final_call)),
+        "sampling": per_step * plan.steps * plan.sampling_chunks,
+    }
+    work = {name: share * plan.frames for name, share in STAGE_WORK_PER_FRAME.items()} | unet
+    types = {
+        "load": {"DiffFERV_LoadVideo"},
+        "optical flow": {"DiffFERV_ComputeFlowTrajectories"},
+        "encode": {"VAEEncode"},
+        "inversion": {"DiffFERV_DDIMInvertWithCache"},
+        "sampling": {"DiffFERV_PreservationInjectSampler"},
+        "decode": {"VAEDecode"},
+        "write": {"DiffFERV_VideoCombine", "ImageStitch"},
+    }
+    order = ("load", "optical flow", "encode", "inversion", "sampling", "decode", "write")
+    return [Stage(name, frozenset(types[name]), work[name]) for name in order]
 
 
 def find_checkpoint(given: str | None, comfyui: Path) -> Path:
@@ -123,7 +224,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and sampling")
-    parser.add_argument("--frames", type=int, default=16, help="frames to edit (0 = all)")
+    parser.add_argument("--frames", type=int, default=0, help="frames to edit (0 = the whole clip)")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=16,
+        help="context window in frames for long clips (0 = all frames in one batch)",
+    )
+    parser.add_argument("--overlap", type=int, default=4, help="frames neighbouring windows share")
     parser.add_argument("--size", type=int, default=512, help="short side in pixels (a multiple of 64)")
     parser.add_argument("--cache-mode", choices=("auto", "store", "recompute"), default="auto")
     parser.add_argument(
@@ -138,30 +246,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class ProgressPrinter:
-    """Prints one line per node and its progress bar, redrawn in place on a terminal."""
+def free_ram() -> int:
+    """Free system memory in bytes, as ComfyUI measures it for the CPU (psutil's available memory)."""
+    import psutil
 
-    def __init__(self, prompt: dict):
-        self.titles = {
-            node_id: node.get("_meta", {}).get("title", node["class_type"])
-            for node_id, node in prompt.items()
-        }
-        self.start = time.monotonic()
-        self.node = None
-
-    def __call__(self, value: int, total: int, node_id: str | None) -> None:
-        if node_id != self.node:
-            if self.node is not None:
-                print(file=sys.stderr)
-            self.node = node_id
-        title = self.titles.get(str(node_id), str(node_id))
-        end = "\n" if not sys.stderr.isatty() else ""
-        print(
-            f"\r[{time.monotonic() - self.start:7.1f} s] {title}: {value}/{total}",
-            end=end,
-            file=sys.stderr,
-            flush=True,
-        )
+    return int(psutil.virtual_memory().available)
 
 
 def main(argv: list[str]) -> int:
@@ -198,13 +287,20 @@ def main(argv: list[str]) -> int:
             guidance=args.guidance,
             cache_mode=args.cache_mode,
             unet=unet,
+            window=args.window,
+            overlap=args.overlap,
         )
+        plan, lines = plan_run(prompt, video, free_ram())
+        print("plan:\n" + "\n".join("  " + line for line in lines), flush=True)
+        progress = OverallProgress(stages(plan), {key: node["class_type"] for key, node in prompt.items()})
         try:
-            outputs = comfy.run_prompt(prompt, on_progress=ProgressPrinter(prompt))
+            outputs = comfy.run_prompt(
+                prompt, on_progress=progress.node_progress, on_node=progress.node_started
+            )
         except PromptError as error:
             print(file=sys.stderr)
             sys.exit(f"ComfyUI reported: {error}")
-        print(file=sys.stderr)
+        progress.finish()
         written = {}
         for node_id, node in prompt.items():
             if node["class_type"] == "DiffFERV_VideoCombine":

@@ -34,7 +34,11 @@ STEADY_SCHEDULES = (core.ContextSchedules.STATIC_STANDARD, core.ContextSchedules
 
 
 class FrameWindowsHandler(core.IndexListContextHandler):
-    """ComfyUI's IndexListContextHandler whose step lookup reads one sigma of the batch."""
+    """ComfyUI's IndexListContextHandler whose step lookup reads one sigma of the batch. Recognised by
+    its `diffferv_frame_windows` marker, not its class: the pack can be imported under more than one
+    module name (see attention/patches.py)."""
+
+    diffferv_frame_windows = True
 
     def set_step(self, timestep, model_options):
         super().set_step(timestep[:1], model_options)
@@ -90,7 +94,7 @@ def prepare_windows(model):
     """`model` as DiffFERV runs it: itself without context windows, else (after the checks of
     `handler_of`) a clone whose core handler is a FrameWindowsHandler with the same settings."""
     handler = handler_of(model)
-    if handler is None or isinstance(handler, FrameWindowsHandler):
+    if handler is None or getattr(handler, "diffferv_frame_windows", False):
         return model
     adopted = FrameWindowsHandler.__new__(FrameWindowsHandler)
     adopted.__dict__.update(handler.__dict__)

@@ -24,7 +24,7 @@ RULES = {
     "video": (),
     "unet": (),
     "specialize": ("unet.files", "headless.host"),
-    "headless": (),
+    "headless": ("windows", "video.decode", "editing.preservation"),
     "nodes": ("attention", "editing", "flow", "video", "unet", "windows"),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""

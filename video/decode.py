@@ -29,6 +29,37 @@ class Clip:
     source_frames: int  # frames decoded from the file (before picking)
 
 
+@dataclass(frozen=True)
+class ClipInfo:
+    """What a clip file holds, read from its headers (nothing decoded where the container says it)."""
+
+    frames: int
+    height: int
+    width: int
+
+
+def probe_clip(path: Path) -> ClipInfo:
+    """Frame count and size of a video or animated image. Video frames are counted from the stream's
+    header, or by demuxing (not decoding) its packets when the header has no count."""
+    if path.suffix.lower() in (".gif", ".webp"):
+        with Image.open(path) as image:
+            return ClipInfo(int(getattr(image, "n_frames", 1)), image.height, image.width)
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path.name} has no video stream")
+        stream = container.streams.video[0]
+        height, width = stream.codec_context.height, stream.codec_context.width
+        frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+    return ClipInfo(int(frames), int(height), int(width))
+
+
+def picked_frames(available: int, max_frames: int, skip_first: int = 0, every_nth: int = 1) -> int:
+    """How many frames `read_clip` keeps of `available` with these settings."""
+    left = max(available - skip_first, 0)
+    kept = -(-left // every_nth)
+    return min(kept, max_frames) if max_frames else kept
+
+
 def read_clip(
     path: Path,
     max_frames: int,
@@ -126,17 +157,27 @@ def fit_frames(frames: torch.Tensor, short_side: int, multiple: int, mode: str) 
     Antialiased area-like downscaling (bilinear + antialias); memory O(frames).
     """
     _, height, width, _ = frames.shape
+    (new_h, new_w), (crop_h, crop_w) = _fit(height, width, short_side, multiple, mode)
+    resized = _resize(frames, new_h, new_w)
+    top, left = (new_h - crop_h) // 2, (new_w - crop_w) // 2
+    return resized[:, top : top + crop_h, left : left + crop_w]
+
+
+def fitted_size(height: int, width: int, short_side: int, multiple: int, mode: str) -> tuple[int, int]:
+    """The (height, width) `fit_frames` gives frames of height x width."""
+    return _fit(height, width, short_side, multiple, mode)[1]
+
+
+def _fit(height, width, short_side, multiple, mode) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(resized size, final size after the crop) of `fit_frames`."""
     short = max(multiple, round(short_side / multiple) * multiple)
     scale = short / min(height, width)
     if mode == "stretch":
         new_h = max(multiple, round(height * scale / multiple) * multiple)
         new_w = max(multiple, round(width * scale / multiple) * multiple)
-        return _resize(frames, new_h, new_w)
+        return (new_h, new_w), (new_h, new_w)
     new_h, new_w = max(short, round(height * scale)), max(short, round(width * scale))
-    resized = _resize(frames, new_h, new_w)
-    crop_h, crop_w = new_h // multiple * multiple, new_w // multiple * multiple
-    top, left = (new_h - crop_h) // 2, (new_w - crop_w) // 2
-    return resized[:, top : top + crop_h, left : left + crop_w]
+    return (new_h, new_w), (new_h // multiple * multiple, new_w // multiple * multiple)
 
 
 def _resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
