@@ -13,7 +13,7 @@ from comfy_harness import build_unet
 from conftest import ROOT
 from test_editing import PLAIN, SOURCE
 
-FRAMES, WINDOW, OVERLAP, STEPS = 12, 4, 1, 3
+FRAMES, WINDOW, OVERLAP, STEPS = 8, 4, 1, 2
 EDIT = "a photo of an old woman with glasses"
 LONG_CLIP = ROOT / "workflows" / "media" / "talking_face_long.mp4"
 SWITCHES = {f"{kind}_{size}": True for kind in ("swcfa", "tta") for size in (64, 32, 16, 8)}
@@ -183,7 +183,7 @@ def test_store_and_recompute_give_the_same_frames_in_windows(comfy, clip, tiny_s
     model = diffferv_windows(comfy, clip.model)
     store, _, from_store = run_both(comfy, clip, model, "store")
     _, _, from_recompute = run_both(comfy, clip, model, "recompute")
-    windows = [(0, 1, 2, 3), (3, 4, 5, 6), (6, 7, 8, 9), (8, 9, 10, 11)]
+    windows = [(0, 1, 2, 3), (3, 4, 5, 6), (4, 5, 6, 7)]
     assert store.store.windows() == windows  # one entry per window: overlapping windows kept apart
     difference = float((from_store - from_recompute).abs().max())
     print(f"\nwindows {WINDOW}/{OVERLAP}: store vs recompute max abs latent difference {difference:.2e}")
@@ -193,16 +193,19 @@ def test_store_and_recompute_give_the_same_frames_in_windows(comfy, clip, tiny_s
     assert float((frames[0] - frames[1]).abs().max()) < 2.0 / 255
 
 
-def test_windows_reconstruct_as_well_as_one_batch(comfy, clip, unwindowed):
-    """Edit prompt = source prompt: the clip comes back about as close in windows as in one batch."""
-    model = diffferv_windows(comfy, clip.model)
-    inversion, _ = invert(comfy, clip, model, "recompute")
+def test_windows_reconstruct_as_well_as_one_batch(comfy, clip):
+    """Edit prompt = source prompt (8 steps): the clip comes back about as close in windows as in one
+    batch, and closer with the preservation features than without."""
     source = clip.latent["samples"]
-    windowed = float((edit(comfy, clip, model, inversion, SOURCE) - source).abs().mean())
-    whole = float((edit(comfy, clip, clip.model, unwindowed["recompute"][0], SOURCE) - source).abs().mean())
-    plain = float((edit(comfy, clip, model, inversion, SOURCE, **PLAIN) - source).abs().mean())
+
+    def error(model, **overrides) -> float:
+        inversion, _ = invert(comfy, clip, model, "recompute", steps=8)
+        return float((edit(comfy, clip, model, inversion, SOURCE, **overrides) - source).abs().mean())
+
+    model = diffferv_windows(comfy, clip.model)
+    windowed, whole, plain = error(model), error(clip.model), error(model, **PLAIN)
     print(
-        f"\nreconstruction error: windows {windowed:.4f}, one batch {whole:.4f}, windows without injection {plain:.4f}"
+        f"\nreconstruction error: windows {windowed:.4f}, one batch {whole:.4f}, windows, no injection {plain:.4f}"
     )
     assert windowed < plain and windowed < 1.5 * whole
 
@@ -230,12 +233,15 @@ def test_every_core_schedule_runs_in_recompute_mode(comfy, clip, schedule, optio
 
 
 @pytest.mark.parametrize("fuse", ["pyramid", "relative", "flat", "overlap-linear"])
-@pytest.mark.parametrize("mode", ["store", "recompute"])
-def test_every_fuse_method_runs(comfy, clip, fuse, mode):
+def test_every_fuse_method_runs_and_reconstructs(comfy, clip, fuse):
+    """Edit prompt = source prompt brings the clip back, whichever way the windows are blended. (The
+    store mode runs with pyramid and flat fusing above: no fuse method touches the cache.)"""
     model = core_windows(comfy, clip.model, "standard_static", fuse=fuse)
-    inversion, _, edited = run_both(comfy, clip, model, mode)
-    assert inversion.mode == mode and torch.isfinite(edited).all()
-    assert float((edited - clip.latent["samples"]).abs().mean()) > 0  # an edit happened
+    _, _, edited = run_both(comfy, clip, model, "recompute", prompt=SOURCE)
+    source = clip.latent["samples"]
+    error = float((edited - source).abs().mean())
+    print(f"\nfuse {fuse}: reconstruction error {error:.4f} (|latent| {float(source.abs().mean()):.4f})")
+    assert error < 0.5 * float(source.abs().mean())
 
 
 @pytest.mark.parametrize("schedule", ["standard_uniform", "looped_uniform"])
@@ -279,14 +285,14 @@ def test_largest_unet_batch_is_window_times_chunks_whatever_the_length(
     comfy, tiny_sd15, input_clip, mode, chunks
 ):
     largest = {}
-    for frames in (8, 24):
+    for frames in (6, 14):
         clip = load_clip(comfy, tiny_sd15, input_clip, frames)
         model = diffferv_windows(comfy, clip.model)
         with unet_calls(clip.model) as calls:
             run_both(comfy, clip, model, mode)
         largest[frames] = max(batch for batch, _ in calls)
         assert {batch for batch, _ in calls} == {WINDOW, chunks * WINDOW}  # inversion, sampling
-    assert largest == {8: chunks * WINDOW, 24: chunks * WINDOW}
+    assert largest == {6: chunks * WINDOW, 14: chunks * WINDOW}
 
 
 @pytest.mark.slow
