@@ -140,6 +140,10 @@ def windows_of(prompt: dict, frames: int) -> list[tuple[int, ...]]:
     return static_windows(frames, node["inputs"]["context_length"], node["inputs"]["context_overlap"])
 
 
+def size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
 def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[str]]:
     """What the prepared workflow will do with `video`: the RunPlan and the lines that describe it
     (frames and size, windows, UNet calls, the largest UNet batch, the cache mode and its size). `auto`
@@ -154,12 +158,11 @@ def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[st
     store_need = store_bytes(frame_evaluations(windows), steps, latent)
     mode = resolve_cache_mode(invert["cache_mode"], store_need, free_ram)
     plan = RunPlan(frames, tuple(windows), steps, 2 if mode == STORE else 3, store_final_call=mode == STORE)
-    gib = 2**30
     cache = (
-        f"store: {store_need / gib:.1f} GiB of features in RAM"
+        f"store: {size(store_need)} of features in RAM"
         if mode == STORE
-        else f"recompute: {recompute_bytes(frames, steps, latent) / 2**20:.0f} MiB of inverted latents "
-        f"(store would need {store_need / gib:.1f} GiB)"
+        else f"recompute: {size(recompute_bytes(frames, steps, latent))} of inverted latents "
+        f"(store would need {size(store_need)})"
     )
     lines = [
         f"video: {video.name}, {info.frames} frames of {info.width}x{info.height}",
@@ -183,7 +186,7 @@ def stages(plan: RunPlan) -> list[Stage]:
     }
     work = {name: share * plan.frames for name, share in STAGE_WORK_PER_FRAME.items()} | unet
     types = {
-        "load": {"DiffFERV_LoadVideo"},
+        "load": {"DiffFERV_LoadVideo", "CheckpointLoaderSimple", "DiffFERV_LoadSpecializedUNet"},
         "optical flow": {"DiffFERV_ComputeFlowTrajectories"},
         "encode": {"VAEEncode"},
         "inversion": {"DiffFERV_DDIMInvertWithCache"},

@@ -1,6 +1,7 @@
 """Frame windows (windows/) and the temporal attention inside a context window, against ComfyUI's own
 schedules and straightforward references. The window objects are ComfyUI's IndexListContextWindow."""
 
+import inspect
 import itertools
 
 import pytest
@@ -34,10 +35,17 @@ def core(comfy):
     return comfy.context_windows
 
 
+def context_window(core, frames):
+    """ComfyUI's window object (0.8 also wants the clip's length)."""
+    if "total_frames" in inspect.signature(core.IndexListContextWindow).parameters:
+        return core.IndexListContextWindow(list(frames), total_frames=CLIP_FRAMES)
+    return core.IndexListContextWindow(list(frames))
+
+
 def window_options(core, frames, chunks=1, **more) -> dict:
     options = extra_options(chunks, H, W, **more)
     if frames is not None:
-        options["context_window"] = core.IndexListContextWindow(list(frames))
+        options["context_window"] = context_window(core, frames)
     return options
 
 
@@ -67,7 +75,7 @@ def test_window_settings_and_names():
 
 def test_call_frames_reads_comfyuis_window(core):
     assert call_frames({}) is None
-    assert call_frames({"context_window": core.IndexListContextWindow([4, 5, 6])}) == (4, 5, 6)
+    assert call_frames({"context_window": context_window(core, [4, 5, 6])}) == (4, 5, 6)
 
 
 def test_run_plan_counts_calls_and_the_largest_batch():

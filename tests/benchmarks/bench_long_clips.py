@@ -230,6 +230,25 @@ def shown(value) -> str:
     return "n/a" if value is None else value if isinstance(value, str) else f"{value:.4g}"
 
 
+STORE_SHARE_OF_AVAILABLE_RAM = 0.8
+
+
+def store_skipped(args, frames: int) -> str | None:
+    """Why the store mode cannot run `frames` frames here (its cache would not fit the host's RAM), or
+    None. The cache of the windows' frames at every step, by the formula the store mode follows."""
+    import psutil
+    from comfyui_diffferv.editing.preservation import store_bytes
+    from comfyui_diffferv.windows.schedule import frame_evaluations, static_windows
+
+    evaluated = frame_evaluations(static_windows(frames, args.window, args.overlap))
+    latent = args.size // 8
+    need = store_bytes(evaluated, args.steps, (latent, latent), 320 if args.full_size else 32)
+    available = psutil.virtual_memory().available
+    if need <= STORE_SHARE_OF_AVAILABLE_RAM * available:
+        return None
+    return f"needs {need / 2**30:.0f} GiB of host RAM for its cache, {available / 2**30:.0f} GiB available"
+
+
 def subprocess_case(args, *case: str) -> dict:
     command = [
         sys.executable,
@@ -283,13 +302,19 @@ def main() -> None:
         f"model={model}_sd15 size={args.size} steps={args.steps} window={args.window} overlap={args.overlap}"
     )
     low, high = min(args.frames), max(args.frames)
+    import conftest  # noqa: F401  (registers the pack's import name)
+
     for mode in args.modes:
         results = {}
         for frames in args.frames:
+            skipped = store_skipped(args, frames) if mode == "store" else None
+            if skipped:
+                print(f"{model}_{mode}_{frames}f_skipped={skipped}")
+                continue
             results[frames] = values = subprocess_case(args, mode, str(frames))
             for key, value in values.items():
                 print(f"{model}_{mode}_{frames}f_{key}={shown(value)}")
-        if low == high:
+        if low == high or low not in results or high not in results:
             continue
         a, b = results[low], results[high]
         for key in ("s_per_frame", "largest_unet_batch", "peak_host_mib", "cache_mib", "clip_mib"):
