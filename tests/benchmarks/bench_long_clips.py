@@ -14,7 +14,7 @@ source's optical flow (OpenCV DIS, forward-backward checked), averaged over fram
 window overlap (seams) and over pairs inside one window only. With random weights this compares the
 runs; it does not judge the picture.
 
-    python tests/benchmarks/bench_long_clips.py [--frames 16 48 121] [--size 64] [--steps 4] [--seams]
+    python tests/benchmarks/bench_long_clips.py [--frames 16 48 121] [--size 64] [--steps 4] [--seams [--seam-size 128 --seam-steps 10]]
     python tests/benchmarks/bench_long_clips.py --full-size --size 512 --steps 50 --frames 48   (GPU)
 """
 
@@ -283,6 +283,8 @@ def main() -> None:
     )
     parser.add_argument("--seams", action="store_true", help="also measure warping errors at window seams")
     parser.add_argument("--seam-frames", type=int, default=48)
+    parser.add_argument("--seam-size", type=int, default=128)
+    parser.add_argument("--seam-steps", type=int, default=10)
     parser.add_argument("--fuses", nargs="+", default=["pyramid", "overlap-linear", "flat", "relative"])
     parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -324,7 +326,9 @@ def main() -> None:
         print(f"{model}_{mode}_host_growth_mib_{high}f_minus_{low}f={grown:.1f}")
         print(f"{model}_{mode}_clip_latent_trajectories_cache_growth_mib_{high}f_minus_{low}f={listed:.1f}")
     if args.seams:
-        values = subprocess_case(args, "seams", str(args.seam_frames), *args.fuses)
+        seams = argparse.Namespace(**{**vars(args), "size": args.seam_size, "steps": args.seam_steps})
+        print(f"seams: tiny_sd15 size={args.seam_size} steps={args.seam_steps} frames={args.seam_frames}")
+        values = subprocess_case(seams, "seams", str(args.seam_frames), *args.fuses)
         for key, value in values.items():
             print(f"seams_{args.seam_frames}f_{key}={shown(value)}")
 
