@@ -5,8 +5,10 @@ ComfyUI's nodes, with Context Windows (DiffFERV) at a fixed window, per cache mo
 Prints `name=value` lines, per mode and frame count (each case in a fresh process): seconds per frame
 (inversion + sampling), peak host memory (RSS), peak device memory (CUDA only), the largest batch the
 UNet saw (a hook on the UNet records every call), UNet calls, and what grows with the clip on the host:
-the frames (IMAGE), the latents, the trajectories and the cache (store: the features of every window;
-recompute: the inverted latents). Then the ratios of the longest clip to the shortest, side by side.
+the clip (decoded at the file's size, as Load Video holds it before resizing; the working frames; the
+latents; the trajectories) and the cache (store: the features of every window; recompute: the inverted
+latents). Then the ratios of the longest clip to the shortest, side by side, and how much the peak host
+memory grew next to how much the clip and the cache grew.
 
 `--seams` adds the seam measurement: the clip's first `--seam-frames` frames edited in windows (one run
 per fuse method) and in one batch; the temporal warping error of the decoded output, measured with the
@@ -129,6 +131,14 @@ def trajectory_bytes(trajectories) -> int:
     return sum(g.ids.numel() * 8 + g.index.numel() * 8 for g in trajectories.grids.values())
 
 
+def decoded_bytes(frames: int) -> int:
+    """Load Video's peak for the clip: its frames decoded at the file's size as float32 (before resizing)."""
+    from comfyui_diffferv.video.decode import probe_clip
+
+    info = probe_clip(LONG_CLIP)
+    return frames * info.height * info.width * 3 * 4
+
+
 def run_case(
     mode: str, frames: int, size: int, steps: int, window: int, overlap: int, full_size: bool
 ) -> dict:
@@ -149,6 +159,7 @@ def run_case(
         "unet_calls": len(batches),
         "peak_host_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_device_mib": torch.cuda.max_memory_allocated() / MIB if torch.cuda.is_available() else None,
+        "source_clip_mib": decoded_bytes(frames) / MIB,
         "clip_mib": pipeline.images.numel() * pipeline.images.element_size() / MIB,
         "latent_mib": pipeline.latent["samples"].numel() * 4 / MIB,
         "trajectories_mib": trajectory_bytes(pipeline.trajectories) / MIB,
@@ -322,9 +333,10 @@ def main() -> None:
         for key in ("s_per_frame", "largest_unet_batch", "peak_host_mib", "cache_mib", "clip_mib"):
             print(f"{model}_{mode}_ratio_{high}f_{low}f_{key}={b[key] / a[key]:.3f}")
         grown = b["peak_host_mib"] - a["peak_host_mib"]
-        listed = sum(b[k] - a[k] for k in ("clip_mib", "latent_mib", "trajectories_mib", "cache_mib"))
+        clip = sum(b[k] - a[k] for k in ("source_clip_mib", "clip_mib", "latent_mib", "trajectories_mib"))
         print(f"{model}_{mode}_host_growth_mib_{high}f_minus_{low}f={grown:.1f}")
-        print(f"{model}_{mode}_clip_latent_trajectories_cache_growth_mib_{high}f_minus_{low}f={listed:.1f}")
+        print(f"{model}_{mode}_clip_growth_mib_{high}f_minus_{low}f={clip:.1f}")
+        print(f"{model}_{mode}_cache_growth_mib_{high}f_minus_{low}f={b['cache_mib'] - a['cache_mib']:.1f}")
     if args.seams:
         seams = argparse.Namespace(**{**vars(args), "size": args.seam_size, "steps": args.seam_steps})
         print(f"seams: tiny_sd15 size={args.seam_size} steps={args.seam_steps} frames={args.seam_frames}")
