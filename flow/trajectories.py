@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from .backends import FlowBackend
-from .consistency import consistent_pixels
+from .source_flow import FlowRecorder, SourceFlow
 from .trajectory_set import TrajectoryGrid, TrajectorySet
 
 LATENT_FACTORS = (8, 16, 32, 64)
@@ -213,20 +213,24 @@ def trajectories_from_flows(
     threshold: float,
     factors: Sequence[int] = LATENT_FACTORS,
     on_pair: Callable[[int], None] | None = None,
+    backend: str = "given",
 ) -> TrajectorySet:
     """Trajectories at every grid ``image_size`` / factor from consecutive-pair flows.
 
     ``flows`` yields (forward, backward) [H, W, 2] pixel flow per pair, in frame order (F - 1 pairs for
     F frames); ``threshold`` is the forward-backward tolerance in pixels (see ``consistent_pixels``);
-    ``on_pair(done)`` is called after each pair (progress, cancellation). Pairs are consumed one at a
-    time: memory is one pair at image size plus O(F * h * w) per grid.
+    ``on_pair(done)`` is called after each pair (progress, cancellation); ``backend`` names the flow's
+    source. The forward flow and its reliable pixels are kept in the result (``TrajectorySet.flow``, 5
+    bytes per pixel per pair) for measuring an edit against them. Pairs are consumed one at a time:
+    memory is that kept flow, one pair at image size in float32, plus O(F * h * w) per grid.
     """
     height, width = image_size
     per_factor: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {factor: [] for factor in factors}
+    recorder = FlowRecorder(backend, threshold)
     pairs = 0
     for forward, backward in flows:
-        forward, backward = forward.unsqueeze(0), backward.unsqueeze(0)
-        reliable = consistent_pixels(forward, backward, threshold)
+        forward = forward.unsqueeze(0)
+        reliable = recorder.add(forward, backward.unsqueeze(0))
         for factor in factors:
             per_factor[factor].append(area_flow(forward, reliable, factor))
         pairs += 1
@@ -239,7 +243,7 @@ def trajectories_from_flows(
         flow = torch.cat([p[0] for p in pooled])
         reliable = torch.cat([p[1] for p in pooled])
         grids[(height // factor, width // factor)] = link_trajectories(flow, reliable)
-    return TrajectorySet(frames=pairs + 1, image_size=(height, width), grids=grids)
+    return TrajectorySet(frames=pairs + 1, image_size=(height, width), grids=grids, flow=recorder.result())
 
 
 def build_trajectories(
@@ -254,5 +258,22 @@ def build_trajectories(
     tolerance in pixels (<= 0: off); ``on_pair(done)`` is called after each of the F - 1 pairs."""
     video = check_frames(frames, max(factors))
     return trajectories_from_flows(
-        pair_flows(video, backend), tuple(video.shape[1:3]), threshold, factors, on_pair
+        pair_flows(video, backend), tuple(video.shape[1:3]), threshold, factors, on_pair, backend.name
     )
+
+
+def compute_source_flow(
+    frames: torch.Tensor,
+    backend: FlowBackend,
+    threshold: float = 1.0,
+    on_pair: Callable[[int], None] | None = None,
+) -> SourceFlow:
+    """Only the flow that ``build_trajectories`` keeps: ``frames`` float [F, H, W, 3] in 0..1 (any size,
+    F >= 2), both directions per pair with ``backend``, forward-backward ``threshold`` in pixels (<= 0:
+    off); ``on_pair(done)`` after each of the F - 1 pairs. Memory: the result, plus one pair."""
+    recorder = FlowRecorder(backend.name, threshold)
+    for done, (forward, backward) in enumerate(pair_flows(frames, backend), start=1):
+        recorder.add(forward.unsqueeze(0), backward.unsqueeze(0))
+        if on_pair is not None:
+            on_pair(done)
+    return recorder.result()

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .source_flow import SourceFlow
+
 
 @dataclass(frozen=True)
 class TrajectoryGrid:
@@ -79,12 +81,14 @@ class TrajectorySet:
     """Trajectories of one clip at every latent grid the attention patches run at.
 
     ``grids`` maps (h, w) in latent cells to its TrajectoryGrid; ``image_size`` is the (H, W) in pixels
-    of the frames the flow was computed on; ``frames`` their count.
+    of the frames the flow was computed on; ``frames`` their count; ``flow`` that pixel flow (forward,
+    with its reliable pixels), when the builder kept it.
     """
 
     frames: int
     image_size: tuple[int, int]
     grids: dict[tuple[int, int], TrajectoryGrid] = field(default_factory=dict)
+    flow: SourceFlow | None = None
 
     def grid(self, height: int, width: int) -> TrajectoryGrid:
         """The trajectories for a latent grid of height x width cells; a clear error if absent."""

@@ -172,7 +172,14 @@ def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[st
     return plan, lines
 
 
-STAGE_WORK_PER_FRAME = {"load": 0.05, "optical flow": 0.1, "encode": 0.3, "decode": 0.6, "write": 0.05}
+STAGE_WORK_PER_FRAME = {
+    "load": 0.05,
+    "optical flow": 0.1,
+    "encode": 0.3,
+    "decode": 0.6,
+    "write": 0.05,
+    "report": 0.2,
+}
 """Estimated work of the stages around the UNet, per frame, in UNet frame-evaluations (rough: the ETA
 settles once the inversion runs)."""
 
@@ -193,8 +200,9 @@ def stages(plan: RunPlan) -> list[Stage]:
         "sampling": {"DiffFERV_PreservationInjectSampler"},
         "decode": {"VAEDecode"},
         "write": {"DiffFERV_VideoCombine", "ImageStitch"},
+        "report": {"DiffFERV_EditReport"},
     }
-    order = ("load", "optical flow", "encode", "inversion", "sampling", "decode", "write")
+    order = ("load", "optical flow", "encode", "inversion", "sampling", "decode", "write", "report")
     return [Stage(name, frozenset(types[name]), work[name]) for name in order]
 
 
@@ -242,6 +250,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--output", default="diffferv_edit.mp4", help="where to write the edited video")
     parser.add_argument("--compare", help="also write an input | edit comparison video here")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="print the Edit Report (PSNR, SSIM, warping error, identity distances) and write its JSON "
+        "beside the video (OUTPUT with the suffix .report.json)",
+    )
     parser.add_argument("--workflow", default=str(WORKFLOW), help="the API-form workflow to run")
     parser.add_argument("--comfyui", help="the ComfyUI folder (default: the one this pack is installed in)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is present (slow)")
@@ -315,4 +329,17 @@ def main(argv: list[str]) -> int:
             Path(target).expanduser().parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(produced, target)
             print(f"wrote {Path(target).expanduser().resolve()}", file=sys.stderr)
+        if args.report:
+            write_report(prompt, outputs, Path(args.output))
     return 0
+
+
+def write_report(prompt: dict, outputs: dict, video: Path) -> Path:
+    """Prints the Edit Report node's text and writes its JSON beside ``video`` (``NAME.report.json``)."""
+    node_id = next(key for key, node in prompt.items() if node["class_type"] == "DiffFERV_EditReport")
+    shown = outputs[node_id]
+    print(shown["text"][0])
+    target = video.expanduser().resolve().with_suffix(".report.json")
+    target.write_text(shown["report"][0] + "\n")
+    print(f"wrote {target}", file=sys.stderr)
+    return target

@@ -41,7 +41,7 @@ def format_duration(seconds: float) -> str:
 
 class OverallProgress:
     """See the module docstring. `node_types` maps the workflow's node ids to their class types; nodes of
-    no stage (loaders of models, previews) move nothing."""
+    no stage (previews) move nothing, and stages without a node in the workflow are left out."""
 
     def __init__(
         self,
@@ -50,7 +50,8 @@ class OverallProgress:
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self.stages = list(stages)
+        kinds = set(node_types.values())
+        self.stages = [stage for stage in stages if stage.node_types & kinds]
         self.total = sum(stage.work for stage in self.stages) or 1.0
         self.stage_of = {
             node_id: index

@@ -21,6 +21,7 @@ SMALLEST = {
         *("--frames", "6", "10", "--size", "64", "--steps", "1", "--window", "4", "--overlap", "1"),
         *("--seams", "--seam-frames", "10", "--seam-size", "64", "--seam-steps", "1", "--fuses", "pyramid"),
     ],
+    "bench_report.py": ["--frames", "4", "--size", "64"],
     "bench_training.py": ["--steps", "2"],
     "bench_trajectories.py": [],
 }

@@ -94,6 +94,9 @@ LOAD = """async ({graph, name}) => {
     };
 }"""
 
+DISPLAY_WIDGETS = {"DiffFERV_EditReport": ["report_text"]}
+"""Widgets the pack's web extension adds after a node's own (display only: neither saved nor sent)."""
+
 # The DiffFERV core of a workflow, what its template thumbnail shows (large enough to recognise on a card).
 THUMBNAIL_NODES = [
     "DiffFERV_LoadVideo",
@@ -246,7 +249,10 @@ def test_workflow_loads_in_the_frontend(browser, object_info, path):
     assert {node["type"] for node in ours} >= {"DiffFERV_LoadVideo", "DiffFERV_PreservationInjectSampler"}
     for node in ours:
         where = f"{path.name} node {node['id']} ({node['type']})"
-        widgets = node["widgets"]
+        display = DISPLAY_WIDGETS.get(node["type"], [])
+        names = [w["name"] for w in node["widgets"]]
+        assert names[len(names) - len(display) :] == display, where
+        widgets = [w for w in node["widgets"] if w["name"] not in display]
         assert [w["name"] for w in widgets] == widget_names(object_info[node["type"]]), where
         assert not node["collapsed"] and not any(w["hidden"] for w in widgets), where
         shown = {w["name"]: w["value"] for w in widgets if w["type"] != "button"}
@@ -276,6 +282,36 @@ def test_workflow_loads_in_the_frontend(browser, object_info, path):
 
     if os.environ.get("DIFFFERV_WRITE_THUMBNAILS") == "1":
         write_thumbnail(browser, path.with_suffix(".jpg"))
+
+
+SHOW_REPORT = """async ({graph, text}) => {
+    await window.app.loadGraphData(graph, true, true, "report");
+    const node = window.app.graph.nodes.find((n) => n.type === "DiffFERV_EditReport");
+    const box = () => node.widgets.find((w) => w.name === "report_text");
+    const before = box().value;
+    node.onExecuted({text: [text], images: []});  // what the frontend does with the node's UI output
+    await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
+    const area = box().element;
+    return {
+        before, after: box().value, shown: area.value, readOnly: area.readOnly,
+        saved: window.app.graph.serialize().nodes.find((n) => n.id === node.id).widgets_values,
+        sent: (await window.app.graphToPrompt()).output[String(node.id)].inputs,
+    };
+}"""
+
+
+def test_edit_report_shows_its_text_on_the_node(browser):
+    """The pack's web extension puts the text the node sends (its UI output's `text`) in a read-only box,
+    which is neither saved with the workflow nor sent with the prompt."""
+    path = ROOT / "workflows" / "diffferv_reconstruction_check.json"
+    text = "Edit report: 16 frames, 512x512 (2.0 s)\nPSNR 31.10 dB   SSIM 0.9034"
+    browser.errors.clear()
+    result = browser.page.evaluate(SHOW_REPORT, {"graph": json.loads(path.read_text()), "text": text})
+    assert result["before"] == "" and result["after"] == text and result["shown"] == text
+    assert result["readOnly"] is True
+    assert result["saved"] == [True]  # only the node's own widget (identity)
+    assert "report_text" not in result["sent"] and result["sent"]["identity"] is True
+    assert browser.errors == []
 
 
 def write_thumbnail(browser: Browser, target: Path) -> None:

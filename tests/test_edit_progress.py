@@ -29,6 +29,13 @@ STAGES = [
 NODES = {"1": "Load", "2": "Invert", "3": "Sample", "4": "Checkpoint"}
 
 
+def test_stages_without_a_node_in_the_workflow_are_left_out():
+    absent = Stage("report", frozenset({"Report"}), 100.0)
+    progress = OverallProgress([*STAGES, absent], NODES, io.StringIO(), Clock())
+    assert [stage.name for stage in progress.stages] == ["load", "inversion", "sampling"]
+    assert progress.total == 100.0
+
+
 def run(progress: OverallProgress, clock: Clock, steps: int = 50) -> None:
     """load (no bar) 10 s, inversion `steps` steps 1 s each, sampling `steps` steps 1.25 s each."""
     progress.node_started("4")  # a node of no stage
@@ -87,7 +94,16 @@ def test_stages_of_a_windowed_plan_weigh_the_unet_work():
     work = {stage.name: stage.work for stage in stages(plan)}
     assert work["inversion"] == 160 * 50 and work["sampling"] == 160 * 50 * 3
     assert sum(work.values()) - work["inversion"] - work["sampling"] < 0.01 * work["sampling"]
-    assert list(work) == ["load", "optical flow", "encode", "inversion", "sampling", "decode", "write"]
+    assert list(work) == [
+        "load",
+        "optical flow",
+        "encode",
+        "inversion",
+        "sampling",
+        "decode",
+        "write",
+        "report",
+    ]
 
 
 def test_durations_read_well():

@@ -25,7 +25,9 @@ RULES = {
     "unet": (),
     "specialize": ("unet.files", "headless.host"),
     "headless": ("windows", "video.decode", "editing.preservation"),
-    "nodes": ("attention", "editing", "flow", "video", "unet", "windows"),
+    "faces": (),
+    "metrics": ("flow", "faces"),
+    "nodes": ("attention", "editing", "flow", "video", "unet", "windows", "metrics", "faces"),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""
 

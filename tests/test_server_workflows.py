@@ -50,3 +50,8 @@ def test_shipped_workflow_runs_on_the_server(server, demo_clip, sd15_checkpoint,
         if node["class_type"] == "DiffFERV_VideoCombine"
     }
     assert shapes == {"DiffFERV/edit": (3, 64, 64, 3), "DiffFERV/edit_compare": (3, 64, 128, 3)}
+    (report_id,) = [key for key, node in prompt.items() if node["class_type"] == "DiffFERV_EditReport"]
+    shown = history["outputs"][report_id]
+    report = json.loads(shown["report"][0])
+    assert report["frames"] == 3 and len(report["per_frame"]["ssim"]) == 3 and len(shown["images"]) == 1
+    assert shown["text"][0].startswith("Edit report: 3 frames, 64x64")

@@ -177,14 +177,21 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
         str(output),
         "--compare",
         str(compare),
+        "--report",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     plan, progress = result.stdout.split("\n", 1)[1].split("\n[", 1)
     assert "3 frames at 64x64, 2 + 2 DDIM steps" in plan and "2 windows of up to 2 frames: 0-1, 1-2" in plan
     lines = ("[" + progress).strip().splitlines()
-    stages = ["load", "optical flow", "encode", "inversion", "sampling", "decode", "write"]
+    stages = ["load", "optical flow", "encode", "inversion", "sampling", "decode", "write", "report"]
     assert [s for s in stages if any(f"% {s}" in line for line in lines)] == stages
     assert lines[-1].endswith("100% done") and len(lines) <= len(stages) + 11
     assert any("ETA" in line for line in lines)
     assert probe(output).frames.shape == (3, 64, 64, 3)
     assert probe(compare).frames.shape == (3, 64, 128, 3)  # input | edit
+    # --report: the Edit Report's text on stdout, its JSON beside the video
+    report = json.loads((tmp_path / "edit.report.json").read_text())
+    assert report["frames"] == 3 and (report["width"], report["height"]) == (64, 64)
+    assert result.stdout.startswith("Edit report: 3 frames, 64x64")
+    assert f"PSNR {report['clip']['psnr_db']:.2f} dB" in result.stdout
+    assert report["notes"]["flow"].endswith("from the trajectories")

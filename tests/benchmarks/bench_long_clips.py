@@ -11,9 +11,10 @@ latents). Then the ratios of the longest clip to the shortest, side by side, and
 memory grew next to how much the clip and the cache grew.
 
 `--seams` adds the seam measurement: the clip's first `--seam-frames` frames edited in windows (one run
-per fuse method) and in one batch; the temporal warping error of the decoded output, measured with the
-source's optical flow (OpenCV DIS, forward-backward checked), averaged over frame pairs that touch a
-window overlap (seams) and over pairs inside one window only. With random weights this compares the
+per fuse method) and in one batch; the temporal warping error of the decoded output
+(``metrics.warping``), measured with the source's optical flow (OpenCV DIS, forward-backward checked, the
+flow the trajectories were built from), averaged over frame pairs that touch a window overlap (seams)
+and over pairs inside one window only. With random weights this compares the
 runs; it does not judge the picture.
 
     python tests/benchmarks/bench_long_clips.py [--frames 16 48 121] [--size 64] [--steps 4] [--seams [--seam-size 128 --seam-steps 10]]
@@ -128,7 +129,10 @@ class Pipeline:
 
 
 def trajectory_bytes(trajectories) -> int:
-    return sum(g.ids.numel() * 8 + g.index.numel() * 8 for g in trajectories.grids.values())
+    """The TRAJECTORIES' memory: every grid's ids and index, and the kept source flow."""
+    grids = sum(g.ids.numel() * 8 + g.index.numel() * 8 for g in trajectories.grids.values())
+    flow = trajectories.flow
+    return grids + (0 if flow is None else flow.forward.numel() * 2 + flow.reliable.numel())
 
 
 def decoded_bytes(frames: int) -> int:
@@ -172,29 +176,6 @@ def run_case(
 # Seams
 
 
-def warping_errors(output, source, threshold: float = 1.0) -> list[float]:
-    """Per consecutive pair (t, t + 1): mean |output_t(x) - output_{t+1}(x + flow(x))| over the pixels x
-    whose source flow t -> t + 1 passes the forward-backward check (flow from the source frames, output
-    sampled bilinearly), in 0..255 units. output, source: IMAGE [F, H, W, 3]."""
-    import cv2
-    import numpy as np
-    from comfyui_diffferv.flow.backends import make_backend
-    from comfyui_diffferv.flow.consistency import consistent_pixels
-    from comfyui_diffferv.flow.trajectories import pair_flows
-
-    out = output.detach().float().cpu().numpy() * 255.0
-    height, width = out.shape[1:3]
-    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    errors = []
-    for t, (forward, backward) in enumerate(pair_flows(source.float(), make_backend("dis"))):
-        ok = consistent_pixels(forward[None], backward[None], threshold)[0].numpy()
-        flow = forward.numpy()
-        warped = cv2.remap(out[t + 1], xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR)
-        difference = np.abs(out[t] - warped).mean(axis=-1)
-        errors.append(float(difference[ok].mean()) if ok.any() else float("nan"))
-    return errors
-
-
 def seam_pairs(frames: int, window: int, overlap: int) -> tuple[list[int], list[int]]:
     """Frame pairs (t, t + 1) by t: those touching a frame that two windows share (seams), and those
     inside one window only."""
@@ -213,6 +194,7 @@ def run_seams(frames: int, size: int, steps: int, window: int, overlap: int, fus
     import math
 
     import torch
+    from comfyui_diffferv.metrics.warping import warping_errors
 
     pipeline = Pipeline(frames, size, full_size=False)
     seams, inside = seam_pairs(frames, window, overlap)
@@ -220,17 +202,16 @@ def run_seams(frames: int, size: int, steps: int, window: int, overlap: int, fus
         f"windowed_{f}": pipeline.windowed(window, overlap, f) for f in fuses
     }
     result = {"seam_pairs": len(seams), "inside_pairs": len(inside)}
-    source_errors = warping_errors(pipeline.images, pipeline.images)
+    flow = pipeline.trajectories.flow  # the source's flow, as the trajectories were built from it
+    clips = {"source": pipeline.images}
     for name, model in runs.items():
         _, edited, _, _, _ = pipeline.edit(model, "recompute", steps)
         with torch.inference_mode():
-            decoded = pipeline.vae.decode(edited["samples"])
-        errors = warping_errors(decoded, pipeline.images)
+            clips[name] = pipeline.vae.decode(edited["samples"])
+    for name, errors in zip(clips, warping_errors(list(clips.values()), flow).tolist(), strict=True):
         for label, pairs in (("seams", seams), ("inside", inside)):
             values = [errors[t] for t in pairs if not math.isnan(errors[t])]
             result[f"{name}_warp_error_{label}"] = sum(values) / len(values) if values else None
-    values = [e for e in source_errors if not math.isnan(e)]
-    result["source_warp_error_all"] = sum(values) / len(values)
     return result
 
 
