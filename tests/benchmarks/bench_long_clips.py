@@ -194,9 +194,10 @@ def run_seams(frames: int, size: int, steps: int, window: int, overlap: int, fus
     import math
 
     import torch
-    from comfyui_diffferv.metrics.warping import warping_errors
 
     pipeline = Pipeline(frames, size, full_size=False)
+    from comfyui_diffferv.metrics.warping import warping_errors  # (registered by Pipeline)
+
     seams, inside = seam_pairs(frames, window, overlap)
     runs = {"unwindowed": pipeline.model} | {
         f"windowed_{f}": pipeline.windowed(window, overlap, f) for f in fuses
@@ -269,7 +270,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--overlap", type=int, default=4)
-    parser.add_argument("--modes", nargs="+", default=["recompute", "store"])
+    parser.add_argument("--modes", nargs="*", default=["recompute", "store"], help="none: seams only")
     parser.add_argument(
         "--full-size", action="store_true", help="the full SD1.5 architecture (fp16 on a GPU)"
     )
