@@ -19,10 +19,18 @@ import torch
 from .functional import AttentionFn, frames_per_chunk, sdpa_attention
 
 
+def window_problem(window: int, name: str = "window") -> str | None:
+    """Why `window` cannot be a SWCFA window (None when it can): it must be an odd number >= 1."""
+    if not isinstance(window, int) or window < 1 or window % 2 == 0:
+        return f"{name} is {window}: the SWCFA window must be an odd number >= 1 (the paper uses 3)"
+    return None
+
+
 def check_window(window: int) -> None:
     """A clear error unless `window` is an odd number >= 1."""
-    if not isinstance(window, int) or window < 1 or window % 2 == 0:
-        raise ValueError(f"SWCFA window must be an odd number >= 1 (the paper uses 3), got {window}")
+    problem = window_problem(window)
+    if problem:
+        raise ValueError(problem)
 
 
 @lru_cache(maxsize=64)

@@ -2,7 +2,8 @@
 
 Preservation features F_app = SWCFA (Q, K), F_motion = TTA (Q, K) and F_sem = cross-attention maps are
 a deterministic function of the inverted latent at a step, the step and the source prompt. So they can
-be kept in two ways that give the same video:
+be kept in two ways that give the same frames up to rounding (the store's fp16; see
+tests/test_cache_modes_full_size.py for the measured bound):
 
 - "store": recorded during inversion, kept on the CPU in fp16 (the paper's way). Memory grows with
   steps x blocks x tokens; `store_bytes` gives it.

@@ -11,9 +11,14 @@ nothing else differs: same nodes, same validation, same executor.
 It edits the whole clip unless --frames says otherwise; a clip longer than one context window
 (--window, 16 frames) is sampled in overlapping windows, so GPU memory stays that of one window. Before
 it starts it prints the plan (frames, windows, UNet calls, the largest UNet batch, the cache), then one
-overall progress line with an ETA across loading, optical flow, encoding, inversion, sampling, decoding
-and writing (headless/progress.py): redrawn on a terminal, else a line per stage and per tenth of the
-work.
+overall progress line with an ETA across loading, optical flow, encoding, inversion, sampling, decoding,
+writing and the report (headless/progress.py): redrawn on a terminal, else a line per stage and per
+tenth of the work.
+
+Bad input ends in one sentence in the command's own terms (flags, the user's paths), exit status 2,
+before any model loads: values and files are checked here first (`preflight`), then ComfyUI's validator
+checks the workflow (prompt lengths among others) and its messages are put in flag names (`in_user_terms`).
+A failure while running exits with 1, an interruption (Ctrl-C) with 130; no partial output file is left.
 """
 
 from __future__ import annotations
@@ -22,21 +27,39 @@ import argparse
 import copy
 import json
 import logging
+import os
+import re
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..editing.inputs import GUIDANCE, MAX_PROMPT_TOKENS, STEPS, TAU_APP, prompt_problem
 from ..editing.preservation import STORE, recompute_bytes, resolve_cache_mode, store_bytes
-from ..video.decode import fitted_size, picked_frames, probe_clip
-from ..windows.schedule import RunPlan, frame_evaluations, static_windows
+from ..unet.files import UNetFileError, check_sd15_checkpoint, check_sd15_file
+from ..video.decode import (
+    MAX_FRAME_CAP,
+    MAX_SHORT_SIDE,
+    MIN_EDIT_FRAMES,
+    SIZE_MULTIPLE,
+    ClipError,
+    fitted_size,
+    picked_frames,
+    probe_clip,
+    size_problem,
+)
+from ..video.encode import FORMATS, format_of
+from ..windows.schedule import RunPlan, check_window_settings, frame_evaluations, static_windows
 from .host import PACK_ROOT, find_comfyui
 from .progress import OverallProgress, Stage
-from .runner import HeadlessComfy, PromptError
+from .runner import HeadlessComfy, NodeProblem, PromptError
 
 WORKFLOW = PACK_ROOT / "workflows" / "api" / "diffferv_long_clip.json"
 DEMO_VIDEO = PACK_ROOT / "workflows" / "media" / "talking_face.mp4"
 WINDOWS_NODE = "DiffFERV_ContextWindows"
+MAX_WINDOW = 256
+"""The largest context window Context Windows (DiffFERV) accepts."""
 CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 CHECKPOINT_URL = "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/" + CHECKPOINT
 CHECKPOINT_HELP = f"""No Stable Diffusion 1.5 checkpoint was found.
@@ -47,6 +70,39 @@ The shipped workflow uses {CHECKPOINT} (2.1 GB):
     {CHECKPOINT_URL}
 
 Put it in {{checkpoints}}/ or pass its path with --checkpoint /path/to/{CHECKPOINT}."""
+EXTENSIONS = ", ".join(f".{spec.extension}" for spec in FORMATS.values())
+EXIT_REFUSED, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A command-line value and the workflow input it sets."""
+
+    flag: str
+    node: str  # class_type of the node holding the input
+    input: str
+
+
+SETTINGS = (
+    Setting("--video", "DiffFERV_LoadVideo", "video"),
+    Setting("--frames", "DiffFERV_LoadVideo", "max_frames"),
+    Setting("--size", "DiffFERV_LoadVideo", "short_side"),
+    Setting("--checkpoint", "CheckpointLoaderSimple", "ckpt_name"),
+    Setting("--source", "DiffFERV_DDIMInvertWithCache", "source_prompt"),
+    Setting("--steps", "DiffFERV_DDIMInvertWithCache", "steps"),
+    Setting("--cache-mode", "DiffFERV_DDIMInvertWithCache", "cache_mode"),
+    Setting("--edit", "DiffFERV_PreservationInjectSampler", "edit_prompt"),
+    Setting("--tau-app", "DiffFERV_PreservationInjectSampler", "tau_app"),
+    Setting("--guidance", "DiffFERV_PreservationInjectSampler", "guidance"),
+    Setting("--window", WINDOWS_NODE, "context_length"),
+    Setting("--overlap", WINDOWS_NODE, "context_overlap"),
+    Setting("--unet", "DiffFERV_LoadSpecializedUNet", "unet_name"),
+)
+"""Which flag sets which node input (and so names that input's problems)."""
+
+
+class InputRefusedError(Exception):
+    """An input the edit cannot use; the message is one sentence in the command's terms."""
 
 
 def nodes_of(prompt: dict, class_type: str) -> list[dict]:
@@ -75,13 +131,15 @@ def prepare_prompt(
     cache_mode: str,
     unet: str | None = None,
     prefix: str = "DiffFERV/edit",
+    formats: tuple[str, str] = ("mp4 (h264)", "mp4 (h264)"),
     window: int | None = None,
     overlap: int | None = None,
 ) -> dict:
     """The API-form face-edit workflow with its inputs set. `unet`: a specialized UNet file name in the
     diffusion_models folder, loaded onto the checkpoint's MODEL (the shipped graph has that node
-    bypassed, so its API form lacks it: it is added and wired in). `window`, `overlap`: the workflow's
-    Context Windows (DiffFERV) node's settings, if it has one; window 0 takes the node out (one batch)."""
+    bypassed, so its API form lacks it: it is added and wired in). `formats`: the VideoCombine formats
+    (FORMATS keys) of the edit and of the comparison. `window`, `overlap`: the workflow's Context
+    Windows (DiffFERV) node's settings, if it has one; window 0 takes the node out (one batch)."""
     prompt = copy.deepcopy(workflow)
     if window is not None:
         set_windows(prompt, window, overlap)
@@ -96,8 +154,8 @@ def prepare_prompt(
     edit_video, compare_video = sorted(
         nodes_of(prompt, "DiffFERV_VideoCombine"), key=lambda node: len(node["inputs"]["filename_prefix"])
     )
-    edit_video["inputs"]["filename_prefix"] = prefix
-    compare_video["inputs"]["filename_prefix"] = prefix + "_compare"
+    edit_video["inputs"].update(filename_prefix=prefix, format=formats[0])
+    compare_video["inputs"].update(filename_prefix=prefix + "_compare", format=formats[1])
     if unet is not None:
         temporal = only(prompt, "DiffFERV_ApplyTemporalAttention")
         loader_id = str(max(int(key) for key in prompt) + 1)
@@ -150,9 +208,9 @@ def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[st
     is resolved as the inversion node resolves it, against `free_ram` bytes of free system memory."""
     load = only(prompt, "DiffFERV_LoadVideo")["inputs"]
     invert = only(prompt, "DiffFERV_DDIMInvertWithCache")["inputs"]
-    info = probe_clip(video)
+    info = probe_clip(video, count_up_to=MAX_FRAME_CAP * load["every_nth"] + load["skip_first_frames"])
     frames = picked_frames(info.frames, load["max_frames"], load["skip_first_frames"], load["every_nth"])
-    height, width = fitted_size(info.height, info.width, load["short_side"], 64, load["fit"])
+    height, width = fitted_size(info.height, info.width, load["short_side"], SIZE_MULTIPLE, load["fit"])
     windows = windows_of(prompt, frames)
     steps, latent = invert["steps"], (height // 8, width // 8)
     store_need = store_bytes(frame_evaluations(windows), steps, latent)
@@ -206,63 +264,6 @@ def stages(plan: RunPlan) -> list[Stage]:
     return [Stage(name, frozenset(types[name]), work[name]) for name in order]
 
 
-def find_checkpoint(given: str | None, comfyui: Path) -> Path:
-    """The checkpoint file: the given path, else the shipped workflow's one in ComfyUI's checkpoints
-    folder. Exits with download instructions when there is none."""
-    folder = comfyui / "models" / "checkpoints"
-    path = Path(given).expanduser() if given else folder / CHECKPOINT
-    if path.is_file():
-        return path.resolve()
-    if given:
-        sys.exit(f"--checkpoint: no file at {path}\n\n" + CHECKPOINT_HELP.format(checkpoints=folder))
-    sys.exit(CHECKPOINT_HELP.format(checkpoints=folder))
-
-
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="edit",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--checkpoint", help=f"SD1.5 checkpoint file (default: {CHECKPOINT} in ComfyUI's models/checkpoints)"
-    )
-    parser.add_argument("--video", default=str(DEMO_VIDEO), help="the face video to edit")
-    parser.add_argument("--source", default="a photo of a woman", help="what the video shows")
-    parser.add_argument("--edit", default="a photo of an old woman", help="the source prompt with the change")
-    parser.add_argument(
-        "--tau-app", type=float, default=0.9, help="0.9 for texture edits, 0.7 for shape edits"
-    )
-    parser.add_argument("--guidance", type=float, default=5.0)
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and sampling")
-    parser.add_argument("--frames", type=int, default=0, help="frames to edit (0 = the whole clip)")
-    parser.add_argument(
-        "--window",
-        type=int,
-        default=16,
-        help="context window in frames for long clips (0 = all frames in one batch)",
-    )
-    parser.add_argument("--overlap", type=int, default=4, help="frames neighbouring windows share")
-    parser.add_argument("--size", type=int, default=512, help="short side in pixels (a multiple of 64)")
-    parser.add_argument("--cache-mode", choices=("auto", "store", "recompute"), default="auto")
-    parser.add_argument(
-        "--unet", help="a face-specialized UNet (.safetensors) to use instead of the checkpoint's"
-    )
-    parser.add_argument("--output", default="diffferv_edit.mp4", help="where to write the edited video")
-    parser.add_argument("--compare", help="also write an input | edit comparison video here")
-    parser.add_argument(
-        "--report",
-        action="store_true",
-        help="print the Edit Report (PSNR, SSIM, warping error, identity distances) and write its JSON "
-        "beside the video (OUTPUT with the suffix .report.json)",
-    )
-    parser.add_argument("--workflow", default=str(WORKFLOW), help="the API-form workflow to run")
-    parser.add_argument("--comfyui", help="the ComfyUI folder (default: the one this pack is installed in)")
-    parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is present (slow)")
-    parser.add_argument("--verbose", action="store_true", help="show ComfyUI's log")
-    return parser.parse_args(argv)
-
-
 def free_ram() -> int:
     """Free system memory in bytes, as ComfyUI measures it for the CPU (psutil's available memory)."""
     import psutil
@@ -270,67 +271,413 @@ def free_ram() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def main(argv: list[str]) -> int:
-    args = parse(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s")
-    comfyui = find_comfyui(args.comfyui)
-    checkpoint = find_checkpoint(args.checkpoint, comfyui)
+def find_checkpoint(given: str | None, comfyui: Path) -> Path:
+    """The checkpoint file: the given path, else the shipped workflow's one in ComfyUI's checkpoints
+    folder. Refuses with download instructions when there is none."""
+    folder = comfyui / "models" / "checkpoints"
+    path = Path(given).expanduser() if given else folder / CHECKPOINT
+    if path.is_file():
+        return path.resolve()
+    if given:
+        raise InputRefusedError(
+            f"--checkpoint: no file at {path}\n\n" + CHECKPOINT_HELP.format(checkpoints=folder)
+        )
+    raise InputRefusedError(CHECKPOINT_HELP.format(checkpoints=folder))
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that refuses a malformed command line in one sentence (no usage block) with status 2."""
+
+    def error(self, message: str):
+        raise InputRefusedError(f"{message} (see edit --help)")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = Parser(
+        prog="edit",
+        description=__doc__.split("\n\n")[0],
+        epilog="Ranges are those of the workflow's nodes; a value outside them is refused, never rounded.",
+    )
+    add = parser.add_argument
+    add(
+        "--checkpoint",
+        metavar="FILE",
+        help="SD1.5 checkpoint, .safetensors with UNet, CLIP and VAE (any SD1.5 fine-tune; not SD2, SDXL, "
+        f"Flux) (default: {CHECKPOINT} in ComfyUI's models/checkpoints)",
+    )
+    add(
+        "--video",
+        metavar="FILE",
+        default=str(DEMO_VIDEO),
+        help="the face video to edit: mp4, webm, mov, mkv, avi, gif or animated webp, at least "
+        f"{MIN_EDIT_FRAMES} frames (default: the demo clip)",
+    )
+    prompt = f"not empty, at most {MAX_PROMPT_TOKENS} CLIP tokens"
+    add(
+        "--source",
+        metavar="TEXT",
+        default="a photo of a woman",
+        help=f"what the video shows; {prompt} (default: 'a photo of a woman')",
+    )
+    add(
+        "--edit",
+        metavar="TEXT",
+        default="a photo of an old woman",
+        help=f"the source prompt with the change; {prompt} (default: 'a photo of an old woman')",
+    )
+    add(
+        "--tau-app",
+        metavar="X",
+        type=float,
+        default=0.9,
+        help=f"{TAU_APP[0]:g} to {TAU_APP[1]:g}: share of the sampling during which the input's appearance is "
+        "injected; 0.9 for texture edits (age, make-up), 0.7 for shape edits (glasses, hair) (default: 0.9)",
+    )
+    add(
+        "--guidance",
+        metavar="X",
+        type=float,
+        default=5.0,
+        help=f"{GUIDANCE[0]:g} to {GUIDANCE[1]:g}: classifier-free guidance; higher gives a stronger, less "
+        "faithful edit (default: 5)",
+    )
+    add(
+        "--steps",
+        metavar="N",
+        type=int,
+        default=50,
+        help=f"{STEPS[0]} to {STEPS[1]}: DDIM steps of the inversion and of the sampling (default: 50)",
+    )
+    add(
+        "--frames",
+        metavar="N",
+        type=int,
+        default=0,
+        help=f"0 or {MIN_EDIT_FRAMES} to {MAX_FRAME_CAP}: frames to edit from the start of the video, 0 = all; "
+        "time grows linearly with it, GPU memory does not (context windows) (default: 0, the whole clip)",
+    )
+    add(
+        "--window",
+        metavar="N",
+        type=int,
+        default=16,
+        help=f"0 or 2 to {MAX_WINDOW}: frames per context window; a longer clip is sampled in overlapping "
+        "windows, so GPU memory is that of one window; 0 = all frames in one batch (default: 16)",
+    )
+    add(
+        "--overlap",
+        metavar="N",
+        type=int,
+        default=4,
+        help="0 to --window - 1: frames neighbouring windows share and blend (default: 4)",
+    )
+    add(
+        "--size",
+        metavar="PX",
+        type=int,
+        default=512,
+        help=f"{SIZE_MULTIPLE} to {MAX_SHORT_SIDE}, a multiple of {SIZE_MULTIPLE}: the short side of the "
+        "edited frames in pixels (default: 512)",
+    )
+    add(
+        "--cache-mode",
+        choices=("auto", "store", "recompute"),
+        default="auto",
+        help="how the inversion's features reach the sampler (the same frames either way, up to 1/255 of "
+        "rounding): store keeps them in RAM "
+        "(fp16, about 4 GB per 512 px frame at 50 steps), recompute keeps only latents and samples about "
+        "1.5x slower, auto stores when that fits in 40%% of free RAM (default: auto)",
+    )
+    add(
+        "--unet",
+        metavar="FILE",
+        help="a face-specialized SD1.5 UNet (.safetensors, e.g. from the specialize command) put onto the "
+        "checkpoint's UNet (default: none)",
+    )
+    add(
+        "--output",
+        metavar="FILE",
+        default="diffferv_edit.mp4",
+        help=f"where to write the edited video; its extension picks the format: {EXTENSIONS} "
+        "(default: diffferv_edit.mp4)",
+    )
+    add(
+        "--compare",
+        metavar="FILE",
+        help=f"also write an input | edit comparison video here ({EXTENSIONS}) (default: none)",
+    )
+    add(
+        "--report",
+        action="store_true",
+        help="print the Edit Report (PSNR, SSIM, warping error, identity distances) and write its JSON beside "
+        "the video (OUTPUT with the suffix .report.json) (default: off)",
+    )
+    add(
+        "--workflow",
+        metavar="FILE",
+        default=str(WORKFLOW),
+        help="the API-form workflow to run (default: the shipped face-edit workflow)",
+    )
+    add(
+        "--comfyui",
+        metavar="DIR",
+        help="the ComfyUI folder (default: the one this pack is installed in, else $DIFFFERV_COMFYUI)",
+    )
+    add("--cpu", action="store_true", help="run on the CPU even if a GPU is present (slow)")
+    add("--verbose", action="store_true", help="show ComfyUI's log, and the traceback of a failure")
+    return parser.parse_args(argv)
+
+
+def value_problems(args: argparse.Namespace) -> list[str]:
+    """The command-line values outside their ranges, and empty prompts, one sentence each."""
+    problems = []
+    for flag, value, (low, high), advice in (
+        ("--tau-app", args.tau_app, TAU_APP, " (0.9 for texture edits, 0.7 for shape edits)"),
+        ("--guidance", args.guidance, GUIDANCE, " (5 is the paper's)"),
+        ("--steps", args.steps, STEPS, " (50 is the paper's; 10 for a first try)"),
+    ):
+        if not low <= value <= high:
+            problems.append(f"{flag} is {value:g}; use a value from {low:g} to {high:g}{advice}")
+    if args.frames != 0 and not MIN_EDIT_FRAMES <= args.frames <= MAX_FRAME_CAP:
+        problems.append(
+            f"--frames is {args.frames}; a video edit needs 0 (all frames) or {MIN_EDIT_FRAMES} to "
+            f"{MAX_FRAME_CAP} frames"
+        )
+    if args.window != 0 and not 2 <= args.window <= MAX_WINDOW:
+        problems.append(
+            f"--window is {args.window}; use 0 (one batch) or 2 to {MAX_WINDOW} frames (16 is the default)"
+        )
+    elif args.window:
+        try:
+            check_window_settings(args.window, args.overlap)
+        except ValueError:
+            problems.append(
+                f"--overlap is {args.overlap}; use 0 to {args.window - 1} (less than --window {args.window})"
+            )
+    problems += [p for p in [size_problem(args.size, "--size")] if p]
+    problems += [
+        p for p in (prompt_problem("--source", args.source), prompt_problem("--edit", args.edit)) if p
+    ]
+    return problems
+
+
+def output_format(flag: str, given: str, video: Path) -> str:
+    """The VideoCombine format a --output/--compare path asks for; refuses what cannot be written."""
+    path = Path(given).expanduser()
+    name = format_of(path)
+    if name is None:
+        raise InputRefusedError(
+            f"{flag}: {given} has no video extension it can write: end it in {EXTENSIONS}"
+        )
+    if path.resolve() == video:
+        raise InputRefusedError(f"{flag}: {given} is the input video; write the edit to another file")
+    folder = next(parent for parent in path.resolve().parents if parent.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise InputRefusedError(f"{flag}: {given} cannot be written ({folder} is not a writable folder)")
+    return name
+
+
+def preflight(args: argparse.Namespace, comfyui: Path) -> tuple[Path, Path, Path | None, tuple[str, str]]:
+    """Check every value and file before ComfyUI starts; returns the video, checkpoint and UNet paths and
+    the output formats. Raises InputRefusedError (the first problem of the files; all problems of the values)."""
+    problems = value_problems(args)
+    if problems:
+        raise InputRefusedError("\n".join(problems))
     video = Path(args.video).expanduser().resolve()
     if not video.is_file():
-        sys.exit(f"--video: no file at {video}")
+        raise InputRefusedError(f"--video: no file at {video}")
+    try:
+        clip = probe_clip(video, name=str(video), count_up_to=MIN_EDIT_FRAMES)
+    except ClipError as error:
+        raise InputRefusedError(f"--video: {error}") from None
+    if clip.frames < MIN_EDIT_FRAMES:
+        raise InputRefusedError(
+            f"--video: {video} holds {clip.frames} frame; a video edit needs at least {MIN_EDIT_FRAMES}"
+        )
+    formats = (output_format("--output", args.output, video), "mp4 (h264)")
+    if args.compare:
+        formats = (formats[0], output_format("--compare", args.compare, video))
+        if Path(args.compare).expanduser().resolve() == Path(args.output).expanduser().resolve():
+            raise InputRefusedError("--compare: it names the same file as --output; give it another name")
+    checkpoint = find_checkpoint(args.checkpoint, comfyui)
+    try:
+        check_sd15_checkpoint(checkpoint, name=str(checkpoint))
+    except UNetFileError as error:
+        only_unet = "holds no CLIP" in str(error)
+        advice = " Give a UNet-only file with --unet." if only_unet else ""
+        raise InputRefusedError(f"--checkpoint: {error}{advice}") from None
+    unet = None
+    if args.unet:
+        unet = Path(args.unet).expanduser().resolve()
+        if not unet.is_file():
+            raise InputRefusedError(f"--unet: no file at {unet}")
+        try:
+            check_sd15_file(unet, name=str(unet))
+        except UNetFileError as error:
+            raise InputRefusedError(f"--unet: {error}") from None
+    return video, checkpoint, unet, formats
+
+
+def in_user_terms(problem: NodeProblem, titles: dict, files: dict[str, Path]) -> str:
+    """A problem ComfyUI reported, in the command's terms: the node input it names becomes its flag, and
+    a file the command put into ComfyUI's folders (`files`: node class -> the user's path) is named by the
+    user's path."""
+    flags = {s.input: s.flag for s in SETTINGS if s.node == problem.class_type}
+    message = problem.message
+    named = next((name for name in flags if message.startswith((f"{name} ", f"{name}:"))), None)
+    if named is not None:
+        message = flags[named] + message[len(named) :]
+    elif problem.input_name in flags:
+        message = f"{flags[problem.input_name]}: {message}"
+    else:
+        message = f"{titles.get(problem.node_id, problem.class_type or 'ComfyUI')}: {message}"
+    user_path = files.get(problem.class_type)
+    if user_path is not None:
+        message = re.sub(rf"(?<![\w/.-]){re.escape(user_path.name)}", lambda _: str(user_path), message)
+    return message
+
+
+def titles_of(prompt: dict) -> dict[str, str]:
+    return {
+        node_id: node.get("_meta", {}).get("title", node["class_type"]) for node_id, node in prompt.items()
+    }
+
+
+def write_outputs(targets: list[tuple[Path, str]]) -> None:
+    """Copy each produced file to its target, all or none: each goes to a hidden file next to its target
+    first, and is renamed into place only when every copy succeeded."""
+    staged = []
+    try:
+        for produced, target in targets:
+            path = Path(target).expanduser().resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.partial")
+            staged.append((partial, path))
+            shutil.copyfile(produced, partial)
+        for partial, path in staged:
+            os.replace(partial, path)
+            print(f"wrote {path}", file=sys.stderr)
+    finally:
+        for partial, _ in staged:
+            partial.unlink(missing_ok=True)
+
+
+def run(args: argparse.Namespace) -> None:
+    try:
+        comfyui = find_comfyui(args.comfyui)
+    except FileNotFoundError as error:  # it says where it looked
+        raise InputRefusedError(str(error)) from None
+    video, checkpoint, unet_path, formats = preflight(args, comfyui)
+    try:
+        workflow = json.loads(Path(args.workflow).expanduser().read_text())
+    except (OSError, ValueError) as error:
+        raise InputRefusedError(
+            f"--workflow: {args.workflow} is not a readable API-form workflow ({error})"
+        ) from None
     with tempfile.TemporaryDirectory(prefix="diffferv_") as folder:
         workdir = Path(folder)
         print(f"starting ComfyUI from {comfyui} ...", file=sys.stderr)
         comfy = HeadlessComfy(workdir, host=comfyui, cpu=True if args.cpu else None)
         shutil.copy(video, workdir / "input" / video.name)
         comfy.add_model_folder("checkpoints", checkpoint.parent)
-        unet = None
-        if args.unet:
-            unet_path = Path(args.unet).expanduser().resolve()
-            if not unet_path.is_file():
-                sys.exit(f"--unet: no file at {unet_path}")
+        if unet_path is not None:
             comfy.add_model_folder("diffusion_models", unet_path.parent)
-            unet = unet_path.name
-        prompt = prepare_prompt(
-            json.loads(Path(args.workflow).read_text()),
-            video=video.name,
-            checkpoint=checkpoint.name,
-            source=args.source,
-            edit=args.edit,
-            frames=args.frames,
-            size=args.size,
-            steps=args.steps,
-            tau_app=args.tau_app,
-            guidance=args.guidance,
-            cache_mode=args.cache_mode,
-            unet=unet,
-            window=args.window,
-            overlap=args.overlap,
-        )
-        plan, lines = plan_run(prompt, video, free_ram())
+        try:
+            prompt = prepare_prompt(
+                workflow,
+                video=video.name,
+                checkpoint=checkpoint.name,
+                source=args.source,
+                edit=args.edit,
+                frames=args.frames,
+                size=args.size,
+                steps=args.steps,
+                tau_app=args.tau_app,
+                guidance=args.guidance,
+                cache_mode=args.cache_mode,
+                unet=unet_path.name if unet_path is not None else None,
+                formats=formats,
+                window=args.window,
+                overlap=args.overlap,
+            )
+            plan, lines = plan_run(prompt, video, free_ram())
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise InputRefusedError(
+                f"--workflow: {args.workflow} is not the face-edit workflow ({error})"
+            ) from None
         print("plan:\n" + "\n".join("  " + line for line in lines), flush=True)
         progress = OverallProgress(stages(plan), {key: node["class_type"] for key, node in prompt.items()})
         try:
             outputs = comfy.run_prompt(
                 prompt, on_progress=progress.node_progress, on_node=progress.node_started
             )
+            progress.finish()
         except PromptError as error:
-            print(file=sys.stderr)
-            sys.exit(f"ComfyUI reported: {error}")
-        progress.finish()
-        written = {}
-        for node_id, node in prompt.items():
-            if node["class_type"] == "DiffFERV_VideoCombine":
-                written[node["inputs"]["filename_prefix"]] = comfy.output_path(outputs[node_id]["images"][0])
-        targets = [(written["DiffFERV/edit"], args.output)]
+            files = {"DiffFERV_LoadVideo": video, "CheckpointLoaderSimple": checkpoint}
+            if unet_path is not None:
+                files["DiffFERV_LoadSpecializedUNet"] = unet_path
+            raise WorkflowFailedError(error, titles_of(prompt), files) from None
+        finally:
+            progress.end_line()
+        produced = {
+            node["inputs"]["filename_prefix"]: comfy.output_path(outputs[node_id]["images"][0])
+            for node_id, node in prompt.items()
+            if node["class_type"] == "DiffFERV_VideoCombine"
+        }
+        targets = [(produced["DiffFERV/edit"], args.output)]
         if args.compare:
-            targets.append((written["DiffFERV/edit_compare"], args.compare))
-        for produced, target in targets:
-            Path(target).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(produced, target)
-            print(f"wrote {Path(target).expanduser().resolve()}", file=sys.stderr)
+            targets.append((produced["DiffFERV/edit_compare"], args.compare))
+        write_outputs(targets)
         if args.report:
             write_report(prompt, outputs, Path(args.output))
+
+
+class WorkflowFailedError(Exception):
+    """ComfyUI refused or failed the workflow (see PromptError), with what the command needs to say it
+    (node titles, node class -> the user's path of the file it read)."""
+
+    def __init__(self, error: PromptError, titles: dict[str, str], files: dict[str, Path]):
+        super().__init__(str(error))
+        self.error, self.titles, self.files = error, titles, files
+
+    def lines(self, verbose: bool) -> list[str]:
+        said = [in_user_terms(problem, self.titles, self.files) for problem in self.error.problems]
+        if self.error.stage != "execution":
+            return said
+        if verbose:
+            return [problem.traceback for problem in self.error.problems if problem.traceback] + said
+        return [f"{line} (run with --verbose for the traceback)" for line in said]
+
+    @property
+    def status(self) -> int:
+        return {"validation": EXIT_REFUSED, "interrupted": EXIT_INTERRUPTED}.get(
+            self.error.stage, EXIT_FAILED
+        )
+
+
+def main(argv: list[str]) -> int:
+    verbose = "--verbose" in argv
+    logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL, format="%(message)s")
+    try:
+        run(parse(argv))
+    except InputRefusedError as refusal:
+        print(f"edit: {refusal}", file=sys.stderr)
+        return EXIT_REFUSED
+    except WorkflowFailedError as failure:
+        for line in failure.lines(verbose):
+            print(f"edit: {line}", file=sys.stderr)
+        return failure.status
+    except KeyboardInterrupt:
+        print("\nedit: interrupted; no output was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # a failure outside ComfyUI's executor (e.g. writing the output)
+        if verbose:
+            raise
+        print(
+            f"edit: failed: {type(error).__name__}: {error} (run with --verbose for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return 0
 
 

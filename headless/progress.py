@@ -68,6 +68,7 @@ class OverallProgress:
         self.share = 0.0  # of the current stage
         self.detail = ""
         self.tenths_shown = 0
+        self.line_open = False
 
     def done(self) -> float:
         """The share of the whole work done, 0..1."""
@@ -103,13 +104,19 @@ class OverallProgress:
         self._show(stage_start=False)
 
     def finish(self) -> None:
+        """The run is done: the 100 % line (and the end of the terminal line)."""
         if self.current is not None:
             self.finished.add(self.current)
         self.current = None
         self.detail = ""
         self._show(stage_start=True, name="done")
-        if self.live:
+        self.end_line()
+
+    def end_line(self) -> None:
+        """End the line being redrawn on a terminal (before other output, e.g. an error); no-op otherwise."""
+        if self.live and self.line_open:
             print(file=self.stream, flush=True)
+            self.line_open = False
 
     def line(self, name: str | None = None) -> str:
         elapsed = self.clock() - self.start
@@ -123,6 +130,7 @@ class OverallProgress:
         tenths = int(self.done() * 10 + 1e-9)
         if self.live:
             print("\r\033[K" + self.line(name), end="", file=self.stream, flush=True)
+            self.line_open = True
             return
         if stage_start or tenths > self.tenths_shown:
             self.tenths_shown = max(self.tenths_shown, tenths)

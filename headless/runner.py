@@ -45,8 +45,51 @@ class MessageLog:
         pass
 
 
+@dataclass(frozen=True)
+class NodeProblem:
+    """One thing ComfyUI reported about one node of a workflow: the node's own sentence (a validation
+    failure, or the message of the exception it raised) and, for an exception, the traceback."""
+
+    node_id: str | None
+    class_type: str | None
+    input_name: str | None
+    message: str
+    traceback: str = ""
+
+
 class PromptError(RuntimeError):
-    """ComfyUI refused or failed a workflow; the message carries ComfyUI's own error."""
+    """ComfyUI refused (stage "validation"), failed ("execution") or interrupted ("interrupted") a
+    workflow; `problems` holds what it reported per node (`reported` builds one whose message says all)."""
+
+    def __init__(self, message: str, stage: str = "execution", problems: list[NodeProblem] | None = None):
+        super().__init__(message)
+        self.stage = stage
+        self.problems = problems or []
+
+    @classmethod
+    def reported(cls, stage: str, problems: list[NodeProblem]) -> PromptError:
+        what = {"validation": "workflow rejected", "execution": "execution failed"}.get(stage, stage)
+        said = "; ".join(f"{p.class_type or 'workflow'} {p.node_id or ''}: {p.message}" for p in problems)
+        return cls(f"{what}: {said}", stage, problems)
+
+
+def validation_problems(prompt: dict, error: dict | None, node_errors: dict) -> list[NodeProblem]:
+    """The problems in validate_prompt's answer, one per node and sentence. A node's validate_inputs
+    failure is reported by ComfyUI once per input it takes, as "<input> - <sentence>": kept once."""
+    problems: list[NodeProblem] = []
+    for node_id, entry in node_errors.items():
+        for reason in entry.get("errors", []):
+            name = reason.get("extra_info", {}).get("input_name")
+            details = str(reason.get("details", ""))
+            if reason.get("type") == "custom_validation_failed" and details.startswith(f"{name} - "):
+                message = details[len(name) + 3 :]
+            else:
+                message = f"{reason.get('message', '')}: {details}" if details else reason.get("message", "")
+            if all(p.message != message or p.node_id != node_id for p in problems):
+                problems.append(NodeProblem(node_id, prompt[node_id]["class_type"], name, message))
+    if not problems and error:
+        problems.append(NodeProblem(None, None, None, f"{error.get('message')}: {error.get('details')}"))
+    return problems
 
 
 class HeadlessComfy:
@@ -130,18 +173,26 @@ class HeadlessComfy:
             return {"hidden_inputs": hidden}
         return {"v3_data": {"hidden_inputs": hidden}}
 
+    def validate(self, prompt: dict, prompt_id: str = "validation") -> tuple[list[NodeProblem], list[str]]:
+        """ComfyUI's validator on an API-form workflow (no node runs): (problems, output nodes to run)."""
+        valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
+        if valid[0] and not valid[3]:
+            return [], valid[2]
+        return validation_problems(prompt, valid[1], valid[3]), valid[2]
+
     def run_prompt(
         self, prompt: dict, on_progress: ProgressHook | None = None, on_node: NodeHook | None = None
     ) -> dict:
         """Validate and execute an API-form workflow; returns {node id: ui output}. `on_progress` hears
         every progress bar, `on_node` every node the executor starts. Raises PromptError with ComfyUI's
-        own error text when validation or execution fails."""
+        own error text when validation or execution fails. Unlike ComfyUI's server, it runs nothing when
+        any node fails validation (the server would run the outputs that passed)."""
         import comfy.utils
 
         prompt_id = str(uuid.uuid4())
-        valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
-        if not valid[0]:
-            raise PromptError(f"workflow rejected: {valid[1]} {valid[3]}")
+        problems, outputs = self.validate(prompt, prompt_id)
+        if problems:
+            raise PromptError.reported("validation", problems)
         from comfy_execution.utils import get_executing_context
 
         def hook(value, total, preview=None, prompt_id=None, node_id=None):
@@ -155,13 +206,27 @@ class HeadlessComfy:
         try:
             # the executor reports node starts only to a client
             extra = {"client_id": "headless"} if on_node is not None else {}
-            self.executor.execute(prompt, prompt_id, extra, valid[2])
+            self.executor.execute(prompt, prompt_id, extra, outputs)
         finally:
             comfy.utils.set_progress_bar_global_hook(previous)
             self.log.on_node = None
         if not self.executor.success:
-            errors = [data for event, data in self.executor.status_messages if event == "execution_error"]
-            raise PromptError(f"execution failed: {errors}")
+            problems, stage = [], "execution"
+            for event, data in self.executor.status_messages:
+                if event == "execution_error":
+                    problems.append(
+                        NodeProblem(
+                            data["node_id"],
+                            data["node_type"],
+                            None,
+                            str(data["exception_message"]).strip(),
+                            "".join(data.get("traceback") or []),
+                        )
+                    )
+                elif event == "execution_interrupted":
+                    stage = "interrupted"
+                    problems.append(NodeProblem(data["node_id"], data["node_type"], None, "interrupted"))
+            raise PromptError.reported(stage, problems)
         return self.executor.history_result["outputs"]
 
     def output_path(self, saved: dict) -> Path:

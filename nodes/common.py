@@ -29,3 +29,24 @@ def progress(total: int | None) -> Callable[[int], None]:
             bar.update_absolute(min(done, total), total)
 
     return hook
+
+
+def input_problem(node_class, **values) -> str | None:
+    """The first of the given inputs whose value is not what `node_class` declares for it (outside its
+    min/max, or not one of its options), as a sentence; None when all fit. Linked inputs (None at
+    validation time) are skipped. ComfyUI skips its own min/max check for every input a validate_inputs
+    names, and ComfyUI 0.3.x checks no V3 combo's options at all: a node's validate_inputs checks the
+    inputs it names, and its combos, with this."""
+    declared = node_class.INPUT_TYPES()
+    specs = {**declared.get("optional", {}), **declared.get("required", {})}
+    for name, value in values.items():
+        if value is None:
+            continue
+        kind, options = specs[name][0], specs[name][1] if len(specs[name]) > 1 else {}
+        choices = kind if isinstance(kind, list) else options.get("options")
+        if choices is not None and value not in choices:
+            return f"{name} is {value!r}; choose one of: {', '.join(map(str, choices))}"
+        low, high = options.get("min"), options.get("max")
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"{name} is {value}; use a value from {low} to {high}"
+    return None

@@ -13,9 +13,10 @@ from comfy_api.latest import io
 
 from ..attention.control import FeatureStore, PreservationControl
 from ..editing.ddim import invert
+from ..editing.inputs import STEPS
 from ..editing.preservation import CACHE_MODES, STORE, InversionResult
 from .attention_patches import with_control
-from .common import CATEGORY, PREFIX, Inversion, Trajectories, progress
+from .common import CATEGORY, PREFIX, Inversion, Trajectories, input_problem, progress
 from .preservation_glue import (
     SOURCE_ROLE,
     check_clip_frames,
@@ -25,6 +26,7 @@ from .preservation_glue import (
     schedule,
     temporal_model,
 )
+from .prompts import check_prompt
 from .window_glue import prepare_windows
 
 
@@ -62,8 +64,8 @@ class DDIMInvertWithCache(io.ComfyNode):
                 io.Int.Input(
                     "steps",
                     default=50,
-                    min=2,
-                    max=1000,
+                    min=STEPS[0],
+                    max=STEPS[1],
                     tooltip="DDIM steps (the paper uses 50). The sampler uses the same schedule. Time grows "
                     "linearly; the store cache too.",
                 ),
@@ -71,7 +73,8 @@ class DDIMInvertWithCache(io.ComfyNode):
                     "cache_mode",
                     options=list(CACHE_MODES),
                     default="auto",
-                    tooltip="How the preservation features reach the sampler; both give the same video. "
+                    tooltip="How the preservation features reach the sampler; both give the same frames up to "
+                    "rounding (at most 1/255 per pixel value). "
                     "store: recorded now, kept in system RAM as fp16 (about 4 GB per 512x512 frame at 50 "
                     "steps), sampling runs 2 chunks per step. recompute: only the inverted latents are kept "
                     "(about 3 MB per frame), sampling runs the source path as a 3rd chunk (about 1.5x the "
@@ -92,6 +95,10 @@ class DDIMInvertWithCache(io.ComfyNode):
                 ),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, source_prompt, cache_mode):
+        return input_problem(cls, cache_mode=cache_mode) or check_prompt("source_prompt", source_prompt)
 
     @classmethod
     def execute(cls, model, clip, latent, source_prompt, trajectories, steps, cache_mode) -> io.NodeOutput:

@@ -11,6 +11,7 @@ from comfy_api.latest import io
 
 from ..attention.control import SOURCE_CACHE, Injection, PreservationControl
 from ..editing.ddim import sample
+from ..editing.inputs import GUIDANCE, TAU_APP
 from ..editing.preservation import STORE, InversionResult, appearance_steps
 from ..editing.token_alignment import align_tokens
 from .attention_patches import with_control
@@ -24,6 +25,7 @@ from .preservation_glue import (
     sampling_sigmas,
     temporal_model,
 )
+from .prompts import check_prompt
 from .window_glue import prepare_windows
 
 NEVER: frozenset[int] = frozenset()
@@ -63,8 +65,8 @@ class PreservationInjectSampler(io.ComfyNode):
                 io.Float.Input(
                     "guidance",
                     default=5.0,
-                    min=1.0,
-                    max=30.0,
+                    min=GUIDANCE[0],
+                    max=GUIDANCE[1],
                     step=0.1,
                     tooltip="Classifier-free guidance scale (the paper uses 5). Higher: stronger edit, less "
                     "faithful.",
@@ -72,8 +74,8 @@ class PreservationInjectSampler(io.ComfyNode):
                 io.Float.Input(
                     "tau_app",
                     default=0.9,
-                    min=0.0,
-                    max=1.0,
+                    min=TAU_APP[0],
+                    max=TAU_APP[1],
                     step=0.01,
                     tooltip="Share of the sampling (from the noisy end) during which the appearance features "
                     "are injected: higher keeps identity and details closer to the input, lower lets the edit "
@@ -99,6 +101,13 @@ class PreservationInjectSampler(io.ComfyNode):
                     tooltip="The edited clip's latents; decode with VAE Decode.",
                 )
             ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, edit_prompt, negative_prompt=None):
+        problem = check_prompt("edit_prompt", edit_prompt)
+        return (
+            check_prompt("negative_prompt", negative_prompt, allow_empty=True) if problem is True else problem
         )
 
     @classmethod

@@ -13,11 +13,19 @@ from pathlib import Path
 import folder_paths
 from comfy_api.latest import io
 
-from ..video.decode import fit_frames, read_clip
-from .common import CATEGORY, PREFIX, progress
+from ..video.decode import (
+    MAX_FRAME_CAP,
+    MAX_SHORT_SIDE,
+    SIZE_MULTIPLE,
+    ClipError,
+    fit_frames,
+    probe_clip,
+    read_clip,
+    size_problem,
+)
+from .common import CATEGORY, PREFIX, input_problem, progress
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v", ".gif", ".webp")
-SIZE_MULTIPLE = 64
 
 
 def input_videos() -> list[str]:
@@ -51,7 +59,7 @@ class LoadVideo(io.ComfyNode):
                     "max_frames",
                     default=16,
                     min=0,
-                    max=4096,
+                    max=MAX_FRAME_CAP,
                     tooltip="Keep at most this many frames (0 = all). Editing time and memory grow linearly "
                     "with frames (all frames are edited in one batch); start with 8-16 at 512 px.",
                 ),
@@ -74,10 +82,11 @@ class LoadVideo(io.ComfyNode):
                     "short_side",
                     default=512,
                     min=SIZE_MULTIPLE,
-                    max=2048,
+                    max=MAX_SHORT_SIDE,
                     step=SIZE_MULTIPLE,
-                    tooltip="Working size: the shorter side is scaled to this (SD1.5 works best at 512). Both "
-                    "sides end up multiples of 64.",
+                    tooltip="Working size: the shorter side is scaled to this (SD1.5 works best at 512); a "
+                    "multiple of 64 (other values are refused, not rounded). The longer side ends up a "
+                    "multiple of 64 too (see fit).",
                 ),
                 io.Combo.Input(
                     "fit",
@@ -97,9 +106,22 @@ class LoadVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, video, **kwargs):
+    def validate_inputs(cls, video, short_side, fit):
+        """The file exists and opens as a video, the size is usable. Only the inputs checked here are
+        named: a validate_inputs taking **kwargs would make ComfyUI skip the min/max checks of all."""
+        problem = input_problem(cls, fit=fit) or (
+            size_problem(short_side) if short_side is not None else None
+        )
+        if problem:
+            return problem
+        if video is None:
+            return True
         if not folder_paths.exists_annotated_filepath(video):
             return f"video file not found in the input folder: {video}"
+        try:
+            probe_clip(Path(folder_paths.get_annotated_filepath(video)), name=video)
+        except ClipError as error:
+            return f"video: {error}"
         return True
 
     @classmethod

@@ -17,6 +17,7 @@ import torch
 
 from ..attention.control import ROLES_KEY, PreservationControl
 from ..editing.ddim import inversion_sigmas
+from ..editing.inputs import prompt_problem
 from ..editing.preservation import (
     STORE,
     InversionResult,
@@ -39,13 +40,11 @@ def encode_prompt(clip, text: str, what: str) -> tuple[list, list[int]]:
     if clip is None:
         raise ValueError(f"{what}: no CLIP connected; connect the CLIP of the checkpoint loader")
     tokens = clip.tokenize(text)
-    chunks = tokens.get("l", [])
-    if len(chunks) != 1:
-        raise ValueError(
-            f"{what} is {len(chunks)} CLIP chunks long; keep it under 75 tokens (one chunk): "
-            "prompt-to-prompt token alignment needs prompts of one chunk"
-        )
-    ids = [int(token) for token, _ in chunks[0]]
+    chunks = [[int(token) for token, *_ in chunk] for chunk in tokens.get("l", [])]
+    problem = prompt_problem(what, text, chunks)
+    if problem:
+        raise ValueError(problem)
+    ids = chunks[0]
     return clip.encode_from_tokens_scheduled(tokens), ids
 
 

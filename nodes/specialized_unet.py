@@ -13,7 +13,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..unet.comfy_model import apply_sd15_unet, build_sd15_model, read_sd15_unet
-from ..unet.files import UNetFileError
+from ..unet.files import UNetFileError, check_sd15_file
 from .common import CATEGORY, PREFIX
 
 CHECKPOINTS_LABEL = "checkpoints/"  # list entry prefix of files from the checkpoints folder
@@ -70,6 +70,18 @@ class LoadSpecializedUNet(io.ComfyNode):
             ],
             outputs=[io.Model.Output("specialized_model", display_name="model")],
         )
+
+    @classmethod
+    def validate_inputs(cls, unet_name):
+        """Before anything runs, from the file's header alone: a pickle, a cut-short or corrupt file, or
+        another model family is refused here (the weights are read when the node runs)."""
+        if unet_name is None:
+            return True
+        try:
+            check_sd15_file(resolve(unet_name), name=unet_name)
+        except UNetFileError as error:
+            return f"unet_name: {error}"
+        return True
 
     @classmethod
     def fingerprint_inputs(cls, unet_name, **kwargs):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..attention.swcfa import window_problem
 from .attention_patches import apply_temporal_attention
-from .common import CATEGORY, PREFIX, Trajectories
+from .common import CATEGORY, PREFIX, Trajectories, input_problem
 
 RESOLUTIONS = (64, 32, 16, 8)  # latent grid of each level for a 512 px frame
 LEVEL_HELP = (
@@ -65,6 +66,10 @@ class ApplyTemporalAttention(io.ComfyNode):
                 )
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, window):
+        return input_problem(cls, window=window) or (window is not None and window_problem(window)) or True
 
     @classmethod
     def execute(cls, model, trajectories, window, **switches) -> io.NodeOutput:

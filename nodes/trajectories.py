@@ -16,7 +16,7 @@ from comfy_api.latest import io
 from ..flow.backends import BACKENDS, make_backend
 from ..flow.preview import render_trajectories
 from ..flow.trajectories import LATENT_FACTORS, build_trajectories
-from .common import CATEGORY, PREFIX, Trajectories, progress
+from .common import CATEGORY, PREFIX, Trajectories, input_problem, progress
 
 FLOW_MODELS = "optical_flow"
 """ComfyUI model folder (models/optical_flow) holding user-supplied TorchScript flow models."""
@@ -92,6 +92,10 @@ class ComputeFlowTrajectories(io.ComfyNode):
                 io.Image.Output("preview", display_name="preview"),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, backend, preview_grid):
+        return input_problem(cls, backend=backend, preview_grid=preview_grid) or True
 
     @classmethod
     def execute(

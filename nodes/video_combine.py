@@ -11,7 +11,7 @@ from comfy.cli_args import args
 from comfy_api.latest import io, ui
 
 from ..video.encode import FORMATS, write_video
-from .common import CATEGORY, PREFIX, progress
+from .common import CATEGORY, PREFIX, input_problem, progress
 
 
 class VideoCombine(io.ComfyNode):
@@ -77,6 +77,10 @@ class VideoCombine(io.ComfyNode):
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
             is_output_node=True,
         )
+
+    @classmethod
+    def validate_inputs(cls, format):
+        return input_problem(cls, format=format) or True
 
     @classmethod
     def execute(cls, images, fps, filename_prefix, format, quality, save_output, audio=None) -> io.NodeOutput:

@@ -24,7 +24,7 @@ RULES = {
     "video": (),
     "unet": (),
     "specialize": ("unet.files", "headless.host"),
-    "headless": ("windows", "video.decode", "editing.preservation"),
+    "headless": ("editing.inputs", "editing.preservation", "video", "unet.files", "windows"),
     "faces": (),
     "metrics": ("flow", "faces"),
     "nodes": ("attention", "editing", "flow", "video", "unet", "windows", "metrics", "faces"),
@@ -48,7 +48,7 @@ COMFY_MODULES = {
     "node_helpers",
 }
 """Top-level modules that belong to ComfyUI (an absolute `import nodes` is ComfyUI's nodes.py)."""
-NODE_GLUE = {"__init__", "common", "attention_patches", "preservation_glue", "window_glue"}
+NODE_GLUE = {"__init__", "common", "attention_patches", "preservation_glue", "prompts", "window_glue"}
 """nodes/ modules that hold glue, not node classes."""
 
 

@@ -157,7 +157,7 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
     """The README's main job at a tiny size: the real SD1.5 architecture (random weights) through the
     shipped long-clip workflow, headless, in context windows of 2 frames; the plan first, then the
     progress as a line per stage and per tenth of the work (stdout is a pipe here)."""
-    output, compare = tmp_path / "edit.mp4", tmp_path / "compare.mp4"
+    output, compare = tmp_path / "edit.gif", tmp_path / "compare.webm"  # the extension picks the format
     result = run_edit(
         "--checkpoint",
         str(sd15_checkpoint),
@@ -180,15 +180,23 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
         "--report",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    plan, progress = result.stdout.split("\n", 1)[1].split("\n[", 1)
-    assert "3 frames at 64x64, 2 + 2 DDIM steps" in plan and "2 windows of up to 2 frames: 0-1, 1-2" in plan
-    lines = ("[" + progress).strip().splitlines()
+    plan = result.stdout.split("\n[", 1)[0]
+    assert plan.startswith("plan:\n") and "3 frames at 64x64, 2 + 2 DDIM steps" in plan
+    assert "2 windows of up to 2 frames: 0-1, 1-2" in plan
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
     stages = ["load", "optical flow", "encode", "inversion", "sampling", "decode", "write", "report"]
     assert [s for s in stages if any(f"% {s}" in line for line in lines)] == stages
     assert lines[-1].endswith("100% done") and len(lines) <= len(stages) + 11
     assert any("ETA" in line for line in lines)
     assert probe(output).frames.shape == (3, 64, 64, 3)
     assert probe(compare).frames.shape == (3, 64, 128, 3)  # input | edit
+    webm = b"\x1aE\xdf\xa3"  # EBML magic
+    assert output.read_bytes()[:6] == b"GIF89a" and compare.read_bytes()[:4] == webm
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "compare.webm",
+        "edit.gif",
+        "edit.report.json",
+    ]  # nothing partial left
     # --report: the Edit Report's text on stdout, its JSON beside the video
     report = json.loads((tmp_path / "edit.report.json").read_text())
     assert report["frames"] == 3 and (report["width"], report["height"]) == (64, 64)

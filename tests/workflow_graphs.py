@@ -80,7 +80,7 @@ KNOBS = """### The knobs
 - **window** (Apply Temporal Attention): frames each frame sees (3). The trajectory attention follows optical flow over the whole clip."""
 
 MEMORY = """### Memory and time
-**cache_mode** (inversion): *store* keeps the preservation features in RAM (about 4 GB per 512 px frame at 50 steps); *recompute* keeps only the inverted latents and runs the source path next to the edit (about 1.5x the sampling time). *auto* picks store when it fits in 40% of free RAM. Both give the same video.
+**cache_mode** (inversion): *store* keeps the preservation features in RAM (about 4 GB per 512 px frame at 50 steps); *recompute* keeps only the inverted latents and runs the source path next to the edit (about 1.5x the sampling time). *auto* picks store when it fits in 40% of free RAM. Both give the same frames up to rounding (at most 1/255 per pixel value).
 
 Time and memory grow linearly with frames and steps."""
 

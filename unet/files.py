@@ -5,6 +5,9 @@ training command (which runs outside ComfyUI) share it.
 
 - Only safetensors files are read. ``.ckpt``/``.pt``/``.bin`` files are Python pickles, which can run
   code when loaded; they are refused with a message saying how to convert them.
+- `read_header` reads a file's tensor names, dtypes and shapes without loading it and checks that the
+  file is whole (a cut-short download is named as such); `check_sd15_checkpoint` judges a single-file
+  checkpoint from that header alone, before any loader opens it.
 - A UNet comes in one of two key layouts: ComfyUI/ldm (``input_blocks.0.0.weight``, as inside an SD1.5
   checkpoint under ``model.diffusion_model.``) or diffusers (``conv_in.weight``, as in a diffusers
   ``unet/`` folder). `describe_unet` reads the handful of keys that tell the model family apart in both.
@@ -16,6 +19,7 @@ training command (which runs outside ComfyUI) share it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,24 +43,93 @@ class UNetFileError(ValueError):
     """A weight file that cannot be used: the message names the file, what was found and what to do."""
 
 
+MAX_HEADER_BYTES = 100 * 2**20  # the safetensors format's own limit
+CHECKPOINT_PARTS = (("CLIP text encoder", "cond_stage_model."), ("VAE", "first_stage_model."))
+"""What a single-file SD checkpoint holds besides its UNet: (part, key prefix)."""
+DIT_FAMILIES = (("double_blocks.", "Flux"), ("joint_blocks.", "SD3"))
+"""Key prefixes of diffusion transformers (no UNet), with their family name for messages."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor as a safetensors header describes it (nothing loaded)."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def check_suffix(path: Path, name: str) -> None:
+    """Refuse what is not a .safetensors file by its name, before anything opens it (pickles can run
+    code when loaded)."""
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise UNetFileError(
+            f"{name}: only .safetensors files are loaded; {suffix} files are Python pickles, which can run "
+            "arbitrary code when opened: convert it to .safetensors once with a tool you trust (e.g. load it "
+            "with torch.load(..., weights_only=True) and write it with safetensors.torch.save_file), or get "
+            "the model's .safetensors release."
+        )
+    if suffix not in SAFE_SUFFIXES:
+        raise UNetFileError(
+            f"{name}: only .safetensors model files are loaded, not {suffix or 'this'} files."
+        )
+
+
+def read_header(path: Path, name: str | None = None) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """The tensors (name -> TensorInfo) and metadata of a safetensors file, read from its header only
+    (memory: the header, at most MAX_HEADER_BYTES). Raises UNetFileError, naming the file as `name`
+    (default: its file name), for other formats, a missing file, a file shorter than its header says (an
+    interrupted download or copy) and a file that is no safetensors file at all."""
+    path = Path(path)
+    name = name or path.name
+    check_suffix(path, name)
+    if not path.is_file():
+        raise UNetFileError(f"{name}: file not found")
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        prefix = file.read(8)
+        header_size = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+        raw = file.read(header_size) if 0 < header_size <= MAX_HEADER_BYTES else b""
+    if size == 0:
+        raise UNetFileError(f"{name}: the file is empty (0 bytes): download it again")
+    try:
+        if not raw:
+            raise ValueError("no header")
+        header = json.loads(raw)
+        metadata = {str(k): str(v) for k, v in (header.pop("__metadata__", None) or {}).items()}
+        tensors = {
+            key: TensorInfo(str(v["dtype"]), tuple(int(n) for n in v["shape"])) for key, v in header.items()
+        }
+        end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        if 8 <= size < 8 + header_size <= 8 + MAX_HEADER_BYTES:
+            raise UNetFileError(
+                f"{name}: the file is incomplete ({size} of at least {8 + header_size} bytes): download it again"
+            ) from None
+        raise UNetFileError(
+            f"{name} is not a safetensors file (its header is unreadable): it is corrupt or of another format; "
+            "download or export it again"
+        ) from None
+    expected = 8 + header_size + end
+    if size < expected:
+        raise UNetFileError(f"{name}: the file is incomplete ({size} of {expected} bytes): download it again")
+    if size > expected:
+        raise UNetFileError(
+            f"{name}: the file has {size} bytes where its header describes {expected}: it is corrupt; "
+            "download it again"
+        )
+    return tensors, metadata
+
+
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """All tensors of a safetensors file (on the CPU) and its metadata. Never unpickles: other formats
     are refused. A truncated or corrupt file raises UNetFileError naming the file. Memory: the file."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in PICKLE_SUFFIXES:
-        raise UNetFileError(
-            f"{path.name}: only .safetensors files are loaded. {suffix} files are Python pickles, which can "
-            "run arbitrary code when opened. Convert it once with a tool you trust (e.g. load it with "
-            "torch.load(..., weights_only=True) and write it with safetensors.torch.save_file), or get the "
-            ".safetensors release of the model."
-        )
-    if suffix not in SAFE_SUFFIXES:
-        raise UNetFileError(
-            f"{path.name}: only .safetensors UNet files are loaded, not {suffix or 'this'} files."
-        )
-    if not path.is_file():
-        raise UNetFileError(f"{path}: file not found")
+    read_header(path)
     try:
         with safetensors.safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
@@ -64,12 +137,35 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     except safetensors.SafetensorError as error:
         raise UNetFileError(
             f"{path.name} is not a readable safetensors file ({error}; {path.stat().st_size} bytes): it is "
-            "truncated or corrupt, e.g. an interrupted download or copy. Download or export it again."
+            "corrupt. Download or export it again."
         ) from error
     return tensors, metadata
 
 
-def unet_part(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def check_sd15_file(path: Path, name: str | None = None) -> dict[str, TensorInfo]:
+    """Raise UNetFileError unless `path` is a whole .safetensors file holding an SD1.5 UNet (UNet-only or
+    a full checkpoint), judged from its header alone (see `read_header`; messages name it as `name`).
+    Returns the header's tensors."""
+    name = name or Path(path).name
+    tensors, metadata = read_header(path, name)
+    check_sd15(describe_unet(unet_part(tensors), name), metadata, name)
+    return tensors
+
+
+def check_sd15_checkpoint(path: Path, name: str | None = None) -> None:
+    """`check_sd15_file`, and the file must be a full single-file checkpoint: UNet, CLIP text encoder
+    and VAE."""
+    name = name or Path(path).name
+    tensors = check_sd15_file(path, name)
+    missing = [part for part, prefix in CHECKPOINT_PARTS if not any(k.startswith(prefix) for k in tensors)]
+    if missing:
+        raise UNetFileError(
+            f"{name} holds no {' and no '.join(missing)}: it is not a full SD1.5 checkpoint (UNet, CLIP and "
+            "VAE in one file)."
+        )
+
+
+def unet_part(state_dict: Mapping[str, torch.Tensor | TensorInfo]) -> dict[str, torch.Tensor | TensorInfo]:
     """The UNet's entries without their prefix: a full SD checkpoint keeps them under
     ``model.diffusion_model.`` (its CLIP and VAE entries are dropped); a UNet-only file is returned as is."""
     inner = {k[len(LDM_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(LDM_PREFIX)}
@@ -135,8 +231,9 @@ _CONV_IN = ("input_blocks.0.0.weight", ("conv_in.weight",))
 _ADM = ("label_emb.0.0.weight", ("add_embedding.linear_1.weight", "class_embedding.linear_1.weight"))
 
 
-def describe_unet(state_dict: Mapping[str, torch.Tensor], name: str) -> UNetLayout:
-    """Read the architecture facts of a UNet state dict (prefix already removed, see `unet_part`).
+def describe_unet(state_dict: Mapping[str, torch.Tensor | TensorInfo], name: str) -> UNetLayout:
+    """Read the architecture facts of a UNet state dict (prefix already removed, see `unet_part`), or of
+    a header's TensorInfos (only shapes are read).
     Raises UNetFileError when the file holds no UNet at all (a LoRA, a text encoder, a DiT...)."""
     if _CONV_IN[0] in state_dict:
         layout, conv_in = "ldm", state_dict[_CONV_IN[0]]
@@ -146,6 +243,15 @@ def describe_unet(state_dict: Mapping[str, torch.Tensor], name: str) -> UNetLayo
         adm = next((state_dict[k] for k in _ADM[1] if k in state_dict), None)
     else:
         keys = sorted(state_dict)
+        family = next(
+            (family for prefix, family in DIT_FAMILIES if any(k.startswith(prefix) for k in keys)), ""
+        )
+        if family:
+            raise UNetFileError(
+                f"{name}: not an SD1.5 UNet. Found a {family} diffusion transformer ({len(keys)} tensors, keys "
+                f"like {keys[0]}). DiffFERV edits with SD1.5; load other models with ComfyUI's Load "
+                "Diffusion Model or Load Checkpoint nodes."
+            )
         if any("lora" in k for k in keys):
             what = "it holds LoRA weights: load it with a LoRA loader (after this node, on its MODEL)"
         else:

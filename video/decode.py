@@ -1,5 +1,6 @@
 """Reading clips: the frames picked from a video or animated image (PyAV, Pillow), their rate and the audio
-they cover, and fitting frames to a working size. No ComfyUI import.
+they cover, and fitting frames to a working size; checking a file and a size before the work starts
+(`probe_clip`, `size_problem`). No ComfyUI import.
 
 Frames are float tensors [N, H, W, C] in 0..1 (ComfyUI's IMAGE layout) on the CPU.
 """
@@ -18,6 +19,103 @@ from PIL import Image, ImageSequence
 
 from .frames import FrameHook
 
+ANIMATED_IMAGES = (".gif", ".webp")
+SIZE_MULTIPLE = 64
+"""Both sides of a working frame are multiples of this: the UNet downsamples the 1/8 latent three times."""
+MAX_SHORT_SIDE = 2048
+MAX_FRAME_CAP = 4096
+MIN_EDIT_FRAMES = 2
+"""A video edit (SWCFA, trajectories) needs at least this many frames."""
+
+
+class ClipError(ValueError):
+    """A video file that cannot be read: the message names the file, what was found and what to do."""
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """What `probe_clip` found: the first frame's size, the rate, and the frame count (None if not
+    counted)."""
+
+    width: int
+    height: int
+    fps: float
+    frames: int | None
+
+
+def probe_clip(path: Path, name: str | None = None, count_up_to: int = 0) -> ClipInfo:
+    """Open a video or animated image and decode its first frame (cheap: no other frame is decoded).
+    With `count_up_to` > 0 it also counts the frames, up to that many, from the container's frame
+    count or else by reading packets (no decoding). Raises ClipError naming the file as `name`
+    (default: its file name) when it is empty, unreadable or holds no frame."""
+    path = Path(path)
+    name = name or path.name
+    size = path.stat().st_size if path.is_file() else None
+    if size is None:
+        raise ClipError(f"{name}: file not found")
+    if size == 0:
+        raise ClipError(f"{name}: the file is empty (0 bytes): export or copy it again")
+    try:
+        if path.suffix.lower() in ANIMATED_IMAGES:
+            return _probe_animated_image(path, count_up_to)
+        return _probe_video(path, name, count_up_to)
+    except ClipError:
+        raise
+    except Exception as error:  # PyAV and Pillow raise many types for a file they cannot parse
+        reason = getattr(error, "strerror", None) or str(error)  # FFmpeg's reason without the path
+        raise ClipError(
+            f"{name} is not a readable video ({size} bytes; {reason}): check that it plays, or convert it "
+            "to mp4 (h264)"
+        ) from error
+
+
+def _probe_video(path: Path, name: str, count_up_to: int) -> ClipInfo:
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ClipError(f"{name} has no video stream (is it an audio file?): give a video file")
+        stream = container.streams.video[0]
+        first = next(container.decode(stream), None)
+        if first is None:
+            raise ClipError(f"{name} holds no video frame: export the video again")
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        listed = stream.frames
+    frames = None
+    if count_up_to > 0:
+        frames = min(listed, count_up_to) if listed else _count_packets(path, count_up_to)
+    return ClipInfo(first.width, first.height, fps, frames)
+
+
+def _count_packets(path: Path, up_to: int) -> int:
+    """Video packets (one frame each) in the file, up to `up_to`; reads, does not decode."""
+    count = 0
+    with av.open(str(path)) as container:
+        for packet in container.demux(container.streams.video[0]):
+            count += packet.size > 0
+            if count >= up_to:
+                break
+    return count
+
+
+def _probe_animated_image(path: Path, count_up_to: int) -> ClipInfo:
+    with Image.open(path) as image:
+        image.load()
+        frames = min(getattr(image, "n_frames", 1), count_up_to) if count_up_to > 0 else None
+        return ClipInfo(image.width, image.height, 1000.0 / (image.info.get("duration") or 40), frames)
+
+
+def size_problem(short_side: int, name: str = "short_side") -> str | None:
+    """Why `short_side` cannot be a working size (None when it can): it must be a multiple of
+    SIZE_MULTIPLE from SIZE_MULTIPLE to MAX_SHORT_SIDE. Nothing is rounded silently."""
+    if short_side < SIZE_MULTIPLE or short_side > MAX_SHORT_SIDE:
+        return f"{name} is {short_side}; use a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SHORT_SIDE}"
+    if short_side % SIZE_MULTIPLE:
+        below = short_side // SIZE_MULTIPLE * SIZE_MULTIPLE
+        return (
+            f"{name} is {short_side}, not a multiple of {SIZE_MULTIPLE} (the UNet halves the latent three "
+            f"times): use {below} or {below + SIZE_MULTIPLE}"
+        )
+    return None
+
 
 @dataclass
 class Clip:
@@ -27,30 +125,6 @@ class Clip:
     fps: float
     audio: dict | None
     source_frames: int  # frames decoded from the file (before picking)
-
-
-@dataclass(frozen=True)
-class ClipInfo:
-    """What a clip file holds, read from its headers (nothing decoded where the container says it)."""
-
-    frames: int
-    height: int
-    width: int
-
-
-def probe_clip(path: Path) -> ClipInfo:
-    """Frame count and size of a video or animated image. Video frames are counted from the stream's
-    header, or by demuxing (not decoding) its packets when the header has no count."""
-    if path.suffix.lower() in (".gif", ".webp"):
-        with Image.open(path) as image:
-            return ClipInfo(int(getattr(image, "n_frames", 1)), image.height, image.width)
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ValueError(f"{path.name} has no video stream")
-        stream = container.streams.video[0]
-        height, width = stream.codec_context.height, stream.codec_context.width
-        frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
-    return ClipInfo(int(frames), int(height), int(width))
 
 
 def picked_frames(available: int, max_frames: int, skip_first: int = 0, every_nth: int = 1) -> int:
@@ -71,7 +145,7 @@ def read_clip(
     `max_frames` of them (0 = no cap). Decoding stops once the cap is reached, so memory is
     O(kept frames). The returned fps is the source rate / every_nth; the audio covers the kept span.
     """
-    if path.suffix.lower() in (".gif", ".webp"):
+    if path.suffix.lower() in ANIMATED_IMAGES:
         return _read_animated_image(path, max_frames, skip_first, every_nth, on_frame)
     kept: list[np.ndarray] = []
     with av.open(str(path)) as container:
@@ -151,11 +225,13 @@ def _read_audio(path: Path, start: float, end: float) -> dict | None:
 def fit_frames(frames: torch.Tensor, short_side: int, multiple: int, mode: str) -> torch.Tensor:
     """Resize IMAGE frames [N, H, W, C] so both sides are multiples of `multiple`.
 
-    mode "crop": scale (aspect kept) so the short side is `short_side` rounded to `multiple`, then trim
-    the long side's edges (under `multiple` pixels) to a multiple. "stretch": scale each side to the
-    multiple nearest its proportional size (aspect changes by under half a multiple).
+    mode "crop": scale (aspect kept) so the short side is `short_side` (a multiple of `multiple`, else
+    ValueError), then trim the long side's edges (under `multiple` pixels) to a multiple. "stretch": scale
+    each side to the multiple nearest its proportional size (aspect changes by under half a multiple).
     Antialiased area-like downscaling (bilinear + antialias); memory O(frames).
     """
+    if short_side < multiple or short_side % multiple:
+        raise ValueError(f"short_side {short_side} is not a positive multiple of {multiple}")
     _, height, width, _ = frames.shape
     (new_h, new_w), (crop_h, crop_w) = _fit(height, width, short_side, multiple, mode)
     resized = _resize(frames, new_h, new_w)
@@ -170,7 +246,7 @@ def fitted_size(height: int, width: int, short_side: int, multiple: int, mode: s
 
 def _fit(height, width, short_side, multiple, mode) -> tuple[tuple[int, int], tuple[int, int]]:
     """(resized size, final size after the crop) of `fit_frames`."""
-    short = max(multiple, round(short_side / multiple) * multiple)
+    short = short_side
     scale = short / min(height, width)
     if mode == "stretch":
         new_h = max(multiple, round(height * scale / multiple) * multiple)

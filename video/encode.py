@@ -37,6 +37,12 @@ FORMATS: dict[str, VideoFormat] = {
 }
 
 
+def format_of(path: Path) -> str | None:
+    """The FORMATS entry whose extension `path` has (case-insensitive), or None."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return next((name for name, spec in FORMATS.items() if spec.extension == suffix), None)
+
+
 def to_uint8_rgb(frames: torch.Tensor) -> np.ndarray:
     """IMAGE [N, H, W, C] float (C = 1, 3 or 4) -> uint8 RGB array [N, H, W, 3]; alpha is dropped."""
     if frames.shape[-1] == 1:

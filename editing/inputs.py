@@ -1,0 +1,43 @@
+"""The valid ranges of the editing settings and what a prompt must be, shared by the nodes (their input
+limits and validation) and the `edit` command (its flags), so both refuse the same values with the same
+words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .token_alignment import trailing_run_start
+
+STEPS = (2, 1000)
+"""DDIM steps of the inversion (the sampler uses the same schedule); the paper uses 50."""
+TAU_APP = (0.0, 1.0)
+"""Share of the sampling during which the appearance features are injected."""
+GUIDANCE = (1.0, 30.0)
+"""Classifier-free guidance scale of the editing sampler; the paper uses 5."""
+MAX_PROMPT_TOKENS = 75
+"""Text tokens in one CLIP chunk (77 with the start and end tokens)."""
+
+
+def text_tokens(chunks: Sequence[Sequence[int]]) -> int:
+    """Text tokens of a tokenized prompt: its chunks of token ids (each: start token, text, end token
+    repeated as padding) without the start and end/padding tokens."""
+    return sum(max(trailing_run_start(chunk) - 1, 0) for chunk in chunks)
+
+
+def prompt_problem(name: str, text: str, chunks: Sequence[Sequence[int]] | None = None) -> str | None:
+    """Why a prompt cannot drive the edit (None when it can): it is empty, or its tokens (`chunks`, as
+    the SD1.5 tokenizer gives them; not checked when None) fill more than one CLIP chunk, which the
+    prompt-to-prompt alignment of the edit and source words cannot handle."""
+    if not text.strip():
+        return (
+            f"{name} is empty: DiffFERV needs a source prompt (what the video shows) and an edit prompt (the "
+            "same words with the change), e.g. 'a photo of a woman' -> 'a photo of an old woman'"
+        )
+    if chunks is not None and len(chunks) > 1:
+        count = text_tokens(chunks)
+        return (
+            f"{name} is {count} tokens long; the edit aligns the words of its prompts within one CLIP chunk "
+            f"of {MAX_PROMPT_TOKENS} tokens: shorten it by at least {max(count - MAX_PROMPT_TOKENS, 1)} tokens"
+        )
+    return None

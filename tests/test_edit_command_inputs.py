@@ -1,0 +1,210 @@
+"""The `edit` command on bad input: every case of issue 12's table ends in one sentence in the
+command's terms (its flags, the user's own path), exit status 2, no traceback and no output file, and
+files and values are refused before ComfyUI runs a node. Refusals that come before ComfyUI starts run the
+command's `main` in this process (what `python <pack> edit` calls); the others run the command as a user
+does."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import pickle
+import re
+import subprocess
+import sys
+
+import pytest
+import safetensors.torch
+import torch
+from comfy_harness import build_unet
+from comfyui_diffferv.headless.edit_command import main as edit_main
+from comfyui_diffferv.video.encode import FORMATS, write_video
+from conftest import ROOT
+from specialize_fixtures import other_family_unet
+
+
+def run_edit(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT), "edit", *arguments], capture_output=True, text=True, cwd=ROOT
+    )
+
+
+def refused(tmp_path, *arguments: str, in_process: bool = True) -> str:
+    """Run `edit` with `arguments` (and --output in tmp_path unless given): it must refuse with one
+    'edit: ...' sentence, status 2, no traceback, and write nothing. Returns the sentence."""
+    if "--output" not in arguments:
+        arguments = (*arguments, "--output", str(tmp_path / "edit.mp4"))
+    before = set(tmp_path.iterdir())
+    if in_process:
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            status = edit_main(list(arguments))
+        stderr = stderr.getvalue()
+    else:
+        result = run_edit(*arguments)
+        status, stderr = result.returncode, result.stderr
+    said = [line for line in stderr.splitlines() if line.startswith("edit:")]
+    assert status == 2, stderr[-3000:]
+    assert len(said) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert set(tmp_path.iterdir()) == before  # no output, no partial file
+    return said[0]
+
+
+@pytest.mark.parametrize(
+    "flag, value, sentence",
+    [
+        ("--tau-app", "1.5", "--tau-app is 1.5; use a value from 0 to 1 (0.9 for texture edits, 0.7 for shape edits)"),
+        ("--guidance", "0", "--guidance is 0; use a value from 1 to 30 (5 is the paper's)"),
+        ("--steps", "0", "--steps is 0; use a value from 2 to 1000 (50 is the paper's; 10 for a first try)"),
+        ("--size", "0", "--size is 0; use a multiple of 64 from 64 to 2048"),
+        ("--size", "100", "--size is 100, not a multiple of 64 (the UNet halves the latent three times): use 64 or 128"),
+        ("--frames", "-1", "--frames is -1; a video edit needs 0 (all frames) or 2 to 4096 frames"),
+        ("--edit", "", "--edit is empty: DiffFERV needs a source prompt (what the video shows) and an edit prompt"),
+        ("--steps", "many", "argument --steps: invalid int value: 'many' (see edit --help)"),
+    ],
+)  # fmt: skip
+def test_a_value_outside_its_range_is_refused_in_flag_terms(tmp_path, sd15_checkpoint, flag, value, sentence):
+    said = refused(tmp_path, "--checkpoint", str(sd15_checkpoint), flag, value)
+    assert said.startswith(f"edit: {sentence}"), said
+
+
+def test_an_output_extension_it_cannot_write_is_refused(tmp_path, sd15_checkpoint):
+    said = refused(tmp_path, "--checkpoint", str(sd15_checkpoint), "--output", str(tmp_path / "edit.avi"))
+    assert (
+        said
+        == f"edit: --output: {tmp_path / 'edit.avi'} has no video extension it can write: end it in .mp4, .webm, .gif, .webp"
+    )
+
+
+@pytest.mark.parametrize("content", ["text", "empty", "one frame"])
+def test_a_video_it_cannot_edit_is_refused_with_the_users_path(tmp_path, sd15_checkpoint, content):
+    video = tmp_path / "clips" / "face.mp4"
+    video.parent.mkdir()
+    if content == "text":
+        video.write_text("a text file, renamed")
+    elif content == "empty":
+        video.write_bytes(b"")
+    else:
+        write_video(video, torch.rand(1, 64, 64, 3), 25.0, FORMATS["mp4 (h264)"], 60)
+    said = refused(tmp_path, "--checkpoint", str(sd15_checkpoint), "--video", str(video), in_process=False)
+    expected = {
+        "text": f"edit: --video: {video} is not a readable video (20 bytes; Invalid data found when processing "
+        "input): check that it plays, or convert it to mp4 (h264)",
+        "empty": f"edit: --video: {video}: the file is empty (0 bytes): export or copy it again",
+        "one frame": f"edit: --video: {video} holds 1 frame; a video edit needs at least 2",
+    }
+    assert said == expected[content]
+
+
+class Touch:
+    """A pickle payload with a visible side effect: unpickling it creates a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def full_checkpoint(unet: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A single-file checkpoint layout around a UNet state dict (its CLIP and VAE parts are stand-ins:
+    the checks read the file's header only)."""
+    return {
+        **{"model.diffusion_model." + k: v.contiguous() for k, v in unet.items()},
+        "cond_stage_model.transformer.text_model.final_layer_norm.weight": torch.ones(8),
+        "first_stage_model.decoder.conv_out.weight": torch.ones(3, 8, 3, 3),
+    }
+
+
+def test_model_files_it_cannot_use_are_refused_before_any_loader_opens_them(tmp_path, sd15_checkpoint, comfy):
+    marker = tmp_path / "unpickled"
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "model.ckpt").write_bytes(pickle.dumps(Touch(marker)))
+    with sd15_checkpoint.open("rb") as whole:
+        (models / "cut.safetensors").write_bytes(whole.read(10_000_000))
+    size = sd15_checkpoint.stat().st_size
+    for family in ("sd2", "sdxl"):
+        safetensors.torch.save_file(
+            full_checkpoint(other_family_unet(family, "ldm")), str(models / f"{family}.safetensors")
+        )
+    flux = {"double_blocks.0.img_attn.qkv.weight": torch.zeros(6, 2), "img_in.weight": torch.zeros(2, 4)}
+    safetensors.torch.save_file(full_checkpoint(flux), str(models / "flux.safetensors"))
+    unet = build_unet(seed=3).model.diffusion_model.state_dict()
+    safetensors.torch.save_file(
+        {"model.diffusion_model." + k: v for k, v in unet.items()}, str(models / "unet_only.safetensors")
+    )
+    expected = {
+        "model.ckpt": "only .safetensors files are loaded; .ckpt files are Python pickles, which can run "
+        "arbitrary code when opened: convert it to .safetensors",
+        "cut.safetensors": f"the file is incomplete (10000000 of {size} bytes): download it again",
+        "sd2.safetensors": "not an SD1.5 UNet. Found ldm key layout, 32 base channels, 4 input channels, 1024-d "
+        "context, linear proj_in. This looks like an SD2.x UNet.",
+        "sdxl.safetensors": "not an SD1.5 UNet. Found ldm key layout, 32 base channels, 4 input channels, 2048-d "
+        "context, pooled/size embedding of 2816 inputs, linear proj_in. This looks like an SDXL UNet.",
+        "flux.safetensors": "not an SD1.5 UNet. Found a Flux diffusion transformer",
+        "unet_only.safetensors": "holds no CLIP text encoder and no VAE: it is not a full SD1.5 checkpoint (UNet, "
+        "CLIP and VAE in one file). Give a UNet-only file with --unet.",
+    }
+    for name, words in expected.items():
+        said = refused(tmp_path, "--checkpoint", str(models / name), "--frames", "2")
+        assert said.startswith(f"edit: --checkpoint: {models / name}") and words in said, said
+    said = refused(tmp_path, "--checkpoint", str(sd15_checkpoint), "--unet", str(models / "model.ckpt"))
+    assert said.startswith(f"edit: --unet: {models / 'model.ckpt'}: only .safetensors files are loaded")
+    assert not marker.exists()
+
+
+def test_a_prompt_over_one_clip_chunk_is_refused_before_any_node_runs(tmp_path, sd15_checkpoint):
+    """The prompt length needs the tokenizer: ComfyUI's validator checks it before any node runs (no
+    progress line), and its sentences come back in flag terms, one per prompt."""
+    output = tmp_path / "edit.mp4"
+    arguments = ("--checkpoint", str(sd15_checkpoint), "--output", str(output))
+    result = run_edit(*arguments, "--source", "woman " * 80, "--edit", "an old woman " * 30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    said = [line for line in result.stderr.splitlines() if line.strip()]
+    assert said[0].startswith("starting ComfyUI") and len(said) == 3, said
+    assert said[1].startswith("edit: --source is 80 tokens long; the edit aligns the words of its prompts")
+    assert said[2].startswith("edit: --edit is 90 tokens long;")
+    assert not output.exists()
+
+
+def test_help_documents_every_option_with_its_range():
+    result = run_edit("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    options = re.findall(r"\[(--[a-z-]+)", result.stdout.split("\n\n")[0])
+    assert len(options) == 18
+    for option in options:
+        described = re.search(
+            rf" {option}(?: [A-Z]+| \{{[a-z,]+\}})? (.+?)(?= --[a-z]|$)", text.split("options:")[1]
+        )
+        assert described and len(described.group(1)) > 20, option
+        if option in ("--tau-app", "--guidance", "--steps", "--frames", "--size"):
+            assert re.match(r"(0 or )?\d+ to \d+", described.group(1)), (option, described.group(1))
+    assert "(default: None)" not in text
+    for numbers in ("0 to 1", "1 to 30", "2 to 1000", "0 or 2 to 4096", "64 to 2048, a multiple of 64"):
+        assert numbers in text
+
+
+@pytest.mark.slow
+def test_a_failure_while_running_is_one_sentence_and_leaves_no_output(tmp_path, sd15_checkpoint):
+    """A UNet file whose header is fine but whose weights hold NaN passes the checks before the run and
+    fails in Load Specialized UNet: one sentence naming the node and the user's file, status 1, no
+    traceback (--verbose shows it), no output file."""
+    weights = build_unet(seed=4).model.diffusion_model.state_dict()
+    weights["middle_block.1.proj_out.weight"][0, 0] = float("nan")
+    unet = tmp_path / "diverged.safetensors"
+    safetensors.torch.save_file(weights, str(unet))
+    output = tmp_path / "edit.mp4"
+    result = run_edit(
+        "--checkpoint", str(sd15_checkpoint), "--unet", str(unet), "--frames", "2", "--size", "64",
+        "--steps", "2", "--output", str(output),
+    )  # fmt: skip
+    said = [line for line in result.stderr.splitlines() if line.startswith("edit:")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert said == [
+        f"edit: Load Specialized UNet (DiffFERV): {unet}: 1 tensors hold NaN or infinite values (e.g. "
+        "middle_block.1.proj_out.weight): the file is corrupt or training diverged. Use an earlier checkpoint. "
+        "(run with --verbose for the traceback)"
+    ]
+    assert sorted(tmp_path.iterdir()) == [unet]
