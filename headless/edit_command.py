@@ -369,7 +369,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         metavar="N",
         type=int,
         default=4,
-        help="0 to --window - 1: frames neighbouring windows share and blend (default: 4)",
+        help="0 to 15 with the default window, always less than the window: frames neighbouring windows "
+        "share and blend; more overlap, smoother seams, more UNet work (default: 4)",
     )
     add(
         "--size",
