@@ -200,6 +200,8 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
     # --report: the Edit Report's text on stdout, its JSON beside the video
     report = json.loads((tmp_path / "edit.report.json").read_text())
     assert report["frames"] == 3 and (report["width"], report["height"]) == (64, 64)
-    assert result.stdout.startswith("Edit report: 3 frames, 64x64")
+    assert result.stdout.split("100% done\n", 1)[1].startswith(
+        "Edit report: 3 frames, 64x64"
+    )  # after the run
     assert f"PSNR {report['clip']['psnr_db']:.2f} dB" in result.stdout
     assert report["notes"]["flow"].endswith("from the trajectories")
