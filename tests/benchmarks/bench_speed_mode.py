@@ -34,10 +34,10 @@ SOURCE, EDIT = "a photo of a woman", "a photo of an old woman"
 
 def edit_clip(comfy, parts, frames, steps):
     """frames IMAGE -> (edited IMAGE, UNet batch sizes): trajectories, encode, invert, sample, decode."""
-    from comfy_harness import unet_batches
+    from comfy_harness import unet_calls
 
     model, clip, vae = parts
-    with unet_batches(model) as batches:
+    with unet_calls(model) as calls:
         (trajectories, _), _ = comfy.run_node(
             "DiffFERV_ComputeFlowTrajectories", frames=frames, backend="dis", consistency_threshold=1.0,
             flow_model="none", preview_grid="1/16",
@@ -52,7 +52,7 @@ def edit_clip(comfy, parts, frames, steps):
             negative_prompt="", guidance=5.0, tau_app=0.9, inject_motion=True, inject_semantic=True,
         )  # fmt: skip
         (images,), _ = comfy.run_node("VAEDecode", samples=edited, vae=vae)
-    return images, list(batches)
+    return images, [batch for batch, _ in calls]
 
 
 def main() -> None:
