@@ -67,11 +67,16 @@ def init_random(module: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def build_unet(
-    seed: int = 0, tiny: bool = True, output_scale: float = 1.0, dtype: torch.dtype = torch.float32
+    seed: int = 0,
+    tiny: bool = True,
+    output_scale: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+    channels: int | None = None,
 ):
     """An SD1.5 UNet (ComfyUI BaseModel in a ModelPatcher) with random weights: `tiny` keeps the block
     layout, the 16 self-attention blocks and their patch keys, the 768-d context, with few channels;
-    `dtype` is its weights' and inference dtype (fp16 for GPU benchmarks).
+    `dtype` is its weights' and inference dtype (fp16 for GPU benchmarks); `channels` overrides the base
+    channel count (another layout).
 
     output_scale multiplies the last convolution. DDIM inversion is only as reversible as the model's
     eps is smooth in its input; a random UNet's eps has so large a Jacobian that inverting and
@@ -82,6 +87,8 @@ def build_unet(
     import comfy.supported_models
 
     unet_config = sd15_unet_config(**(TINY_UNET if tiny else {}), dtype=dtype)
+    if channels is not None:
+        unet_config["model_channels"] = channels
     model_config = comfy.supported_models.SD15(unet_config)
     model_config.set_inference_dtype(dtype, None)
     model = model_config.get_model({})

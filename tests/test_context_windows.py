@@ -46,14 +46,16 @@ def load_clip(comfy, tiny_sd15, video: str, frames: int, seed: int = 5) -> Clip:
         preview_grid="1/16",
     )
     (latent,), _ = comfy.run_node("VAEEncode", pixels=images, vae=tiny_sd15.vae)
-    (model,), _ = comfy.run_node(
-        "DiffFERV_ApplyTemporalAttention",
-        model=build_unet(seed=seed, output_scale=0.02),
-        trajectories=trajectories,
-        window=3,
-        **SWITCHES,
-    )
+    model = temporal(comfy, build_unet(seed=seed, output_scale=0.02), trajectories)
     return Clip(images, trajectories, latent, model, tiny_sd15.clip)
+
+
+def temporal(comfy, unet, trajectories):
+    """`unet` through Apply Temporal Attention (DiffFERV): window 3, SWCFA and TTA everywhere."""
+    (model,), _ = comfy.run_node(
+        "DiffFERV_ApplyTemporalAttention", model=unet, trajectories=trajectories, window=3, **SWITCHES
+    )
+    return model
 
 
 @pytest.fixture(scope="module")
