@@ -39,8 +39,16 @@ class SelectKeyframes(io.ComfyNode):
                 ),
             ],
             outputs=[
-                io.Image.Output("keyframe_images", display_name="keyframes"),
-                Keyframes.Output("keyframe_set", display_name="keyframe set"),
+                io.Image.Output(
+                    "keyframe_images",
+                    display_name="keyframes",
+                    tooltip="The keyframes, in order: give them to Compute Flow Trajectories and VAE Encode.",
+                ),
+                Keyframes.Output(
+                    "keyframe_set",
+                    display_name="keyframe set",
+                    tooltip="Which frames are keyframes, for Propagate Keyframe Edit.",
+                ),
             ],
         )
 
@@ -88,7 +96,13 @@ class PropagateKeyframeEdit(io.ComfyNode):
                     "0 turns the check off.",
                 ),
             ],
-            outputs=[io.Image.Output("frames", display_name="frames")],
+            outputs=[
+                io.Image.Output(
+                    "frames",
+                    display_name="frames",
+                    tooltip="The whole edited clip (as many frames as the source): to Video Combine.",
+                )
+            ],
         )
 
     @classmethod
