@@ -104,7 +104,7 @@ def long_clip_prompt(**overrides) -> dict:
 
 def test_the_edit_plan_of_the_long_clip():
     prompt = long_clip_prompt(window=16, overlap=4)
-    plan, lines = plan_run(prompt, WORKFLOWS / "media" / "talking_face_long.mp4", free_ram=2**40)
+    plan, lines, _ = plan_run(prompt, WORKFLOWS / "media" / "talking_face_long.mp4", free_ram=2**40)
     assert plan.frames == 121 and len(plan.windows) == 10 and plan.largest_batch == 48
     assert plan.inversion_calls == 500 and plan.sampling_calls == 500
     text = "\n".join(lines)
@@ -115,11 +115,11 @@ def test_the_edit_plan_of_the_long_clip():
     assert "10 windows of up to 16 frames: 0-15, 12-27, 24-39, 36-51, ... (10 in all)" in text
     assert "largest UNet batch 48 frames" in text
     # auto: the store cache of 121 windowed 512 px frames fits in no RAM here
-    auto, _ = plan_run(
+    auto, *_ = plan_run(
         long_clip_prompt(cache_mode="auto"), WORKFLOWS / "media" / "talking_face_long.mp4", 2**36
     )
     assert auto.sampling_chunks == 3
-    small, lines = plan_run(
+    small, lines, _ = plan_run(
         long_clip_prompt(cache_mode="auto", frames=8, size=64, steps=2),
         ROOT / "workflows" / "media" / "talking_face_long.mp4",
         2**36,
@@ -205,3 +205,25 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
     )  # after the run
     assert f"PSNR {report['clip']['psnr_db']:.2f} dB" in result.stdout
     assert report["notes"]["flow"].endswith("from the trajectories")
+
+
+@pytest.mark.slow
+def test_edit_keyframe_every_runs_speed_mode_end_to_end(sd15_checkpoint, tmp_path):
+    """`edit --keyframe-every 2` on 5 frames of the demo clip (the real SD1.5 architecture, random weights,
+    64 px, 2 steps): the speed-mode workflow edits keyframes 0, 2 and 4 in context windows of 2 and
+    propagates their edit to frames 1 and 3; the plan says so and the output has every frame."""
+    output = tmp_path / "speed.mp4"
+    result = run_edit(
+        "--checkpoint", str(sd15_checkpoint), "--frames", "5", "--size", "64", "--steps", "2",
+        "--window", "2", "--overlap", "1", "--keyframe-every", "2", "--output", str(output),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    plan = result.stdout.split("\n[", 1)[0]
+    assert "5 frames at 64x64, 2 + 2 DDIM steps" in plan
+    assert (
+        "speed mode: 3 keyframes (one every 2 frames, and the last) go through the UNet, the other 2" in plan
+    )
+    assert "2 windows of up to 2 frames: 0-1, 1-2" in plan  # windows over the 3 keyframes
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert any("% propagate" in line for line in lines) and lines[-1].endswith("100% done")
+    assert probe(output).frames.shape == (5, 64, 64, 3)
