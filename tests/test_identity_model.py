@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 import torch
 from comfy_harness import build_unet, unet_calls
-from test_context_windows import WINDOW, diffferv_windows, edit, invert, load_clip, temporal
+from test_context_windows import SWITCHES, WINDOW, diffferv_windows, edit, invert, load_clip, temporal
 
 FRAMES, STEPS = 8, 3
 TOLERANCE = 2e-3  # store (fp16 q, k and maps) vs recompute (fp32), as in test_context_windows
@@ -129,3 +129,22 @@ def test_identity_model_under_context_windows(comfy, clip, identity):
     modes, from_own = largest(from_store, from_recompute), largest(from_recompute, own)
     print(f"\nidentity model in windows: store vs recompute {modes:.2e}, vs own features {from_own:.2e}")
     assert modes < TOLERANCE and from_own > 20 * TOLERANCE
+
+
+def test_models_that_do_not_fit_otherwise_are_refused(comfy, clip, identity):
+    """Another noise schedule (zero terminal SNR on the edit model), and temporal attention on blocks
+    where the identity model has none (its 8x8 level off), cannot take the identity's features."""
+    inversion, _ = invert(comfy, clip, identity, "store", steps=1)
+    (zsnr,), _ = comfy.run_node("ModelSamplingDiscrete", model=clip.model, sampling="eps", zsnr=True)
+    with pytest.raises(ValueError, match="model: its noise schedule differs from the inversion's model's"):
+        edit(comfy, clip, zsnr, inversion)
+    switches = {**SWITCHES, "swcfa_8": False, "tta_8": False}
+    (coarse_off,), _ = comfy.run_node(
+        "DiffFERV_ApplyTemporalAttention", model=unet(9), trajectories=clip.trajectories, window=3, **switches
+    )
+    inversion, _ = invert(comfy, clip, coarse_off, "store", steps=1)
+    with pytest.raises(
+        ValueError,
+        match=r"self-attention blocks \[\('middle', 0\)\] that the inversion's model .* leaves plain",
+    ):
+        edit(comfy, clip, clip.model, inversion)
