@@ -21,6 +21,7 @@ RULES = {
     "attention": ("flow",),
     "editing": ("attention", "flow"),
     "video": (),
+    "masks": ("flow",),
     "unet": (),
     "specialize": ("unet.files", "headless.host"),
     "headless": ("editing.inputs", "video", "unet.files"),
