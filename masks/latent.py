@@ -34,7 +34,7 @@ def feather(masks: torch.Tensor, radius_px: float) -> torch.Tensor:
     if radius_px <= 0:
         return masks
     sigma = radius_px / 2.0
-    size = 2 * int(round(3 * sigma)) + 1
+    size = 2 * round(3 * sigma) + 1
     blurred = kornia.filters.gaussian_blur2d(
         masks[:, None].float(), (size, size), (sigma, sigma), border_type="replicate"
     )

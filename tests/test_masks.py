@@ -157,7 +157,9 @@ def test_track_follows_the_face_through_missed_detections_and_smooths_jitter():
     assert track.present.all()
     assert list(track.state[4:6]) == [CARRIED, CARRIED] and track.state[6] == DETECTED
     errors = np.array([np.abs(track.landmarks[t] - truth[t]).mean() for t in range(frames)])
-    raw = np.array([np.abs(d.landmarks[0] - truth[t]).mean() for t, d in enumerate(detections) if len(d.boxes)])
+    raw = np.array(
+        [np.abs(d.landmarks[0] - truth[t]).mean() for t, d in enumerate(detections) if len(d.boxes)]
+    )
     assert errors[1:].mean() < 0.8 * raw.mean()  # fused with the flow: less jitter than the detector
 
 
