@@ -20,8 +20,9 @@ FrameHook = Callable[[int], None]
 
 
 def frame_faces(models: FaceModels, frame: np.ndarray) -> FrameFaces:
-    """Every face of one uint8 RGB frame [H, W, 3] with its 68 landmarks."""
-    faces = models.detect(frame)
+    """Every face of one uint8 RGB frame [H, W, 3] with its 68 landmarks, small ones beside large ones
+    (the face to edit need not be the largest)."""
+    faces = models.detect(frame, all_sizes=True)
     if not faces:
         return FrameFaces.none()
     boxes = np.array([(f.left, f.top, f.right, f.bottom) for f in faces], np.float32)

@@ -21,13 +21,13 @@ RULES = {
     "attention": ("flow",),
     "editing": ("attention", "flow"),
     "video": (),
-    "masks": ("flow",),
+    "masks": ("flow", "faces"),
     "unet": (),
     "specialize": ("unet.files", "headless.host"),
     "headless": ("editing.inputs", "video", "unet.files"),
     "faces": (),
     "metrics": ("flow", "faces"),
-    "nodes": ("attention", "editing", "flow", "video", "unet", "metrics", "faces"),
+    "nodes": ("attention", "editing", "flow", "video", "unet", "metrics", "faces", "masks"),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""
 
