@@ -12,7 +12,7 @@ from ..masks.face_mask import face_masks
 from ..masks.preview import mask_preview
 from ..masks.regions import REGIONS
 from ..masks.tracking import PICK_RULES
-from .common import CATEGORY, PREFIX, progress
+from .common import CATEGORY, PREFIX, input_problem, progress
 
 
 class FaceMask(io.ComfyNode):
@@ -70,9 +70,11 @@ class FaceMask(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, region) -> bool | str:
-        """The face models are installed (one input named: **kwargs would make ComfyUI skip the min/max
-        checks of all inputs)."""
+    def validate_inputs(cls, region, pick) -> bool | str:
+        """The choices are known ones and the face models are installed."""
+        problem = input_problem(cls, region=region, pick=pick)
+        if problem:
+            return problem
         try:
             face_models()
         except FaceModelsMissingError as missing:
