@@ -1,0 +1,66 @@
+"""Edits confined to a mask: Preservation Inject Sampler's mask input inside a real ComfyUI, tiny random
+SD1.5-shaped model, the demo clip's frames (the set-up of tests/test_editing.py), both cache modes."""
+
+import pytest
+import torch
+from test_editing import FRAMES, SOURCE, clip, edit, invert  # noqa: F401  (clip: the module's fixture)
+
+EDIT = "a photo of an old man with glasses"
+STEPS = 4
+
+
+def half_mask(frames: int = 1, size: int = 64) -> torch.Tensor:
+    """1 on the left half of the frame (where the edit may act), 0 on the right."""
+    mask = torch.zeros(frames, size, size)
+    mask[:, :, : size // 2] = 1
+    return mask
+
+
+@pytest.fixture(scope="module", params=["store", "recompute"])
+def edits(request, comfy, clip) -> dict:  # noqa: F811
+    """The sampler's outputs, per cache mode: masked (hard edge and feathered), masked with the source
+    prompt, one mask per frame, and the unmasked reconstruction."""
+    inversion = invert(comfy, clip, request.param, steps=STEPS)[0]
+    per_frame = half_mask(FRAMES)
+    per_frame[1:] = 0  # only the first frame may change
+    return {
+        "mode": request.param,
+        "inversion": inversion,
+        "masked": edit(comfy, clip, inversion, EDIT, mask=half_mask(), mask_feather_px=0),
+        "feathered": edit(comfy, clip, inversion, EDIT, mask=half_mask(), mask_feather_px=16),
+        "masked_source_prompt": edit(comfy, clip, inversion, SOURCE, mask=half_mask(), mask_feather_px=0),
+        "per_frame": edit(comfy, clip, inversion, EDIT, mask=per_frame, mask_feather_px=0),
+        "reconstruction": edit(comfy, clip, inversion, SOURCE),
+    }
+
+
+def test_outside_the_mask_the_output_is_the_source_and_inside_the_prompt_acts(clip, edits):  # noqa: F811
+    source = clip.latent["samples"]
+    masked = edits["masked"]
+    outside = (masked - source)[..., 4:].abs().max()
+    reconstruction = (edits["reconstruction"] - source)[..., 4:].abs().mean()
+    prompt_effect = (masked - edits["masked_source_prompt"])[..., :4].abs().mean()
+    print(
+        f"\n{edits['mode']}: outside the mask max |masked edit - source latent| {outside:.2e} (unmasked "
+        f"reconstruction there: mean |error| {reconstruction:.4f}); inside, mean |edit - same-prompt edit| "
+        f"{prompt_effect:.4f} (|latent| {source.abs().mean():.4f})"
+    )
+    assert outside < 1e-5  # the source latent itself, up to the model-space scaling's rounding
+    assert prompt_effect > 0.05
+
+
+def test_one_mask_per_frame_and_a_feathered_edge(clip, edits):  # noqa: F811
+    source = clip.latent["samples"]
+    per_frame = edits["per_frame"]
+    assert (per_frame[1:] - source[1:]).abs().max() < 1e-5 and (per_frame[0] - source[0]).abs().max() > 0.05
+    soft = edits["feathered"] - source
+    # the feather lets the edit reach the first cell of the kept side, fading; it stops before the far edge
+    assert soft[..., 4].abs().mean() > 1e-3 and (edits["masked"] - source)[..., 4].abs().max() < 1e-5
+    assert soft[..., 7].abs().max() < 1e-5
+
+
+def test_a_mask_that_does_not_fit_is_refused_by_name(comfy, clip, edits):  # noqa: F811
+    with pytest.raises(Exception, match=r"mask: 2 masks for a clip of 6 frames"):
+        edit(comfy, clip, edits["inversion"], EDIT, mask=half_mask(2))
+    with pytest.raises(Exception, match=r"mask: the mask is 32x32 px and the frames are 64x64"):
+        edit(comfy, clip, edits["inversion"], EDIT, mask=half_mask(1, 32))
