@@ -64,3 +64,44 @@ def test_a_mask_that_does_not_fit_is_refused_by_name(comfy, clip, edits):  # noq
         edit(comfy, clip, edits["inversion"], EDIT, mask=half_mask(2))
     with pytest.raises(Exception, match=r"mask: the mask is 32x32 px and the frames are 64x64"):
         edit(comfy, clip, edits["inversion"], EDIT, mask=half_mask(1, 32))
+
+
+def two_face_clip(frames: int) -> torch.Tensor:
+    """128x256: the demo clip's talking face on the left, the astronaut's face (tests/assets) drifting right
+    by 1 px a frame on the right."""
+    import numpy as np
+    from comfyui_diffferv.video.decode import read_clip
+    from conftest import DEMO_CLIP, ROOT
+    from PIL import Image
+
+    def area(image: torch.Tensor) -> torch.Tensor:  # [..., H, W, 3] -> 128x128
+        return torch.nn.functional.interpolate(image.movedim(-1, -3), size=(128, 128), mode="area").movedim(-3, -1)
+
+    portrait = np.array(Image.open(ROOT / "tests" / "assets" / "astronaut_256.jpg").convert("RGB"))
+    face = area(torch.from_numpy(portrait[15:111, 62:158]).float()[None] / 255)[0]
+    clip = torch.empty(frames, 128, 256, 3)
+    clip[:, :, :128] = area(read_clip(DEMO_CLIP, frames).frames)
+    for t in range(frames):
+        clip[t, :, 128:] = face.roll(t, dims=1)
+    return clip
+
+
+def test_on_a_clip_with_two_faces_one_is_edited_and_the_other_untouched(comfy, tiny_sd15, clip):  # noqa: F811
+    """Face Mask picks the right face; the masked edit changes it and leaves the left face's latent as it was."""
+    frames = two_face_clip(4)
+    (mask, _), _ = comfy.run_node(
+        "DiffFERV_FaceMask", frames=frames, region="face", grow_px=4, pick="left-to-right", face_index=1
+    )
+    assert mask[..., :128].sum() == 0 and (mask[..., 128:].sum((1, 2)) > 1000).all()
+    (trajectories, _), _ = comfy.run_node(
+        "DiffFERV_ComputeFlowTrajectories", frames=frames, backend="dis", consistency_threshold=1.0,
+        flow_model="none", preview_grid="1/16",
+    )  # fmt: skip
+    (latent,), _ = comfy.run_node("VAEEncode", pixels=frames, vae=tiny_sd15.vae)
+    two_faces = type(clip)(frames, trajectories, latent, clip.model, clip.clip)
+    inversion = invert(comfy, two_faces, "recompute", steps=STEPS)[0]
+    edited = edit(comfy, two_faces, inversion, EDIT, mask=mask, mask_feather_px=8)
+    change = (edited - latent["samples"]).abs()
+    left_face, right_face = change[..., 4:13, 4:13], change[..., 4:12, 20:28]  # latent cells of each face
+    print(f"\ntwo faces: left face max |change| {left_face.max():.2e}, right face mean |change| {right_face.mean():.4f}")
+    assert left_face.max() < 1e-5 and right_face.mean() > 0.05
