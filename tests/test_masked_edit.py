@@ -75,15 +75,17 @@ def two_face_clip(frames: int) -> torch.Tensor:
     from PIL import Image
 
     def area(image: torch.Tensor) -> torch.Tensor:  # [..., H, W, 3] -> 128x128
-        return torch.nn.functional.interpolate(image.movedim(-1, -3), size=(128, 128), mode="area").movedim(-3, -1)
+        return torch.nn.functional.interpolate(image.movedim(-1, -3), size=(128, 128), mode="area").movedim(
+            -3, -1
+        )
 
     portrait = np.array(Image.open(ROOT / "tests" / "assets" / "astronaut_256.jpg").convert("RGB"))
     face = area(torch.from_numpy(portrait[15:111, 62:158]).float()[None] / 255)[0]
-    clip = torch.empty(frames, 128, 256, 3)
-    clip[:, :, :128] = area(read_clip(DEMO_CLIP, frames).frames)
+    video = torch.empty(frames, 128, 256, 3)
+    video[:, :, :128] = area(read_clip(DEMO_CLIP, frames).frames)
     for t in range(frames):
-        clip[t, :, 128:] = face.roll(t, dims=1)
-    return clip
+        video[t, :, 128:] = face.roll(t, dims=1)
+    return video
 
 
 def test_on_a_clip_with_two_faces_one_is_edited_and_the_other_untouched(comfy, tiny_sd15, clip):  # noqa: F811
@@ -103,5 +105,7 @@ def test_on_a_clip_with_two_faces_one_is_edited_and_the_other_untouched(comfy, t
     edited = edit(comfy, two_faces, inversion, EDIT, mask=mask, mask_feather_px=8)
     change = (edited - latent["samples"]).abs()
     left_face, right_face = change[..., 4:13, 4:13], change[..., 4:12, 20:28]  # latent cells of each face
-    print(f"\ntwo faces: left face max |change| {left_face.max():.2e}, right face mean |change| {right_face.mean():.4f}")
+    print(
+        f"\ntwo faces: left face max |change| {left_face.max():.2e}, right face mean |change| {right_face.mean():.4f}"
+    )
     assert left_face.max() < 1e-5 and right_face.mean() > 0.05
