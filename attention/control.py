@@ -29,6 +29,13 @@ control then
   mode: the source chunk, the inverted latent of this step with the source prompt, runs next to the
   edit chunks and its q/k/maps are copied into them in the same call; nothing is stored).
 
+Context windows. Under ComfyUI's context windows (``windows/frames.py``) each call's chunks hold one
+window of the clip's frames. The features of a window are keyed by the window too: overlapping windows
+hold different features for the frames they share (the attention mixes each window's own frames), so
+one never overwrites another, and the sampler's call on a window reads what the inversion recorded on
+that same window at that step. That needs the same windows at every step of both runs (a static
+schedule); the recompute mode has no such need: its source chunk is always this call's window.
+
 Steps. Every feature is keyed by the step index of the run's schedule: the control maps the call's
 sigma (``extra_options["sigmas"]``) to the index of the equal entry of its `sigmas`; call order never
 matters. A sigma that is not in the schedule is an error. An inversion that evaluates other sigmas
@@ -59,6 +66,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 import torch
+
+from ..windows.frames import FrameWindow, call_frames, describe
 
 CONTROL_KEY = "diffferv_control"
 """transformer_options key of the run's PreservationControl."""
@@ -95,39 +104,66 @@ def chunk_rows(x: torch.Tensor, chunk: int, frames: int) -> torch.Tensor:
 
 
 class FeatureStore:
-    """Recorded features keyed by (step, block, feature), kept on `device` in `dtype` (the paper's
-    store: CPU, fp16). Memory per step and self-attention block: 2 * F * N * heads*d values for
-    SELF_QK; per cross-attention block: F * heads * N * context tokens for CROSS_MAPS."""
+    """Recorded features keyed by (step, block, feature) and context window (None: the whole clip), kept
+    on `device` in `dtype` (the paper's store: CPU, fp16). Memory per step and self-attention block:
+    2 * F * N * heads*d values for SELF_QK; per cross-attention block: F * heads * N * context tokens for
+    CROSS_MAPS, with F the frames of the window (overlapping windows each keep their own)."""
 
     def __init__(self, dtype: torch.dtype = torch.float16, device: torch.device | str = "cpu"):
         self.dtype = dtype
         self.device = torch.device(device)
-        self._items: dict[tuple[int, BlockKey, Feature], tuple[torch.Tensor, ...]] = {}
+        self._items: dict[FrameWindow | None, dict[tuple[int, BlockKey, Feature], tuple[torch.Tensor, ...]]]
+        self._items = {}
 
-    def put(self, step: int, block: BlockKey, feature: Feature, *tensors: torch.Tensor) -> None:
-        self._items[(step, block, feature)] = tuple(
+    def put(
+        self,
+        step: int,
+        block: BlockKey,
+        feature: Feature,
+        *tensors: torch.Tensor,
+        window: FrameWindow | None = None,
+    ) -> None:
+        self._items.setdefault(window, {})[(step, block, feature)] = tuple(
             t.detach().to(device=self.device, dtype=self.dtype, copy=True) for t in tensors
         )
 
-    def get(self, step: int, block: BlockKey, feature: Feature) -> tuple[torch.Tensor, ...]:
+    def get(
+        self, step: int, block: BlockKey, feature: Feature, window: FrameWindow | None = None
+    ) -> tuple[torch.Tensor, ...]:
         try:
-            return self._items[(step, block, feature)]
+            return self._items[window][(step, block, feature)]
         except KeyError:
+            if self._items and window not in self._items:
+                held = ", ".join(describe(w) for w in list(self._items)[:4]) or "nothing"
+                raise KeyError(
+                    f"no cached features for {describe(window)} (the cache holds {held}): the inversion ran "
+                    "with other context windows; give DDIM Invert With Cache and the sampler the same MODEL "
+                    "(same context windows, a static schedule) or use cache_mode recompute"
+                ) from None
             raise KeyError(
                 f"no cached {feature.value} for step {step} at block {block}: the cache was recorded with "
                 "another schedule, model patching or resolution; run the inversion again with this model"
             ) from None
 
-    def recorded(self) -> list[tuple[int, BlockKey, Feature]]:
-        """The (step, block, feature) keys held, in recording order."""
+    def recorded(self, window: FrameWindow | None = None) -> list[tuple[int, BlockKey, Feature]]:
+        """The (step, block, feature) keys held for `window`, in recording order."""
+        return list(self._items.get(window, {}))
+
+    def windows(self) -> list[FrameWindow | None]:
+        """The windows features were recorded for, in recording order (None: the whole clip)."""
         return list(self._items)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return sum(len(items) for items in self._items.values())
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for ts in self._items.values() for t in ts)
+        return sum(
+            t.numel() * t.element_size()
+            for items in self._items.values()
+            for ts in items.values()
+            for t in ts
+        )
 
 
 @dataclass(frozen=True)
@@ -155,10 +191,12 @@ def _at(steps: Collection[int] | None, step: int) -> bool:
 
 @dataclass(frozen=True)
 class CallPlan:
-    """What the control does in one model call: the step, the chunk recorded (or None), and for each
-    injected chunk its Injection and source chunk (None: from the store)."""
+    """What the control does in one model call: the step, the context window its chunks hold (None: the
+    whole clip), the chunk recorded (or None), and for each injected chunk its Injection and source chunk
+    (None: from the store)."""
 
     step: int
+    window: FrameWindow | None
     roles: tuple[str | None, ...]
     capture: int | None
     injections: tuple[tuple[int, Injection, int | None], ...]
@@ -230,9 +268,10 @@ class PreservationControl:
         nothing). Computed once per call: the 32 patch calls of one UNet pass share it."""
         sigmas = extra_options["sigmas"]
         roles = self.roles(extra_options)
+        window = call_frames(extra_options)
         memo = self._memo
-        if memo is not None and memo[0] is sigmas and memo[1] == roles:
-            return memo[2]
+        if memo is not None and memo[0] is sigmas and memo[1] == roles and memo[2] == window:
+            return memo[3]
         capture = [c for c, role in enumerate(roles) if role is not None and role == self.capture]
         if len(capture) > 1:
             raise ValueError(
@@ -260,8 +299,10 @@ class PreservationControl:
                 raise ValueError(
                     f"one model call mixes sigmas {low:.6g}..{high:.6g}; the control needs one step"
                 )
-            plan = CallPlan(self.step_of(high), roles, capture[0] if capture else None, tuple(injections))
-        self._memo = (sigmas, roles, plan)
+            plan = CallPlan(
+                self.step_of(high), window, roles, capture[0] if capture else None, tuple(injections)
+            )
+        self._memo = (sigmas, roles, window, plan)
         return plan
 
     def _source(
@@ -278,13 +319,14 @@ class PreservationControl:
         count than the injected chunk: only their leading dimensions must match)."""
         if source is not None:
             return tuple(chunk_rows(x, source, frames) for x in batch)
-        cached = self.store.get(plan.step, block, feature)
+        cached = self.store.get(plan.step, block, feature, plan.window)
         for have, want in zip(cached, batch, strict=True):
             need = (frames, *want.shape[1:])
             fits = have.shape == need if feature is Feature.SELF_QK else have.shape[:-1] == need[:-1]
             if not fits:
                 raise ValueError(
-                    f"cached {feature.value} at block {block} has shape {list(have.shape)}, the run needs "
+                    f"cached {feature.value} at block {block} ({describe(plan.window)}) has shape "
+                    f"{list(have.shape)}, the run needs "
                     f"{list(need)}: the cache comes from another clip size, resolution or model"
                 )
         return tuple(
@@ -298,7 +340,11 @@ class PreservationControl:
         """Record and override SELF_QK: returns (q, k) for SWCFA and (q, k) for TTA, [chunks*F, N, C]."""
         if plan.capture is not None and Feature.SELF_QK in self.capture_features:
             self.store.put(
-                plan.step, block, Feature.SELF_QK, *(chunk_rows(x, plan.capture, frames) for x in (q, k))
+                plan.step,
+                block,
+                Feature.SELF_QK,
+                *(chunk_rows(x, plan.capture, frames) for x in (q, k)),
+                window=plan.window,
             )
         swcfa, tta = [], []
         for chunk, inj, source in plan.injections:
@@ -327,7 +373,13 @@ class PreservationControl:
         nothing was replaced, else a new tensor where each injected chunk's mapped columns come from its
         source (no renormalisation, as in prompt-to-prompt)."""
         if plan.capture is not None and Feature.CROSS_MAPS in self.capture_features:
-            self.store.put(plan.step, block, Feature.CROSS_MAPS, chunk_rows(probs, plan.capture, frames))
+            self.store.put(
+                plan.step,
+                block,
+                Feature.CROSS_MAPS,
+                chunk_rows(probs, plan.capture, frames),
+                window=plan.window,
+            )
         out = probs
         for chunk, inj, source in plan.injections:
             if inj.token_map is None or not _at(inj.cross_steps, plan.step):

@@ -7,7 +7,14 @@ projected and not split into heads, [chunks * F, tokens, heads*d]; out has q's s
 ``to_out`` to it. They read from extra_options: ``cond_or_uncond`` or ``ROLES_KEY`` (chunk count, see
 `control.chunk_count`), ``n_heads``,
 ``activations_shape`` ([B, C, H, W] of the block: the latent grid, never assumed square), ``block`` and
-``block_index``, ``attn_precision``, and the run's `PreservationControl` under `CONTROL_KEY` if any.
+``block_index``, ``attn_precision``, the run's `PreservationControl` under `CONTROL_KEY` if any, and
+ComfyUI's current context window (``windows.frames.call_frames``) if the model samples in windows.
+
+Context windows. Under ComfyUI's context windows a call's batch holds, per chunk, the frames of one
+window of the clip (in the window's order) instead of the whole clip. SWCFA then slides over the
+window's frames as they come in the batch, and TTA attends along the clip's trajectories restricted to
+the window's frames (``TrajectoryGrid.restrict``); a window holding the whole clip in order is the
+unwindowed case, exactly.
 
 Patch objects are immutable after construction (their memo of device copies aside) and return
 themselves from deepcopy: ComfyUI deep-copies model_options on every clone, and the trajectories they
@@ -18,18 +25,23 @@ under more than one module name (ComfyUI derives one from the folder, the tests 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import torch
 
 from ..flow.trajectory_set import TrajectorySet
+from ..windows.frames import FrameWindow, call_frames, describe, is_whole_clip
 from .control import CONTROL_KEY, block_key, chunk_count
 from .functional import AttentionFn, apply_probs, attention_probs, frames_per_chunk, sdpa_attention
 from .swcfa import check_window, sliding_window_attention
 from .tta import DEFAULT_MAX_ELEMENTS, TrajectoryGroups, trajectory_attention
 
 ReplacePatch = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Mapping], torch.Tensor]
+GROUPS_KEPT = 64
+"""Trajectory groups a patch keeps built (per grid, device and window; least recently used dropped):
+a static window schedule needs one per window, a shifting one (uniform schedules) more."""
 
 
 def _attention_kwargs(extra_options: Mapping) -> dict:
@@ -69,17 +81,50 @@ class TemporalSelfAttention:
         self.trajectories = trajectories
         self.attention_fn = attention_fn
         self.max_elements = max_elements
-        self._groups: dict[tuple[int, int, torch.device], TrajectoryGroups] = {}
+        self._groups: OrderedDict[tuple, TrajectoryGroups] = OrderedDict()
 
     def __deepcopy__(self, memo) -> TemporalSelfAttention:
         return self
 
-    def groups(self, height: int, width: int, device: torch.device) -> TrajectoryGroups:
-        """The trajectory groups of a height x width grid on `device` (validated and built once)."""
-        key = (height, width, device)
-        if key not in self._groups:
-            self._groups[key] = TrajectoryGroups.from_grid(self.trajectories.grid(height, width)).to(device)
-        return self._groups[key]
+    def groups(
+        self, height: int, width: int, device: torch.device, window: FrameWindow | None = None
+    ) -> TrajectoryGroups:
+        """The trajectory groups of a height x width grid on `device`, restricted to the clip frames of
+        `window` (None: the whole clip); validated and built once, the last GROUPS_KEPT kept."""
+        if is_whole_clip(window, self.trajectories.frames):
+            window = None
+        key = (height, width, device, window)
+        if key in self._groups:
+            self._groups.move_to_end(key)
+            return self._groups[key]
+        grid = self.trajectories.grid(height, width)
+        groups = TrajectoryGroups.from_grid(grid if window is None else grid.restrict(window)).to(device)
+        self._groups[key] = groups
+        if len(self._groups) > GROUPS_KEPT:
+            self._groups.popitem(last=False)
+        return groups
+
+    def check_frames(self, frames: int, window: FrameWindow | None) -> None:
+        """The batch's frames per chunk must be the clip the TRAJECTORIES hold, or the current context
+        window of it."""
+        clip = self.trajectories.frames
+        if window is None:
+            if clip != frames:
+                raise ValueError(
+                    f"TRAJECTORIES hold {clip} frames but the latent batch has {frames} frames per chunk: "
+                    "compute the trajectories from the same frames as the latent"
+                )
+            return
+        if len(window) != frames:
+            raise ValueError(
+                f"the context window ({describe(window)}) lists {len(window)} frames but the attention batch "
+                f"holds {frames} per chunk: the batch must be the window's frames"
+            )
+        if min(window) < 0 or max(window) >= clip:
+            raise ValueError(
+                f"the context window ({describe(window)}) reaches outside the {clip} frames the TRAJECTORIES "
+                "hold: compute the trajectories from the whole clip that is sampled"
+            )
 
     def __call__(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Mapping
@@ -104,13 +149,10 @@ class TemporalSelfAttention:
         else:
             out = self.attention_fn(q_swcfa, k_swcfa, v, heads, **kwargs)
         if self.tta:
-            if self.trajectories.frames != frames:
-                raise ValueError(
-                    f"TRAJECTORIES hold {self.trajectories.frames} frames but the latent batch has {frames} "
-                    "frames per chunk: compute the trajectories from the same frames as the latent"
-                )
+            window = call_frames(extra_options)
+            self.check_frames(frames, window)
             height, width = extra_options["activations_shape"][-2:]
-            groups = self.groups(int(height), int(width), q.device)
+            groups = self.groups(int(height), int(width), q.device, window)
             out = trajectory_attention(
                 q_tta, k_tta, out, groups, chunks, heads, self.attention_fn, self.max_elements, **kwargs
             )

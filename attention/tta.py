@@ -7,9 +7,10 @@ back. Nothing is copied per token: FLATTEN builds, for every token, its own [F, 
 values of its trajectory ((B*F, heads, HW, F, d) tensors, O(F^2 * HW) memory); here each trajectory's
 keys exist once (O(F * HW)).
 
-Trajectories are grouped by length (a trajectory covers a contiguous run of frames), so each group is a
-dense [T_L, L] block: no padding, no key mask, and ComfyUI's optimized attention runs unmodified with
-a batch of trajectories and L tokens each. The loop runs over distinct lengths (at most F) and memory
+Trajectories are grouped by length (the tokens on them; in a context window a trajectory may skip
+frames of the batch, see ``TrajectoryGrid.restrict``), so each group is a dense [T_L, L] block: no
+padding, no key mask, and ComfyUI's optimized attention runs unmodified with a batch of trajectories
+and L tokens each. The loop runs over distinct lengths (at most F) and memory
 chunks, never over tokens.
 
 What Q, K and V are (the patch in ``patches.py`` passes them in):
@@ -44,7 +45,7 @@ class TrajectoryGroups:
     """One latent grid's trajectories as dense blocks of equal length.
 
     ``buckets[j]`` is a LongTensor [T_L, L]: the flat token indices ``frame * cells + cell`` of the T_L
-    trajectories that span exactly L frames, in frame order. Every token of the F frames appears in
+    trajectories that hold exactly L tokens, in frame order. Every token of the F frames appears in
     exactly one bucket row. Memory: F * cells indices.
     """
 
@@ -54,8 +55,9 @@ class TrajectoryGroups:
 
     @staticmethod
     def from_grid(grid: TrajectoryGrid) -> TrajectoryGroups:
-        """Validate a TrajectoryGrid (every token on exactly one trajectory, column f = frame f, each
-        trajectory a contiguous run of frames) and group its trajectories by length."""
+        """Validate a TrajectoryGrid (every token on exactly one trajectory, column f = frame f) and group
+        its trajectories by length. A trajectory may skip columns (a context window's view of a clip, see
+        ``TrajectoryGrid.restrict``): each bucket row lists its tokens in column order."""
         frames, cells = grid.frames, grid.height * grid.width
         index = grid.index
         if index.ndim != 2 or index.shape[1] != frames:
@@ -77,18 +79,12 @@ class TrajectoryGroups:
                 "lie on exactly one trajectory; rebuild the trajectories"
             )
         lengths = valid.sum(dim=1)
-        starts = torch.where(valid, frame_of, frames).amin(dim=1)
-        contiguous = valid == ((frame_of >= starts[:, None]) & (frame_of < (starts + lengths)[:, None]))
-        if not bool(contiguous.all()):
-            raise ValueError(
-                f"TRAJECTORIES grid {grid.height}x{grid.width}: a trajectory skips a frame (each must "
-                "cover a contiguous run of frames); rebuild the trajectories"
-            )
+        # each row's valid entries first, in column order (a stable sort of the "missing" flags)
+        compact = torch.gather(index, 1, torch.argsort((~valid).to(torch.int8), dim=1, stable=True))
         buckets = []
         for length in torch.unique(lengths).tolist():
             rows = torch.nonzero(lengths == length).squeeze(1)
-            cols = starts[rows, None] + torch.arange(length)
-            buckets.append(index[rows[:, None], cols])
+            buckets.append(compact[rows, :length])
         return TrajectoryGroups(frames, cells, tuple(buckets))
 
     def to(self, device: torch.device) -> TrajectoryGroups:

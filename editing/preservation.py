@@ -23,6 +23,10 @@ from ..attention.control import FeatureStore
 
 STORE = "store"
 RECOMPUTE = "recompute"
+AUTO = "auto"
+CACHE_MODES = (AUTO, RECOMPUTE, STORE)
+STORE_SHARE_OF_FREE_RAM = 0.4
+"""auto picks "store" when its cache needs at most this share of the free system memory."""
 
 # SD1.5's attention blocks per resolution level (1, 1/2, 1/4, 1/8 of the latent): how many, and the
 # channel multiplier of the level (320, 640, 1280, 1280 channels at 320 base channels).
@@ -75,7 +79,9 @@ class InversionResult:
 def store_bytes(frames: int, steps: int, latent_hw: tuple[int, int], base_channels: int = 320) -> int:
     """Bytes the store mode keeps for a clip (fp16): per frame, per recorded step (T + 1, see
     ``ddim.invert``) and per SD1.5 attention block at level l with N_l tokens and C_l channels:
-    2 * N_l * C_l values for (q, k) plus heads * N_l * 77 values for the cross-attention maps."""
+    2 * N_l * C_l values for (q, k) plus heads * N_l * 77 values for the cross-attention maps.
+    `frames`: the frames the UNet evaluates per step; with context windows the sum of the window lengths
+    (overlapping windows each keep their own features, ``windows.schedule.frame_evaluations``)."""
     h, w = latent_hw
     per_step = 0
     for level, (blocks, multiplier) in enumerate(SD15_LEVELS):
@@ -94,3 +100,14 @@ def appearance_steps(timesteps: torch.Tensor, tau_app: float, total: int = 1000)
     """Indices of the steps whose timestep t satisfies t > (1 - tau_app) * total: where F_app is injected
     (tau_app 1: every step, 0: none). `timesteps` [S] is the timestep of each step of the schedule."""
     return frozenset(torch.nonzero(timesteps > (1.0 - tau_app) * total).flatten().tolist())
+
+
+def resolve_cache_mode(mode: str, store_need: int, free_bytes: int, steady_windows: bool = True) -> str:
+    """The cache mode a run uses: `mode` unless it is "auto", which picks "store" when its cache
+    (`store_need` bytes) fits in STORE_SHARE_OF_FREE_RAM of `free_bytes` and every step evaluates the
+    same context windows (`steady_windows`: the store cache is keyed by window), else "recompute"."""
+    if mode not in CACHE_MODES:
+        raise ValueError(f"cache_mode must be one of {', '.join(CACHE_MODES)}, got {mode!r}")
+    if mode != AUTO:
+        return mode
+    return STORE if steady_windows and store_need <= STORE_SHARE_OF_FREE_RAM * free_bytes else RECOMPUTE

@@ -14,6 +14,7 @@ h * w when tracking holds).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,7 +55,7 @@ class TrajectoryGrid:
     @staticmethod
     def from_ids(ids: torch.Tensor, height: int, width: int) -> TrajectoryGrid:
         """Build the padded ``index`` form from per-cell ids [F, h*w] (ids must be 0..T-1, each id at
-        most once per frame). Done in numpy: a single scatter of F*h*w tokens, which torch's thread pool
+        most once per frame, every id used). Done in numpy: a single scatter of F*h*w tokens, which torch's thread pool
         only slows down (badly so when the machine's cores are busy)."""
         frames, cells = ids.shape
         if cells != height * width:
@@ -63,6 +64,16 @@ class TrajectoryGrid:
         index = np.full((int(flat.max()) + 1, frames), -1, dtype=np.int64)
         index[flat, np.repeat(np.arange(frames), cells)] = np.arange(frames * cells)
         return TrajectoryGrid(height, width, ids.to(torch.long), torch.from_numpy(index).to(ids.device))
+
+    def restrict(self, frames: Sequence[int]) -> TrajectoryGrid:
+        """The trajectories seen through some of the clip's frames (a context window): column p of the
+        result is clip frame ``frames[p]``; two cells are on one trajectory of the result when they are on
+        one trajectory of the clip. Frames may come in any order and skip frames (a looped or strided
+        window), so a trajectory of the result need not cover a contiguous run. Memory O(len(frames) *
+        h * w)."""
+        ids = self.ids[torch.as_tensor(list(frames), dtype=torch.long, device=self.ids.device)]
+        _, relabelled = torch.unique(ids, return_inverse=True)
+        return TrajectoryGrid.from_ids(relabelled.reshape(ids.shape), self.height, self.width)
 
 
 @dataclass(frozen=True)

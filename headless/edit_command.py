@@ -3,10 +3,17 @@
     python ComfyUI/custom_nodes/<this pack> edit --checkpoint v1-5-pruned-emaonly-fp16.safetensors \\
         --video face.mp4 --source "a photo of a woman" --edit "a photo of an old woman" --output old.mp4
 
-It runs workflows/api/diffferv_face_edit.json (the API form of the workflow the template browser ships)
-in a ComfyUI started in this process (headless/runner.py), with the inputs set from the command line,
-prints each node's progress, and copies the edited video (and an input | edit comparison) out.
-Without the browser nothing else differs: same nodes, same validation, same executor.
+It runs workflows/api/diffferv_long_clip.json (the API form of the long-clip workflow the template
+browser ships) in a ComfyUI started in this process (headless/runner.py), with the inputs set from the
+command line, and copies the edited video (and an input | edit comparison) out. Without the browser
+nothing else differs: same nodes, same validation, same executor.
+
+It edits the whole clip unless --frames says otherwise; a clip longer than one context window
+(--window, 16 frames) is sampled in overlapping windows, so GPU memory stays that of one window. Before
+it starts it prints the plan (frames, windows, UNet calls, the largest UNet batch, the cache), then one
+overall progress line with an ETA across loading, optical flow, encoding, inversion, sampling, decoding,
+writing and the report (headless/progress.py): redrawn on a terminal, else a line per stage and per
+tenth of the work.
 
 Bad input ends in one sentence in the command's own terms (flags, the user's paths), exit status 2,
 before any model loads: values and files are checked here first (`preflight`), then ComfyUI's validator
@@ -25,11 +32,11 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..editing.inputs import GUIDANCE, MAX_PROMPT_TOKENS, STEPS, TAU_APP, prompt_problem
+from ..editing.preservation import STORE, recompute_bytes, resolve_cache_mode, store_bytes
 from ..unet.files import UNetFileError, check_sd15_checkpoint, check_sd15_file
 from ..video.decode import (
     MAX_FRAME_CAP,
@@ -37,15 +44,22 @@ from ..video.decode import (
     MIN_EDIT_FRAMES,
     SIZE_MULTIPLE,
     ClipError,
+    fitted_size,
+    picked_frames,
     probe_clip,
     size_problem,
 )
 from ..video.encode import FORMATS, format_of
+from ..windows.schedule import RunPlan, check_window_settings, frame_evaluations, static_windows
 from .host import PACK_ROOT, find_comfyui
+from .progress import OverallProgress, Stage
 from .runner import HeadlessComfy, NodeProblem, PromptError
 
-WORKFLOW = PACK_ROOT / "workflows" / "api" / "diffferv_face_edit.json"
+WORKFLOW = PACK_ROOT / "workflows" / "api" / "diffferv_long_clip.json"
 DEMO_VIDEO = PACK_ROOT / "workflows" / "media" / "talking_face.mp4"
+WINDOWS_NODE = "DiffFERV_ContextWindows"
+MAX_WINDOW = 256
+"""The largest context window Context Windows (DiffFERV) accepts."""
 CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 CHECKPOINT_URL = "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/" + CHECKPOINT
 CHECKPOINT_HELP = f"""No Stable Diffusion 1.5 checkpoint was found.
@@ -80,6 +94,8 @@ SETTINGS = (
     Setting("--edit", "DiffFERV_PreservationInjectSampler", "edit_prompt"),
     Setting("--tau-app", "DiffFERV_PreservationInjectSampler", "tau_app"),
     Setting("--guidance", "DiffFERV_PreservationInjectSampler", "guidance"),
+    Setting("--window", WINDOWS_NODE, "context_length"),
+    Setting("--overlap", WINDOWS_NODE, "context_overlap"),
     Setting("--unet", "DiffFERV_LoadSpecializedUNet", "unet_name"),
 )
 """Which flag sets which node input (and so names that input's problems)."""
@@ -116,12 +132,17 @@ def prepare_prompt(
     unet: str | None = None,
     prefix: str = "DiffFERV/edit",
     formats: tuple[str, str] = ("mp4 (h264)", "mp4 (h264)"),
+    window: int | None = None,
+    overlap: int | None = None,
 ) -> dict:
     """The API-form face-edit workflow with its inputs set. `unet`: a specialized UNet file name in the
     diffusion_models folder, loaded onto the checkpoint's MODEL (the shipped graph has that node
     bypassed, so its API form lacks it: it is added and wired in). `formats`: the VideoCombine formats
-    (FORMATS keys) of the edit and of the comparison."""
+    (FORMATS keys) of the edit and of the comparison. `window`, `overlap`: the workflow's Context
+    Windows (DiffFERV) node's settings, if it has one; window 0 takes the node out (one batch)."""
     prompt = copy.deepcopy(workflow)
+    if window is not None:
+        set_windows(prompt, window, overlap)
     only(prompt, "CheckpointLoaderSimple")["inputs"]["ckpt_name"] = checkpoint
     only(prompt, "DiffFERV_LoadVideo")["inputs"].update(video=video, max_frames=frames, short_side=size)
     only(prompt, "DiffFERV_DDIMInvertWithCache")["inputs"].update(
@@ -145,6 +166,109 @@ def prepare_prompt(
         }
         temporal["inputs"]["model"] = [loader_id, 0]
     return prompt
+
+
+def set_windows(prompt: dict, window: int, overlap: int | None) -> None:
+    """Set the Context Windows (DiffFERV) node's window (and overlap), or, for window 0, remove it and
+    connect its consumers to its input MODEL. A workflow without the node is left as it is."""
+    found = [key for key, node in prompt.items() if node["class_type"] == WINDOWS_NODE]
+    if not found:
+        return
+    (key,) = found
+    node = prompt[key]
+    if window:
+        node["inputs"]["context_length"] = window
+        if overlap is not None:
+            node["inputs"]["context_overlap"] = overlap
+        return
+    source = node["inputs"]["model"]
+    del prompt[key]
+    for other in prompt.values():
+        for name, value in other["inputs"].items():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) == key:
+                other["inputs"][name] = source
+
+
+def windows_of(prompt: dict, frames: int) -> list[tuple[int, ...]]:
+    """The windows the workflow samples `frames` frames in: those of its Context Windows (DiffFERV) node
+    (the static schedule), or the whole clip in one batch."""
+    node = next((n for n in prompt.values() if n["class_type"] == WINDOWS_NODE), None)
+    if node is None:
+        return [tuple(range(frames))]
+    return static_windows(frames, node["inputs"]["context_length"], node["inputs"]["context_overlap"])
+
+
+def size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[str]]:
+    """What the prepared workflow will do with `video`: the RunPlan and the lines that describe it
+    (frames and size, windows, UNet calls, the largest UNet batch, the cache mode and its size). `auto`
+    is resolved as the inversion node resolves it, against `free_ram` bytes of free system memory."""
+    load = only(prompt, "DiffFERV_LoadVideo")["inputs"]
+    invert = only(prompt, "DiffFERV_DDIMInvertWithCache")["inputs"]
+    info = probe_clip(video, count_up_to=MAX_FRAME_CAP * load["every_nth"] + load["skip_first_frames"])
+    frames = picked_frames(info.frames, load["max_frames"], load["skip_first_frames"], load["every_nth"])
+    height, width = fitted_size(info.height, info.width, load["short_side"], SIZE_MULTIPLE, load["fit"])
+    windows = windows_of(prompt, frames)
+    steps, latent = invert["steps"], (height // 8, width // 8)
+    store_need = store_bytes(frame_evaluations(windows), steps, latent)
+    mode = resolve_cache_mode(invert["cache_mode"], store_need, free_ram)
+    plan = RunPlan(frames, tuple(windows), steps, 2 if mode == STORE else 3, store_final_call=mode == STORE)
+    cache = (
+        f"store: {size(store_need)} of features in RAM"
+        if mode == STORE
+        else f"recompute: {size(recompute_bytes(frames, steps, latent))} of inverted latents "
+        f"(store would need {size(store_need)})"
+    )
+    lines = [
+        f"video: {video.name}, {info.frames} frames of {info.width}x{info.height}",
+        f"edit: {frames} frames at {width}x{height}, {steps} + {steps} DDIM steps, cache {cache}",
+        *plan.describe()[1:],
+    ]
+    return plan, lines
+
+
+STAGE_WORK_PER_FRAME = {
+    "load": 0.05,
+    "optical flow": 0.1,
+    "encode": 0.3,
+    "decode": 0.6,
+    "write": 0.05,
+    "report": 0.2,
+}
+"""Estimated work of the stages around the UNet, per frame, in UNet frame-evaluations (rough: the ETA
+settles once the inversion runs)."""
+
+
+def stages(plan: RunPlan) -> list[Stage]:
+    """The run's stages and their estimated work (see headless/progress.py)."""
+    per_step = frame_evaluations(list(plan.windows))
+    unet = {
+        "inversion": per_step * (plan.steps + int(plan.store_final_call)),
+        "sampling": per_step * plan.steps * plan.sampling_chunks,
+    }
+    work = {name: share * plan.frames for name, share in STAGE_WORK_PER_FRAME.items()} | unet
+    types = {
+        "load": {"DiffFERV_LoadVideo", "CheckpointLoaderSimple", "DiffFERV_LoadSpecializedUNet"},
+        "optical flow": {"DiffFERV_ComputeFlowTrajectories"},
+        "encode": {"VAEEncode"},
+        "inversion": {"DiffFERV_DDIMInvertWithCache"},
+        "sampling": {"DiffFERV_PreservationInjectSampler"},
+        "decode": {"VAEDecode"},
+        "write": {"DiffFERV_VideoCombine", "ImageStitch"},
+        "report": {"DiffFERV_EditReport"},
+    }
+    order = ("load", "optical flow", "encode", "inversion", "sampling", "decode", "write", "report")
+    return [Stage(name, frozenset(types[name]), work[name]) for name in order]
+
+
+def free_ram() -> int:
+    """Free system memory in bytes, as ComfyUI measures it for the CPU (psutil's available memory)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 def find_checkpoint(given: str | None, comfyui: Path) -> Path:
@@ -228,9 +352,25 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--frames",
         metavar="N",
         type=int,
-        default=16,
+        default=0,
         help=f"0 or {MIN_EDIT_FRAMES} to {MAX_FRAME_CAP}: frames to edit from the start of the video, 0 = all; "
-        "time and memory grow linearly with it (default: 16)",
+        "time grows linearly with it, GPU memory does not (context windows) (default: 0, the whole clip)",
+    )
+    add(
+        "--window",
+        metavar="N",
+        type=int,
+        default=16,
+        help=f"0 or 2 to {MAX_WINDOW}: frames per context window; a longer clip is sampled in overlapping "
+        "windows, so GPU memory is that of one window; 0 = all frames in one batch (default: 16)",
+    )
+    add(
+        "--overlap",
+        metavar="N",
+        type=int,
+        default=4,
+        help="0 to 15 with the default window, always less than the window: frames neighbouring windows "
+        "share and blend; more overlap, smoother seams, more UNet work (default: 4)",
     )
     add(
         "--size",
@@ -304,6 +444,17 @@ def value_problems(args: argparse.Namespace) -> list[str]:
             f"--frames is {args.frames}; a video edit needs 0 (all frames) or {MIN_EDIT_FRAMES} to "
             f"{MAX_FRAME_CAP} frames"
         )
+    if args.window != 0 and not 2 <= args.window <= MAX_WINDOW:
+        problems.append(
+            f"--window is {args.window}; use 0 (one batch) or 2 to {MAX_WINDOW} frames (16 is the default)"
+        )
+    elif args.window:
+        try:
+            check_window_settings(args.window, args.overlap)
+        except ValueError:
+            problems.append(
+                f"--overlap is {args.overlap}; use 0 to {args.window - 1} (less than --window {args.window})"
+            )
     problems += [p for p in [size_problem(args.size, "--size")] if p]
     problems += [
         p for p in (prompt_problem("--source", args.source), prompt_problem("--edit", args.edit)) if p
@@ -387,34 +538,6 @@ def in_user_terms(problem: NodeProblem, titles: dict, files: dict[str, Path]) ->
     return message
 
 
-class ProgressPrinter:
-    """Prints one line per node and its progress bar, redrawn in place on a terminal."""
-
-    def __init__(self, prompt: dict):
-        self.titles = titles_of(prompt)
-        self.start = time.monotonic()
-        self.node = None
-
-    def end_line(self) -> None:
-        """End the last progress line (on a terminal it is redrawn in place, without a newline)."""
-        if self.node is not None and sys.stderr.isatty():
-            print(file=sys.stderr)
-
-    def __call__(self, value: int, total: int, node_id: str | None) -> None:
-        if node_id != self.node:
-            if self.node is not None:
-                print(file=sys.stderr)
-            self.node = node_id
-        title = self.titles.get(str(node_id), str(node_id))
-        end = "\n" if not sys.stderr.isatty() else ""
-        print(
-            f"\r[{time.monotonic() - self.start:7.1f} s] {title}: {value}/{total}",
-            end=end,
-            file=sys.stderr,
-            flush=True,
-        )
-
-
 def titles_of(prompt: dict) -> dict[str, str]:
     return {
         node_id: node.get("_meta", {}).get("title", node["class_type"]) for node_id, node in prompt.items()
@@ -475,21 +598,28 @@ def run(args: argparse.Namespace) -> None:
                 cache_mode=args.cache_mode,
                 unet=unet_path.name if unet_path is not None else None,
                 formats=formats,
+                window=args.window,
+                overlap=args.overlap,
             )
+            plan, lines = plan_run(prompt, video, free_ram())
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise InputRefusedError(
                 f"--workflow: {args.workflow} is not the face-edit workflow ({error})"
             ) from None
-        printer = ProgressPrinter(prompt)
+        print("plan:\n" + "\n".join("  " + line for line in lines), flush=True)
+        progress = OverallProgress(stages(plan), {key: node["class_type"] for key, node in prompt.items()})
         try:
-            outputs = comfy.run_prompt(prompt, on_progress=printer)
+            outputs = comfy.run_prompt(
+                prompt, on_progress=progress.node_progress, on_node=progress.node_started
+            )
+            progress.finish()
         except PromptError as error:
             files = {"DiffFERV_LoadVideo": video, "CheckpointLoaderSimple": checkpoint}
             if unet_path is not None:
                 files["DiffFERV_LoadSpecializedUNet"] = unet_path
             raise WorkflowFailedError(error, titles_of(prompt), files) from None
         finally:
-            printer.end_line()
+            progress.end_line()
         produced = {
             node["inputs"]["filename_prefix"]: comfy.output_path(outputs[node_id]["images"][0])
             for node_id, node in prompt.items()

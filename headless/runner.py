@@ -23,6 +23,8 @@ from .host import PACK_ROOT, find_comfyui
 
 ProgressHook = Callable[[int, int, str | None], None]
 """on_progress(value, total, node id): a node's progress bar moved."""
+NodeHook = Callable[[str], None]
+"""on_node(node id): the executor started a node."""
 
 
 @dataclass
@@ -32,9 +34,12 @@ class MessageLog:
     client_id: str | None = None
     last_node_id: str | None = None
     messages: list[tuple[str, dict]] = field(default_factory=list)
+    on_node: NodeHook | None = None
 
     def send_sync(self, event, data, sid=None):
         self.messages.append((event, data))
+        if event == "executing" and self.on_node is not None and data.get("node") is not None:
+            self.on_node(str(data["node"]))
 
     def queue_updated(self):
         pass
@@ -175,10 +180,13 @@ class HeadlessComfy:
             return [], valid[2]
         return validation_problems(prompt, valid[1], valid[3]), valid[2]
 
-    def run_prompt(self, prompt: dict, on_progress: ProgressHook | None = None) -> dict:
-        """Validate and execute an API-form workflow; returns {node id: ui output}. Raises PromptError
-        with ComfyUI's own error text when validation or execution fails. Unlike ComfyUI's server, it
-        runs nothing when any node fails validation (the server would run the outputs that passed)."""
+    def run_prompt(
+        self, prompt: dict, on_progress: ProgressHook | None = None, on_node: NodeHook | None = None
+    ) -> dict:
+        """Validate and execute an API-form workflow; returns {node id: ui output}. `on_progress` hears
+        every progress bar, `on_node` every node the executor starts. Raises PromptError with ComfyUI's
+        own error text when validation or execution fails. Unlike ComfyUI's server, it runs nothing when
+        any node fails validation (the server would run the outputs that passed)."""
         import comfy.utils
 
         prompt_id = str(uuid.uuid4())
@@ -194,10 +202,14 @@ class HeadlessComfy:
         previous = comfy.utils.PROGRESS_BAR_HOOK
         if on_progress is not None:
             comfy.utils.set_progress_bar_global_hook(hook)
+        self.log.on_node = on_node
         try:
-            self.executor.execute(prompt, prompt_id, {}, outputs)
+            # the executor reports node starts only to a client
+            extra = {"client_id": "headless"} if on_node is not None else {}
+            self.executor.execute(prompt, prompt_id, extra, outputs)
         finally:
             comfy.utils.set_progress_bar_global_hook(previous)
+            self.log.on_node = None
         if not self.executor.success:
             problems, stage = [], "execution"
             for event, data in self.executor.status_messages:

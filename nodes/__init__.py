@@ -1,14 +1,15 @@
 """ComfyUI nodes of the pack (V3 schema) and the thin glue between them and the core.
 
-Node modules parse inputs, call the core packages (attention, flow, editing, video, unet, metrics,
-faces, masks),
-shape outputs; the glue modules (common, attention_patches, preservation_glue) adapt the core to ComfyUI's
-model patcher and samplers. Everything may be imported here; nothing outside nodes/ imports nodes/.
+Node modules parse inputs, call the core packages (attention, flow, editing, video, unet, windows, metrics,
+faces, masks), shape outputs; the glue modules (common, attention_patches, preservation_glue, window_glue) adapt
+the core to ComfyUI's model patcher and samplers. Everything may be imported here; nothing outside nodes/
+imports nodes/.
 """
 
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
+from .context_windows import ContextWindows
 from .ddim_inversion import DDIMInvertWithCache
 from .edit_report import EditReport
 from .face_mask import FaceMask
@@ -28,6 +29,7 @@ class DiffFERVExtension(ComfyExtension):
             LoadSpecializedUNet,
             ComputeFlowTrajectories,
             ApplyTemporalAttention,
+            ContextWindows,
             DDIMInvertWithCache,
             PreservationInjectSampler,
             VideoCombine,

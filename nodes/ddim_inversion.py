@@ -14,14 +14,12 @@ from comfy_api.latest import io
 from ..attention.control import FeatureStore, PreservationControl
 from ..editing.ddim import invert
 from ..editing.inputs import STEPS
-from ..editing.preservation import STORE, InversionResult
+from ..editing.preservation import CACHE_MODES, STORE, InversionResult
 from .attention_patches import with_control
 from .common import CATEGORY, PREFIX, Inversion, Trajectories, input_problem, progress
 from .preservation_glue import (
-    CACHE_MODES,
     SOURCE_ROLE,
     check_clip_frames,
-    describe_cache,
     encode_prompt,
     model_key,
     pick_cache_mode,
@@ -29,6 +27,7 @@ from .preservation_glue import (
     temporal_model,
 )
 from .prompts import check_prompt
+from .window_glue import prepare_windows
 
 
 class DDIMInvertWithCache(io.ComfyNode):
@@ -79,7 +78,9 @@ class DDIMInvertWithCache(io.ComfyNode):
                     "store: recorded now, kept in system RAM as fp16 (about 4 GB per 512x512 frame at 50 "
                     "steps), sampling runs 2 chunks per step. recompute: only the inverted latents are kept "
                     "(about 3 MB per frame), sampling runs the source path as a 3rd chunk (about 1.5x the "
-                    "sampling time). auto: store when it fits in 40% of free RAM, else recompute.",
+                    "sampling time). auto: store when it fits in 40% of free RAM, else recompute. Under "
+                    "context windows each window keeps its own features (store needs windows that stay the "
+                    "same at every step).",
                 ),
             ],
             outputs=[
@@ -103,19 +104,12 @@ class DDIMInvertWithCache(io.ComfyNode):
     def execute(cls, model, clip, latent, source_prompt, trajectories, steps, cache_mode) -> io.NodeOutput:
         samples = latent["samples"]
         check_clip_frames(samples, trajectories)
-        model = temporal_model(model, trajectories)
+        model = prepare_windows(temporal_model(model, trajectories))
         cond, tokens = encode_prompt(clip, source_prompt, "source_prompt")
         sigmas = schedule(model, steps)
         frames, _, h, w = samples.shape
-        channels = int(model.get_model_object("diffusion_model").model_channels)
-        mode = pick_cache_mode(cache_mode, frames, steps, (h, w), channels)
-        logging.info(
-            "DiffFERV inversion: %d frames, %d steps, cache %s (%s)",
-            frames,
-            steps,
-            mode,
-            describe_cache(frames, steps, (h, w), channels),
-        )
+        mode, sizes = pick_cache_mode(model, cache_mode, frames, steps, (h, w))
+        logging.info("DiffFERV inversion: %d frames, %d steps, cache %s (%s)", frames, steps, mode, sizes)
         store = FeatureStore() if mode == STORE else None
         run_model = model
         if store is not None:

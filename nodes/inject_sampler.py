@@ -28,6 +28,7 @@ from .preservation_glue import (
     temporal_model,
 )
 from .prompts import check_prompt
+from .window_glue import prepare_windows
 
 NEVER: frozenset[int] = frozenset()
 
@@ -156,7 +157,7 @@ class PreservationInjectSampler(io.ComfyNode):
                 "model: this is not the model the inversion ran on; connect the same MODEL to DDIM Invert "
                 "With Cache and to this sampler (or run the inversion again)"
             )
-        model = temporal_model(model, inversion.trajectories)
+        model = prepare_windows(temporal_model(model, inversion.trajectories))
         edit_cond, edit_tokens = encode_prompt(clip, edit_prompt, "edit_prompt")
         if negative_prompt.strip():
             negative_cond, negative_tokens = encode_prompt(clip, negative_prompt, "negative_prompt")

@@ -1,11 +1,12 @@
 """ComfyUI glue shared by DDIMInvertWithCache and PreservationInjectSampler: prompts, checks, the
-temporal attention, the schedule, and the recompute mode's source chunk.
+temporal attention, the schedule, the cache mode, and the recompute mode's source chunk.
 
 The recompute mode adds the source path (the inverted latent of the step, the source prompt) to the
 UNet batch through ComfyUI's model-function wrapper: ComfyUI builds the edit batch (cond and uncond
 chunks) as usual, the wrapper appends one chunk of F frames, labels the chunks' roles for the attention
 patches, runs the UNet and returns the edit chunks' output. An earlier wrapper (another node's) is
-called with the extended batch, so it keeps working.
+called with the extended batch, so it keeps working. Under context windows (``window_glue.py``) the
+batch holds one window's frames, and so does the source chunk: the inverted latents of those frames.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ import torch
 from ..attention.control import ROLES_KEY, PreservationControl
 from ..editing.ddim import inversion_sigmas
 from ..editing.inputs import prompt_problem
-from ..editing.preservation import RECOMPUTE, STORE, InversionResult, recompute_bytes, store_bytes
+from ..editing.preservation import (
+    STORE,
+    InversionResult,
+    recompute_bytes,
+    resolve_cache_mode,
+    store_bytes,
+)
+from ..windows.frames import call_frames, describe
+from ..windows.schedule import frame_evaluations
 from .attention_patches import apply_temporal_attention, patched_blocks
+from .window_glue import schedule_name, steady_windows, windows_of
 
-CACHE_MODES = ("auto", RECOMPUTE, STORE)
-STORE_SHARE_OF_FREE_RAM = 0.4
-"""auto picks "store" when its cache needs at most this share of the free system memory."""
 ROLE_OF_COND = {0: "edit", 1: "negative"}
 SOURCE_ROLE = "source"
 
@@ -93,23 +100,25 @@ def sampling_sigmas(inversion_schedule: torch.Tensor) -> torch.Tensor:
     return sigmas
 
 
-def pick_cache_mode(
-    mode: str, frames: int, steps: int, latent_hw: tuple[int, int], base_channels: int
-) -> str:
-    """Resolve "auto": store when its cache fits in STORE_SHARE_OF_FREE_RAM of the free system memory."""
-    if mode != "auto":
-        return mode
+def pick_cache_mode(model, mode: str, frames: int, steps: int, latent_hw: tuple[int, int]) -> tuple[str, str]:
+    """The cache mode an inversion of `frames` frames with `model` (its context windows included) uses,
+    and a line describing both modes' cache sizes. "auto" resolves by `resolve_cache_mode` against the
+    free system memory; "store" is refused when the windows change from step to step."""
+    channels = int(model.get_model_object("diffusion_model").model_channels)
+    evaluated = frame_evaluations(windows_of(model, frames))
+    steady = steady_windows(model, frames)
+    need = store_bytes(evaluated, steps, latent_hw, channels)
     free = comfy.model_management.get_free_memory(torch.device("cpu"))
-    need = store_bytes(frames, steps, latent_hw, base_channels)
-    return STORE if need <= STORE_SHARE_OF_FREE_RAM * free else RECOMPUTE
-
-
-def describe_cache(frames: int, steps: int, latent_hw: tuple[int, int], base_channels: int) -> str:
+    resolved = resolve_cache_mode(mode, need, free, steady)
+    if resolved == STORE and not steady:
+        raise ValueError(
+            f"cache_mode store: the context schedule {schedule_name(model)} moves its windows from step to "
+            "step, and the store cache holds features per window: use the schedule standard_static or batched "
+            "(Context Windows (DiffFERV) uses standard_static), or cache_mode recompute"
+        )
     mib = 2**20
-    return (
-        f"store {store_bytes(frames, steps, latent_hw, base_channels) / mib:.0f} MiB, "
-        f"recompute {recompute_bytes(frames, steps, latent_hw) / mib:.1f} MiB"
-    )
+    sizes = f"store {need / mib:.0f} MiB, recompute {recompute_bytes(frames, steps, latent_hw) / mib:.1f} MiB"
+    return resolved, sizes
 
 
 def add_source_chunk(model, inversion: InversionResult, control: PreservationControl) -> None:
@@ -126,9 +135,16 @@ def add_source_chunk(model, inversion: InversionResult, control: PreservationCon
                 f"cache mode recompute cannot extend a UNet batch that carries {unsupported} (e.g. a "
                 "ControlNet); run the inversion with cache_mode store"
             )
-        frames = inversion.frames
         step = control.step_of(float(timestep[0]))
-        source_x = inversion.latents[step].to(device=x.device, dtype=x.dtype)
+        window = call_frames(c["transformer_options"])
+        source_x = inversion.latents[step] if window is None else inversion.latents[step, list(window)]
+        frames = source_x.shape[0]
+        if x.shape[0] % frames:
+            raise ValueError(
+                f"cache mode recompute: the UNet batch of {x.shape[0]} frames is not made of chunks of the "
+                f"{frames} frames of {describe(window)}: the latent must be the inverted clip"
+            )
+        source_x = source_x.to(device=x.device, dtype=x.dtype)
         context = c["c_crossattn"]
         c["c_crossattn"] = torch.cat(
             [context, source_context.to(device=context.device, dtype=context.dtype).expand(frames, -1, -1)]

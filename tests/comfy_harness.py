@@ -65,9 +65,12 @@ def init_random(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module
 
 
-def build_unet(seed: int = 0, tiny: bool = True, output_scale: float = 1.0):
+def build_unet(
+    seed: int = 0, tiny: bool = True, output_scale: float = 1.0, dtype: torch.dtype = torch.float32
+):
     """An SD1.5 UNet (ComfyUI BaseModel in a ModelPatcher) with random weights: `tiny` keeps the block
-    layout, the 16 self-attention blocks and their patch keys, the 768-d context, with few channels.
+    layout, the 16 self-attention blocks and their patch keys, the 768-d context, with few channels;
+    `dtype` is its weights' and inference dtype (fp16 for GPU benchmarks).
 
     output_scale multiplies the last convolution. DDIM inversion is only as reversible as the model's
     eps is smooth in its input; a random UNet's eps has so large a Jacobian that inverting and
@@ -77,9 +80,9 @@ def build_unet(seed: int = 0, tiny: bool = True, output_scale: float = 1.0):
     import comfy.model_patcher
     import comfy.supported_models
 
-    unet_config = sd15_unet_config(**(TINY_UNET if tiny else {}))
+    unet_config = sd15_unet_config(**(TINY_UNET if tiny else {}), dtype=dtype)
     model_config = comfy.supported_models.SD15(unet_config)
-    model_config.set_inference_dtype(torch.float32, None)
+    model_config.set_inference_dtype(dtype, None)
     model = model_config.get_model({})
     init_random(model.diffusion_model, seed)
     with torch.no_grad():

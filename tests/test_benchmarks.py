@@ -5,6 +5,7 @@ the README and the docstrings give still starts, runs to the end and prints its 
 benchmark cannot rot unnoticed (one did: bench_training.py stopped at an import).
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +17,10 @@ BENCHMARKS = ROOT / "tests" / "benchmarks"
 SMALLEST = {
     "bench_attention.py": ["--frames", "2", "--size", "64", "--repeats", "1", "--memory-frames", "2", "4"],
     "bench_editing.py": ["--size", "64", "--steps", "2", "--frames", "2"],
+    "bench_long_clips.py": [
+        *("--frames", "6", "10", "--size", "64", "--steps", "1", "--window", "4", "--overlap", "1"),
+        *("--seams", "--seam-frames", "10", "--seam-size", "64", "--seam-steps", "1", "--fuses", "pyramid"),
+    ],
     "bench_report.py": ["--frames", "4", "--size", "64"],
     "bench_training.py": ["--steps", "2"],
     "bench_trajectories.py": [],
@@ -36,3 +41,22 @@ def test_benchmark_runs_in_its_smallest_mode(name, tmp_path):
     values = [line for line in result.stdout.splitlines() if re.fullmatch(r"\w+=\S.*", line)]
     assert len(values) >= 3, f"{name} printed no name=value lines:\n{result.stdout}"
     assert sorted(path.name for path in tmp_path.iterdir()) == [], f"{name} left files in its working folder"
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_its_smoke_mode_on_the_cpu(tmp_path):
+    """tests/benchmarks/gpu_check.sh, the full-size GPU check of long clips, takes the same path at a tiny
+    size on the CPU (--smoke): both cache modes, the store mode's skip rule, the name=value lines."""
+    script = BENCHMARKS / "gpu_check.sh"
+    result = subprocess.run(
+        ["bash", str(script), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "DIFFFERV_PYTHON": sys.executable},
+    )
+    assert result.returncode == 0, f"{script} --smoke failed:\n{result.stdout}\n{result.stderr}"
+    for mode, frames in (("recompute", 6), ("store", 6), ("store", 4)):
+        assert f"tiny_{mode}_{frames}f_s_per_frame=" in result.stdout
+        assert f"tiny_{mode}_{frames}f_largest_unet_batch=" in result.stdout
+    assert "gpu_check_wall_s=" in result.stdout

@@ -102,6 +102,7 @@ THUMBNAIL_NODES = [
     "DiffFERV_LoadVideo",
     "DiffFERV_ComputeFlowTrajectories",
     "DiffFERV_ApplyTemporalAttention",
+    "DiffFERV_ContextWindows",
     "DiffFERV_DDIMInvertWithCache",
     "DiffFERV_PreservationInjectSampler",
 ]
@@ -131,7 +132,7 @@ CARD_IMAGE_LOADED = """(name) => {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, demo_clip):
-    """The test server with the files the shipped workflows name: the demo clip in input/, and empty
+    """The test server with the files the shipped workflows name: the demo clips in input/, and empty
     stand-ins for the checkpoint and the specialized UNet (so the model combos keep the shipped values
     and the frontend's missing-model check finds them; nothing loads them here)."""
     workdir = tmp_path_factory.mktemp("browser_server")
@@ -140,7 +141,8 @@ def server(tmp_path_factory, demo_clip):
         (models / folder).mkdir(parents=True)
         (models / folder / name).touch()
     instance = ComfyServer(workdir, models)
-    shutil.copy(demo_clip, workdir / "input" / demo_clip.name)
+    for clip in demo_clip.parent.glob("*.mp4"):
+        shutil.copy(clip, workdir / "input" / clip.name)
     (workdir / "user" / "default").mkdir(parents=True)
     (workdir / "user" / "default" / "comfy.settings.json").write_text(json.dumps(SETTINGS))
     instance.start()

@@ -59,6 +59,8 @@ def refused(tmp_path, *arguments: str, in_process: bool = True) -> str:
         ("--size", "0", "--size is 0; use a multiple of 64 from 64 to 2048"),
         ("--size", "100", "--size is 100, not a multiple of 64 (the UNet halves the latent three times): use 64 or 128"),
         ("--frames", "-1", "--frames is -1; a video edit needs 0 (all frames) or 2 to 4096 frames"),
+        ("--window", "1", "--window is 1; use 0 (one batch) or 2 to 256 frames (16 is the default)"),
+        ("--overlap", "16", "--overlap is 16; use 0 to 15 (less than --window 16)"),
         ("--edit", "", "--edit is empty: DiffFERV needs a source prompt (what the video shows) and an edit prompt"),
         ("--steps", "many", "argument --steps: invalid int value: 'many' (see edit --help)"),
     ],
@@ -173,13 +175,13 @@ def test_help_documents_every_option_with_its_range():
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     options = re.findall(r"\[(--[a-z-]+)", result.stdout.split("\n\n")[0])
-    assert len(options) == 18
+    assert len(options) == 20
     for option in options:
         described = re.search(
             rf" {option}(?: [A-Z]+| \{{[a-z,]+\}})? (.+?)(?= --[a-z]|$)", text.split("options:")[1]
         )
         assert described and len(described.group(1)) > 20, option
-        if option in ("--tau-app", "--guidance", "--steps", "--frames", "--size"):
+        if option in ("--tau-app", "--guidance", "--steps", "--frames", "--size", "--window", "--overlap"):
             assert re.match(r"(0 or )?\d+ to \d+", described.group(1)), (option, described.group(1))
     assert "(default: None)" not in text
     for numbers in ("0 to 1", "1 to 30", "2 to 1000", "0 or 2 to 4096", "64 to 2048, a multiple of 64"):

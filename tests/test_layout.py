@@ -18,16 +18,17 @@ from conftest import ROOT
 
 RULES = {
     "flow": (),
-    "attention": ("flow",),
-    "editing": ("attention", "flow"),
+    "windows": (),
+    "attention": ("flow", "windows"),
+    "editing": ("attention", "flow", "windows"),
     "video": (),
     "masks": ("flow", "faces"),
     "unet": (),
     "specialize": ("unet.files", "headless.host"),
-    "headless": ("editing.inputs", "video", "unet.files"),
+    "headless": ("editing.inputs", "editing.preservation", "video", "unet.files", "windows"),
     "faces": (),
     "metrics": ("flow", "faces"),
-    "nodes": ("attention", "editing", "flow", "video", "unet", "metrics", "faces", "masks"),
+    "nodes": ("attention", "editing", "flow", "video", "unet", "windows", "metrics", "faces", "masks"),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""
 
@@ -48,7 +49,7 @@ COMFY_MODULES = {
     "node_helpers",
 }
 """Top-level modules that belong to ComfyUI (an absolute `import nodes` is ComfyUI's nodes.py)."""
-NODE_GLUE = {"__init__", "common", "attention_patches", "preservation_glue", "prompts"}
+NODE_GLUE = {"__init__", "common", "attention_patches", "preservation_glue", "prompts", "window_glue"}
 """nodes/ modules that hold glue, not node classes."""
 
 

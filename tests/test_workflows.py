@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from comfyui_diffferv.headless.edit_command import CHECKPOINT_URL, prepare_prompt
+from comfyui_diffferv.headless.edit_command import CHECKPOINT_URL, plan_run, prepare_prompt
 from conftest import ROOT
 from video_probe import probe
 from workflow_graphs import GRAPHS, write_all
@@ -84,6 +84,61 @@ def test_prepare_prompt_sets_inputs_and_wires_a_specialized_unet():
     }
 
 
+def long_clip_prompt(**overrides) -> dict:
+    settings = dict(
+        video="talking_face_long.mp4",
+        checkpoint="c.safetensors",
+        source="s",
+        edit="e",
+        tau_app=0.9,
+        guidance=5.0,
+        cache_mode="recompute",
+        frames=0,
+        size=512,
+        steps=50,
+    )
+    return prepare_prompt(
+        json.loads((WORKFLOWS / "api" / "diffferv_long_clip.json").read_text()), **settings | overrides
+    )
+
+
+def test_the_edit_plan_of_the_long_clip():
+    prompt = long_clip_prompt(window=16, overlap=4)
+    plan, lines = plan_run(prompt, WORKFLOWS / "media" / "talking_face_long.mp4", free_ram=2**40)
+    assert plan.frames == 121 and len(plan.windows) == 10 and plan.largest_batch == 48
+    assert plan.inversion_calls == 500 and plan.sampling_calls == 500
+    text = "\n".join(lines)
+    assert (
+        "121 frames at 512x512, 50 + 50 DDIM steps, cache recompute: 386 MiB of inverted latents (store would need 603.4 GiB)"
+        in text
+    )
+    assert "10 windows of up to 16 frames: 0-15, 12-27, 24-39, 36-51, ... (10 in all)" in text
+    assert "largest UNet batch 48 frames" in text
+    # auto: the store cache of 121 windowed 512 px frames fits in no RAM here
+    auto, _ = plan_run(
+        long_clip_prompt(cache_mode="auto"), WORKFLOWS / "media" / "talking_face_long.mp4", 2**36
+    )
+    assert auto.sampling_chunks == 3
+    small, lines = plan_run(
+        long_clip_prompt(cache_mode="auto", frames=8, size=64, steps=2),
+        ROOT / "workflows" / "media" / "talking_face_long.mp4",
+        2**36,
+    )
+    assert small.sampling_chunks == 2 and small.store_final_call and not small.windowed
+    assert "one window (the whole clip in one batch)" in "\n".join(lines)
+
+
+def test_prepare_prompt_sets_or_removes_the_context_windows():
+    windowed = long_clip_prompt(window=8, overlap=2)
+    (node,) = [n for n in windowed.values() if n["class_type"] == "DiffFERV_ContextWindows"]
+    assert node["inputs"]["context_length"] == 8 and node["inputs"]["context_overlap"] == 2
+    whole = long_clip_prompt(window=0)
+    assert "DiffFERV_ContextWindows" not in {n["class_type"] for n in whole.values()}
+    temporal = next(k for k, n in whole.items() if n["class_type"] == "DiffFERV_ApplyTemporalAttention")
+    for kind in ("DiffFERV_DDIMInvertWithCache", "DiffFERV_PreservationInjectSampler"):
+        assert next(n for n in whole.values() if n["class_type"] == kind)["inputs"]["model"] == [temporal, 0]
+
+
 def run_edit(*arguments, cwd=ROOT):
     return subprocess.run(
         [sys.executable, str(ROOT), "edit", *arguments], capture_output=True, text=True, cwd=cwd
@@ -100,7 +155,8 @@ def test_edit_without_a_checkpoint_says_which_file_and_where():
 @pytest.mark.slow
 def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
     """The README's main job at a tiny size: the real SD1.5 architecture (random weights) through the
-    shipped workflow, headless."""
+    shipped long-clip workflow, headless, in context windows of 2 frames; the plan first, then the
+    progress as a line per stage and per tenth of the work (stdout is a pipe here)."""
     output, compare = tmp_path / "edit.gif", tmp_path / "compare.webm"  # the extension picks the format
     result = run_edit(
         "--checkpoint",
@@ -111,6 +167,10 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
         "64",
         "--steps",
         "2",
+        "--window",
+        "2",
+        "--overlap",
+        "1",
         "--edit",
         "a photo of an old woman",
         "--output",
@@ -120,7 +180,14 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
         "--report",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Preservation Inject Sampler (DiffFERV): 2/2" in result.stderr  # progress per node
+    plan = result.stdout.split("\n[", 1)[0]
+    assert plan.startswith("plan:\n") and "3 frames at 64x64, 2 + 2 DDIM steps" in plan
+    assert "2 windows of up to 2 frames: 0-1, 1-2" in plan
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    stages = ["load", "optical flow", "encode", "inversion", "sampling", "decode", "write", "report"]
+    assert [s for s in stages if any(f"% {s}" in line for line in lines)] == stages
+    assert lines[-1].endswith("100% done") and len(lines) <= len(stages) + 11
+    assert any("ETA" in line for line in lines)
     assert probe(output).frames.shape == (3, 64, 64, 3)
     assert probe(compare).frames.shape == (3, 64, 128, 3)  # input | edit
     webm = b"\x1aE\xdf\xa3"  # EBML magic
@@ -133,6 +200,8 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
     # --report: the Edit Report's text on stdout, its JSON beside the video
     report = json.loads((tmp_path / "edit.report.json").read_text())
     assert report["frames"] == 3 and (report["width"], report["height"]) == (64, 64)
-    assert result.stdout.startswith("Edit report: 3 frames, 64x64")
+    assert result.stdout.split("100% done\n", 1)[1].startswith(
+        "Edit report: 3 frames, 64x64"
+    )  # after the run
     assert f"PSNR {report['clip']['psnr_db']:.2f} dB" in result.stdout
     assert report["notes"]["flow"].endswith("from the trajectories")

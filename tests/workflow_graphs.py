@@ -21,6 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
 DEMO_VIDEO = "talking_face.mp4"
+LONG_VIDEO = "talking_face_long.mp4"
 CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 CHECKPOINT_URL = (
     "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
@@ -95,10 +96,46 @@ Runs the whole DiffFERV pipeline with the edit prompt equal to the source prompt
 Then open **diffferv_face_edit** and type the edit."""
 
 
-def edit_graph(name: str, edit_prompt: str, notes: list[Note], prefix: str) -> Graph:
+LONG_CLIP = """## DiffFERV: whole clips
+
+Edits a whole face video, however long: **Context Windows (DiffFERV)** makes the inversion and the sampler run the UNet on overlapping windows of 16 frames (4 shared with the next window) instead of all frames at once, so GPU memory stays that of one window. Inside each window the frames are edited jointly as in the short workflow; the overlaps are blended.
+
+1. **Load Checkpoint**: any Stable Diffusion 1.5 checkpoint.
+2. **Load Video (DiffFERV)**: max_frames 0 reads the whole clip (the demo is 121 frames, 4.8 s).
+3. **DDIM Invert With Cache**: the source prompt. **Preservation Inject Sampler**: the edit prompt.
+4. Queue. The edit and an input | edit comparison are saved to `ComfyUI/output/DiffFERV/`; **Edit Report** measures the edit (PSNR, SSIM, warping error, identity), seams included.
+
+Headless: `python ComfyUI/custom_nodes/<this pack> edit --video clip.mp4 ...` runs this workflow."""
+
+LONG_MEMORY = """### Memory and time
+- **GPU**: one window x 3 prompt chunks (recompute) per UNet call, whatever the clip's length. A larger **context_length** holds more frames per batch; **context_overlap** smooths seams at the cost of UNet work (16/4: 1.33x the frames).
+- **RAM**: the frames (3 MB per 512 px frame) and, with cache_mode *recompute*, the inverted latents (3 MB per frame at 50 steps). *store* keeps about 4 GB per 512 px frame and window: *auto* picks recompute for long clips.
+- Time grows linearly with frames and steps."""
+
+
+def edit_graph(
+    name: str,
+    edit_prompt: str,
+    notes: list[Note],
+    prefix: str,
+    video: str = DEMO_VIDEO,
+    max_frames: int = 16,
+    windows: bool = False,
+) -> Graph:
     """The DiffFERV pipeline: checkpoint (+ optional specialized UNet) -> trajectories -> temporal
-    attention -> inversion -> injection sampling -> decode -> videos."""
+    attention (-> context windows) -> inversion -> injection sampling -> decode -> videos."""
     switches = {f"{kind}_{size}": True for kind in ("swcfa", "tta") for size in (64, 32, 16, 8)}
+    model = (15, 0) if windows else (6, 0)
+    extra = [
+        Node(
+            15,
+            "DiffFERV_ContextWindows",
+            (800, 520),
+            {"context_length": 16, "context_overlap": 4, "fuse_method": "pyramid"},
+            {"model": (6, 0)},
+            size=(340, 130),
+        )
+    ]
     return Graph(
         name,
         [
@@ -117,8 +154,8 @@ def edit_graph(name: str, edit_prompt: str, notes: list[Note], prefix: str) -> G
                 "DiffFERV_LoadVideo",
                 (40, 420),
                 {
-                    "video": DEMO_VIDEO,
-                    "max_frames": 16,
+                    "video": video,
+                    "max_frames": max_frames,
                     "skip_first_frames": 0,
                     "every_nth": 1,
                     "short_side": 512,
@@ -161,7 +198,7 @@ def edit_graph(name: str, edit_prompt: str, notes: list[Note], prefix: str) -> G
                 "DiffFERV_DDIMInvertWithCache",
                 (800, 120),
                 {"source_prompt": "a photo of a woman", "steps": 50, "cache_mode": "auto"},
-                {"model": (6, 0), "clip": (1, 1), "latent": (7, 0), "trajectories": (4, 0)},
+                {"model": model, "clip": (1, 1), "latent": (7, 0), "trajectories": (4, 0)},
                 size=(340, 240),
             ),
             Node(
@@ -176,7 +213,7 @@ def edit_graph(name: str, edit_prompt: str, notes: list[Note], prefix: str) -> G
                     "inject_motion": True,
                     "inject_semantic": True,
                 },
-                {"model": (6, 0), "clip": (1, 1), "inversion": (8, 0)},
+                {"model": model, "clip": (1, 1), "inversion": (8, 0)},
                 size=(340, 340),
             ),
             Node(10, "VAEDecode", (1180, 520), links={"samples": (9, 0), "vae": (1, 2)}, size=(220, 50)),
@@ -231,6 +268,7 @@ def edit_graph(name: str, edit_prompt: str, notes: list[Note], prefix: str) -> G
                 {"source": (3, 0), "edited": (10, 0), "trajectories": (4, 0)},
                 size=(520, 260),
             ),
+            *(extra if windows else []),
         ],
         notes,
     )
@@ -247,6 +285,19 @@ GRAPHS = [
             Note(23, (40, 1080), (420, 220), SPECIALIZED),
         ],
         "DiffFERV/edit",
+    ),
+    edit_graph(
+        "diffferv_long_clip",
+        "a photo of an old woman",
+        [
+            Note(20, (40, -420), (520, 420), LONG_CLIP),
+            Note(21, (800, -420), (520, 300), KNOBS),
+            Note(22, (1560, -300), (440, 300), LONG_MEMORY),
+        ],
+        "DiffFERV/edit",
+        video=LONG_VIDEO,
+        max_frames=0,
+        windows=True,
     ),
     edit_graph(
         "diffferv_reconstruction_check",

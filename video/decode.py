@@ -127,6 +127,13 @@ class Clip:
     source_frames: int  # frames decoded from the file (before picking)
 
 
+def picked_frames(available: int, max_frames: int, skip_first: int = 0, every_nth: int = 1) -> int:
+    """How many frames `read_clip` keeps of `available` with these settings."""
+    left = max(available - skip_first, 0)
+    kept = -(-left // every_nth)
+    return min(kept, max_frames) if max_frames else kept
+
+
 def read_clip(
     path: Path,
     max_frames: int,
@@ -226,17 +233,27 @@ def fit_frames(frames: torch.Tensor, short_side: int, multiple: int, mode: str) 
     if short_side < multiple or short_side % multiple:
         raise ValueError(f"short_side {short_side} is not a positive multiple of {multiple}")
     _, height, width, _ = frames.shape
+    (new_h, new_w), (crop_h, crop_w) = _fit(height, width, short_side, multiple, mode)
+    resized = _resize(frames, new_h, new_w)
+    top, left = (new_h - crop_h) // 2, (new_w - crop_w) // 2
+    return resized[:, top : top + crop_h, left : left + crop_w]
+
+
+def fitted_size(height: int, width: int, short_side: int, multiple: int, mode: str) -> tuple[int, int]:
+    """The (height, width) `fit_frames` gives frames of height x width."""
+    return _fit(height, width, short_side, multiple, mode)[1]
+
+
+def _fit(height, width, short_side, multiple, mode) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(resized size, final size after the crop) of `fit_frames`."""
     short = short_side
     scale = short / min(height, width)
     if mode == "stretch":
         new_h = max(multiple, round(height * scale / multiple) * multiple)
         new_w = max(multiple, round(width * scale / multiple) * multiple)
-        return _resize(frames, new_h, new_w)
+        return (new_h, new_w), (new_h, new_w)
     new_h, new_w = max(short, round(height * scale)), max(short, round(width * scale))
-    resized = _resize(frames, new_h, new_w)
-    crop_h, crop_w = new_h // multiple * multiple, new_w // multiple * multiple
-    top, left = (new_h - crop_h) // 2, (new_w - crop_w) // 2
-    return resized[:, top : top + crop_h, left : left + crop_w]
+    return (new_h, new_w), (new_h // multiple * multiple, new_w // multiple * multiple)
 
 
 def _resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:

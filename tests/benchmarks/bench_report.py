@@ -2,8 +2,8 @@
 
     python tests/benchmarks/bench_report.py [--frames 121] [--size 512] [--clip PATH]
 
-The clip (default: ../shared/assets/talking_face_ltx2.webp, 121 frames, where it lies beside the project;
-else the demo clip played forward and back up to --frames) is read, sized as Load Video (DiffFERV) sizes
+The clip (default: workflows/media/talking_face_long.mp4, the whole 121-frame talking-face clip, played
+forward and back when --frames asks for more) is read, sized as Load Video (DiffFERV) sizes
 it (short side --size, crop to multiples of 64), and an mp4 re-encode of it is measured against it, as the
 node does with its trajectories connected (the source's flow given):
 
@@ -35,7 +35,7 @@ import torch
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
-import conftest  # noqa: E402  (registers the pack as comfyui_diffferv; DEMO_CLIP)
+import conftest  # noqa: E402, F401  (registers the pack as comfyui_diffferv)
 from calibration import blurred, reencoded  # noqa: E402
 from comfyui_diffferv.faces.dlib_models import FaceModels, to_uint8  # noqa: E402
 from comfyui_diffferv.faces.resnet import FaceResNet  # noqa: E402
@@ -44,12 +44,12 @@ from comfyui_diffferv.flow.trajectories import compute_source_flow  # noqa: E402
 from comfyui_diffferv.metrics.report import measure_edit  # noqa: E402
 from comfyui_diffferv.video.decode import fit_frames, read_clip  # noqa: E402
 
-LONG_CLIP = TESTS.parents[1] / "shared" / "assets" / "talking_face_ltx2.webp"
+LONG_CLIP = TESTS.parent / "workflows" / "media" / "talking_face_long.mp4"
 
 
 def clip_frames(path: Path | None, frames: int, size: int) -> torch.Tensor:
     if path is None:
-        path = LONG_CLIP if LONG_CLIP.is_file() else conftest.DEMO_CLIP
+        path = LONG_CLIP
     video = read_clip(path, 0).frames
     while video.shape[0] < frames:  # forward, then backward: motion stays continuous
         video = torch.cat([video, video.flip(0)[1:]])

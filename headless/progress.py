@@ -1,0 +1,137 @@
+"""One progress line for a whole workflow run: the stages (load, optical flow, encode, inversion,
+sampling, decode, write) weighted by their estimated work, with an ETA.
+
+The `edit` command feeds it ComfyUI's events: `node_started(node id)` when the executor starts a node,
+`node_progress(value, total, node id)` when a node's progress bar moves. A stage is a set of node
+types; its weight is its estimated work in UNet frame-evaluations (the inversion and sampling are
+counted exactly from the run's plan; loading, flow, encoding, decoding and writing by a per-frame
+estimate). The overall share done is the finished stages' weight plus the running stage's share of its
+own, and the ETA is the time so far scaled to the work left.
+
+On a terminal the line is redrawn in place; otherwise (a log, a pipe) a line is printed when a stage
+starts and each time another tenth of the whole work is done, never one per frame.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A named part of the run: the node types that make it up and its estimated work."""
+
+    name: str
+    node_types: frozenset[str]
+    work: float
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
+
+
+class OverallProgress:
+    """See the module docstring. `node_types` maps the workflow's node ids to their class types; nodes of
+    no stage (previews) move nothing, and stages without a node in the workflow are left out."""
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        node_types: dict[str, str],
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        kinds = set(node_types.values())
+        self.stages = [stage for stage in stages if stage.node_types & kinds]
+        self.total = sum(stage.work for stage in self.stages) or 1.0
+        self.stage_of = {
+            node_id: index
+            for node_id, kind in node_types.items()
+            for index, stage in enumerate(self.stages)
+            if kind in stage.node_types
+        }
+        self.stream = stream if stream is not None else sys.stdout
+        self.live = self.stream.isatty()
+        self.clock = clock
+        self.start = clock()
+        self.finished: set[int] = set()
+        self.current: int | None = None
+        self.share = 0.0  # of the current stage
+        self.detail = ""
+        self.tenths_shown = 0
+        self.line_open = False
+
+    def done(self) -> float:
+        """The share of the whole work done, 0..1."""
+        work = sum(self.stages[i].work for i in self.finished)
+        if self.current is not None and self.current not in self.finished:
+            work += self.stages[self.current].work * self.share
+        return min(work / self.total, 1.0)
+
+    def eta(self) -> float | None:
+        """Seconds left, from the time so far and the share done (None before any work is done)."""
+        done = self.done()
+        if done <= 0.0:
+            return None
+        return (self.clock() - self.start) * (1.0 - done) / done
+
+    def node_started(self, node_id: str | None) -> None:
+        index = self.stage_of.get(str(node_id))
+        if index is None or index == self.current:
+            return
+        if self.current is not None:
+            self.finished.add(self.current)
+        self.current, self.share, self.detail = index, 0.0, ""
+        self._show(stage_start=True)
+
+    def node_progress(self, value: int, total: int, node_id: str | None) -> None:
+        index = self.stage_of.get(str(node_id))
+        if index is None or not total:
+            return
+        if index != self.current:
+            self.node_started(node_id)
+        self.share = min(value / total, 1.0)
+        self.detail = f" {value}/{total}"
+        self._show(stage_start=False)
+
+    def finish(self) -> None:
+        """The run is done: the 100 % line (and the end of the terminal line)."""
+        if self.current is not None:
+            self.finished.add(self.current)
+        self.current = None
+        self.detail = ""
+        self._show(stage_start=True, name="done")
+        self.end_line()
+
+    def end_line(self) -> None:
+        """End the line being redrawn on a terminal (before other output, e.g. an error); no-op otherwise."""
+        if self.live and self.line_open:
+            print(file=self.stream, flush=True)
+            self.line_open = False
+
+    def line(self, name: str | None = None) -> str:
+        elapsed = self.clock() - self.start
+        if name is None:
+            name = self.stages[self.current].name if self.current is not None else ""
+        eta = self.eta()
+        remaining = "" if eta is None or name == "done" else f", ETA {format_duration(eta)}"
+        return f"[{format_duration(elapsed):>12}] {100 * self.done():3.0f}% {name}{self.detail}{remaining}"
+
+    def _show(self, stage_start: bool, name: str | None = None) -> None:
+        tenths = int(self.done() * 10 + 1e-9)
+        if self.live:
+            print("\r\033[K" + self.line(name), end="", file=self.stream, flush=True)
+            self.line_open = True
+            return
+        if stage_start or tenths > self.tenths_shown:
+            self.tenths_shown = max(self.tenths_shown, tenths)
+            print(self.line(name), file=self.stream, flush=True)

@@ -1,0 +1,331 @@
+"""Benchmark of long clips in context windows: DDIM inversion + preservation-injection sampling of the
+first 16, 48 and 121 frames of the long demo clip (workflows/media/talking_face_long.mp4) through
+ComfyUI's nodes, with Context Windows (DiffFERV) at a fixed window, per cache mode.
+
+Prints `name=value` lines, per mode and frame count (each case in a fresh process): seconds per frame
+(inversion + sampling), peak host memory (RSS), peak device memory (CUDA only), the largest batch the
+UNet saw (a hook on the UNet records every call), UNet calls, and what grows with the clip on the host:
+the clip (decoded at the file's size, as Load Video holds it before resizing; the working frames; the
+latents; the trajectories) and the cache (store: the features of every window; recompute: the inverted
+latents). Then the ratios of the longest clip to the shortest, side by side, and how much the peak host
+memory grew next to how much the clip and the cache grew.
+
+`--seams` adds the seam measurement: the clip's first `--seam-frames` frames edited in windows (one run
+per fuse method) and in one batch; the temporal warping error of the decoded output
+(``metrics.warping``), measured with the source's optical flow (OpenCV DIS, forward-backward checked, the
+flow the trajectories were built from), averaged over frame pairs that touch a window overlap (seams)
+and over pairs inside one window only. With random weights this compares the
+runs; it does not judge the picture.
+
+    python tests/benchmarks/bench_long_clips.py [--frames 16 48 121] [--size 64] [--steps 4] [--seams [--seam-size 128 --seam-steps 10]]
+    python tests/benchmarks/bench_long_clips.py --full-size --size 512 --steps 50 --frames 48   (GPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS))
+LONG_CLIP = TESTS.parent / "workflows" / "media" / "talking_face_long.mp4"
+SWITCHES = {f"{kind}_{size}": True for kind in ("swcfa", "tta") for size in (64, 32, 16, 8)}
+SOURCE, EDIT = "a photo of a woman", "a photo of an old woman"
+MIB = 2**20
+
+
+class Pipeline:
+    """The long clip's first frames loaded, its flow trajectories, latents and a temporally patched
+    random-weight SD1.5 model (tiny, or the full architecture, fp16 on a GPU), in an in-process ComfyUI."""
+
+    def __init__(self, frames: int, size: int, full_size: bool):
+        import conftest  # noqa: F401  (registers the pack's import name)
+        import torch
+        from comfy_harness import InProcessComfy, build_clip, build_unet, build_vae
+
+        self.comfy = InProcessComfy(Path(tempfile.mkdtemp(prefix="bench_long_")))
+        shutil.copy(LONG_CLIP, self.comfy.workdir / "input" / LONG_CLIP.name)
+        dtype = torch.float16 if full_size and torch.cuda.is_available() else torch.float32
+        self.unet = build_unet(seed=5, tiny=not full_size, output_scale=0.02, dtype=dtype)
+        self.clip, self.vae = build_clip(tiny=not full_size), build_vae(tiny=not full_size)
+        (self.images, _, _, _), _ = self.comfy.run_node(
+            "DiffFERV_LoadVideo",
+            video=LONG_CLIP.name,
+            max_frames=frames,
+            skip_first_frames=0,
+            every_nth=1,
+            short_side=size,
+            fit="crop",
+        )
+        (self.trajectories, _), _ = self.comfy.run_node(
+            "DiffFERV_ComputeFlowTrajectories",
+            frames=self.images,
+            backend="dis",
+            consistency_threshold=1.0,
+            flow_model="none",
+            preview_grid="1/16",
+        )
+        (self.latent,), _ = self.comfy.run_node("VAEEncode", pixels=self.images, vae=self.vae)
+        (self.model,), _ = self.comfy.run_node(
+            "DiffFERV_ApplyTemporalAttention",
+            model=self.unet,
+            trajectories=self.trajectories,
+            window=3,
+            **SWITCHES,
+        )
+
+    def windowed(self, window: int, overlap: int, fuse: str = "pyramid"):
+        (model,), _ = self.comfy.run_node(
+            "DiffFERV_ContextWindows",
+            model=self.model,
+            context_length=window,
+            context_overlap=overlap,
+            fuse_method=fuse,
+        )
+        return model
+
+    def edit(self, model, mode: str, steps: int) -> tuple[object, object, float, float, list[int]]:
+        """Inversion + edit; returns (inversion, edited latent, inversion s, sampling s, UNet batch sizes)."""
+        batches: list[int] = []
+        hook = self.unet.model.diffusion_model.register_forward_pre_hook(
+            lambda module, args: batches.append(int(args[0].shape[0]))
+        )
+        try:
+            start = time.perf_counter()
+            (inversion, _), _ = self.comfy.run_node(
+                "DiffFERV_DDIMInvertWithCache",
+                model=model,
+                clip=self.clip,
+                latent=self.latent,
+                source_prompt=SOURCE,
+                trajectories=self.trajectories,
+                steps=steps,
+                cache_mode=mode,
+            )
+            inverted = time.perf_counter()
+            (edited,), _ = self.comfy.run_node(
+                "DiffFERV_PreservationInjectSampler",
+                model=model,
+                clip=self.clip,
+                inversion=inversion,
+                edit_prompt=EDIT,
+                negative_prompt="",
+                guidance=5.0,
+                tau_app=0.9,
+                inject_motion=True,
+                inject_semantic=True,
+            )
+            done = time.perf_counter()
+        finally:
+            hook.remove()
+        return inversion, edited, inverted - start, done - inverted, batches
+
+
+def trajectory_bytes(trajectories) -> int:
+    """The TRAJECTORIES' memory: every grid's ids and index, and the kept source flow."""
+    grids = sum(g.ids.numel() * 8 + g.index.numel() * 8 for g in trajectories.grids.values())
+    flow = trajectories.flow
+    return grids + (0 if flow is None else flow.forward.numel() * 2 + flow.reliable.numel())
+
+
+def decoded_bytes(frames: int) -> int:
+    """Load Video's peak for the clip: its frames decoded at the file's size as float32 (before resizing)."""
+    from comfyui_diffferv.video.decode import probe_clip
+
+    info = probe_clip(LONG_CLIP)
+    return frames * info.height * info.width * 3 * 4
+
+
+def run_case(
+    mode: str, frames: int, size: int, steps: int, window: int, overlap: int, full_size: bool
+) -> dict:
+    import torch
+
+    pipeline = Pipeline(frames, size, full_size)
+    model = pipeline.windowed(window, overlap)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    inversion, _, invert_s, sample_s, batches = pipeline.edit(model, mode, steps)
+    cache = inversion.store.nbytes if inversion.store is not None else inversion.latents.numel() * 4
+    frames = int(pipeline.latent["samples"].shape[0])
+    return {
+        "s_per_frame": (invert_s + sample_s) / frames,
+        "invert_s_per_frame": invert_s / frames,
+        "sample_s_per_frame": sample_s / frames,
+        "largest_unet_batch": max(batches),
+        "unet_calls": len(batches),
+        "peak_host_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_device_mib": torch.cuda.max_memory_allocated() / MIB if torch.cuda.is_available() else None,
+        "source_clip_mib": decoded_bytes(frames) / MIB,
+        "clip_mib": pipeline.images.numel() * pipeline.images.element_size() / MIB,
+        "latent_mib": pipeline.latent["samples"].numel() * 4 / MIB,
+        "trajectories_mib": trajectory_bytes(pipeline.trajectories) / MIB,
+        "cache_mib": cache / MIB,
+        "mode_used": inversion.mode,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Seams
+
+
+def seam_pairs(frames: int, window: int, overlap: int) -> tuple[list[int], list[int]]:
+    """Frame pairs (t, t + 1) by t: those touching a frame that two windows share (seams), and those
+    inside one window only."""
+    from comfyui_diffferv.windows.schedule import static_windows
+
+    cover = [0] * frames
+    for w in static_windows(frames, window, overlap):
+        for f in w:
+            cover[f] += 1
+    seams = [t for t in range(frames - 1) if cover[t] > 1 or cover[t + 1] > 1]
+    inside = [t for t in range(frames - 1) if cover[t] == 1 and cover[t + 1] == 1]
+    return seams, inside
+
+
+def run_seams(frames: int, size: int, steps: int, window: int, overlap: int, fuses: list[str]) -> dict:
+    import math
+
+    import torch
+
+    pipeline = Pipeline(frames, size, full_size=False)
+    from comfyui_diffferv.metrics.warping import warping_errors  # (registered by Pipeline)
+
+    seams, inside = seam_pairs(frames, window, overlap)
+    runs = {"unwindowed": pipeline.model} | {
+        f"windowed_{f}": pipeline.windowed(window, overlap, f) for f in fuses
+    }
+    result = {"seam_pairs": len(seams), "inside_pairs": len(inside)}
+    flow = pipeline.trajectories.flow  # the source's flow, as the trajectories were built from it
+    clips = {"source": pipeline.images}
+    for name, model in runs.items():
+        _, edited, _, _, _ = pipeline.edit(model, "recompute", steps)
+        with torch.inference_mode():
+            clips[name] = pipeline.vae.decode(edited["samples"])
+    for name, errors in zip(clips, warping_errors(list(clips.values()), flow).tolist(), strict=True):
+        for label, pairs in (("seams", seams), ("inside", inside)):
+            values = [errors[t] for t in pairs if not math.isnan(errors[t])]
+            result[f"{name}_warp_error_{label}"] = sum(values) / len(values) if values else None
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def shown(value) -> str:
+    return "n/a" if value is None else value if isinstance(value, str) else f"{value:.4g}"
+
+
+STORE_SHARE_OF_AVAILABLE_RAM = 0.8
+
+
+def store_skipped(args, frames: int) -> str | None:
+    """Why the store mode cannot run `frames` frames here (its cache would not fit the host's RAM), or
+    None. The cache of the windows' frames at every step, by the formula the store mode follows."""
+    import psutil
+    from comfyui_diffferv.editing.preservation import store_bytes
+    from comfyui_diffferv.windows.schedule import frame_evaluations, static_windows
+
+    evaluated = frame_evaluations(static_windows(frames, args.window, args.overlap))
+    latent = args.size // 8
+    need = store_bytes(evaluated, args.steps, (latent, latent), 320 if args.full_size else 32)
+    available = psutil.virtual_memory().available
+    if need <= STORE_SHARE_OF_AVAILABLE_RAM * available:
+        return None
+    return f"needs {need / 2**30:.0f} GiB of host RAM for its cache, {available / 2**30:.0f} GiB available"
+
+
+def subprocess_case(args, *case: str) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--case",
+        *case,
+        "--size",
+        str(args.size),
+        "--steps",
+        str(args.steps),
+    ]
+    command += ["--window", str(args.window), "--overlap", str(args.overlap)]
+    command += ["--full-size"] * args.full_size
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--frames", type=int, nargs="+", default=[16, 48, 121])
+    parser.add_argument("--size", type=int, default=64, help="short side in pixels (multiple of 64)")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--overlap", type=int, default=4)
+    parser.add_argument("--modes", nargs="*", default=["recompute", "store"], help="none: seams only")
+    parser.add_argument(
+        "--full-size", action="store_true", help="the full SD1.5 architecture (fp16 on a GPU)"
+    )
+    parser.add_argument("--seams", action="store_true", help="also measure warping errors at window seams")
+    parser.add_argument("--seam-frames", type=int, default=48)
+    parser.add_argument("--seam-size", type=int, default=128)
+    parser.add_argument("--seam-steps", type=int, default=10)
+    parser.add_argument("--fuses", nargs="+", default=["pyramid", "overlap-linear", "flat", "relative"])
+    parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        if args.case[0] == "seams":
+            values = run_seams(
+                int(args.case[1]), args.size, args.steps, args.window, args.overlap, args.case[2:]
+            )
+        else:
+            mode, frames = args.case[0], int(args.case[1])
+            values = run_case(mode, frames, args.size, args.steps, args.window, args.overlap, args.full_size)
+        print(json.dumps(values))
+        return
+
+    model = "full" if args.full_size else "tiny"
+    print(
+        f"model={model}_sd15 size={args.size} steps={args.steps} window={args.window} overlap={args.overlap}"
+    )
+    low, high = min(args.frames), max(args.frames)
+    import conftest  # noqa: F401  (registers the pack's import name)
+
+    for mode in args.modes:
+        results = {}
+        for frames in args.frames:
+            skipped = store_skipped(args, frames) if mode == "store" else None
+            if skipped:
+                print(f"{model}_{mode}_{frames}f_skipped={skipped}")
+                continue
+            results[frames] = values = subprocess_case(args, mode, str(frames))
+            for key, value in values.items():
+                print(f"{model}_{mode}_{frames}f_{key}={shown(value)}")
+        if low == high or low not in results or high not in results:
+            continue
+        a, b = results[low], results[high]
+        for key in ("s_per_frame", "largest_unet_batch", "peak_host_mib", "cache_mib", "clip_mib"):
+            print(f"{model}_{mode}_ratio_{high}f_{low}f_{key}={b[key] / a[key]:.3f}")
+        grown = b["peak_host_mib"] - a["peak_host_mib"]
+        clip = sum(b[k] - a[k] for k in ("source_clip_mib", "clip_mib", "latent_mib", "trajectories_mib"))
+        print(f"{model}_{mode}_host_growth_mib_{high}f_minus_{low}f={grown:.1f}")
+        print(f"{model}_{mode}_clip_growth_mib_{high}f_minus_{low}f={clip:.1f}")
+        print(f"{model}_{mode}_cache_growth_mib_{high}f_minus_{low}f={b['cache_mib'] - a['cache_mib']:.1f}")
+    if args.seams:
+        seams = argparse.Namespace(**{**vars(args), "size": args.seam_size, "steps": args.seam_steps})
+        print(f"seams: tiny_sd15 size={args.seam_size} steps={args.seam_steps} frames={args.seam_frames}")
+        values = subprocess_case(seams, "seams", str(args.seam_frames), *args.fuses)
+        for key, value in values.items():
+            print(f"seams_{args.seam_frames}f_{key}={shown(value)}")
+
+
+if __name__ == "__main__":
+    main()

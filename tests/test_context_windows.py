@@ -1,0 +1,327 @@
+"""DDIM Invert With Cache and Preservation Inject Sampler under ComfyUI's context windows, inside a real
+ComfyUI, on the demo clip's frames, with the tiny random-weight SD1.5-shaped model: exactness with one
+window, every fuse method and schedule of the core node, store = recompute, the UNet batch bounded by
+the window, and the whole 121-frame clip in both cache modes."""
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from comfy_harness import build_unet
+from conftest import ROOT
+from test_editing import PLAIN, SOURCE
+
+FRAMES, WINDOW, OVERLAP, STEPS = 8, 4, 1, 2
+EDIT = "a photo of an old woman with glasses"
+LONG_CLIP = ROOT / "workflows" / "media" / "talking_face_long.mp4"
+SWITCHES = {f"{kind}_{size}": True for kind in ("swcfa", "tta") for size in (64, 32, 16, 8)}
+
+
+@dataclass
+class Clip:
+    frames: torch.Tensor
+    trajectories: object
+    latent: dict
+    model: object  # the tiny UNet with DiffFERV temporal attention
+    clip: object
+
+
+def load_clip(comfy, tiny_sd15, video: str, frames: int, seed: int = 5) -> Clip:
+    (images, _, _, _), _ = comfy.run_node(
+        "DiffFERV_LoadVideo",
+        video=video,
+        max_frames=frames,
+        skip_first_frames=0,
+        every_nth=1,
+        short_side=64,
+        fit="crop",
+    )
+    (trajectories, _), _ = comfy.run_node(
+        "DiffFERV_ComputeFlowTrajectories",
+        frames=images,
+        backend="dis",
+        consistency_threshold=1.0,
+        flow_model="none",
+        preview_grid="1/16",
+    )
+    (latent,), _ = comfy.run_node("VAEEncode", pixels=images, vae=tiny_sd15.vae)
+    (model,), _ = comfy.run_node(
+        "DiffFERV_ApplyTemporalAttention",
+        model=build_unet(seed=seed, output_scale=0.02),
+        trajectories=trajectories,
+        window=3,
+        **SWITCHES,
+    )
+    return Clip(images, trajectories, latent, model, tiny_sd15.clip)
+
+
+@pytest.fixture(scope="module")
+def clip(comfy, tiny_sd15, input_clip) -> Clip:
+    return load_clip(comfy, tiny_sd15, input_clip, FRAMES)
+
+
+def diffferv_windows(comfy, model, length=WINDOW, overlap=OVERLAP, fuse="pyramid"):
+    (windowed,), _ = comfy.run_node(
+        "DiffFERV_ContextWindows",
+        model=model,
+        context_length=length,
+        context_overlap=overlap,
+        fuse_method=fuse,
+    )
+    return windowed
+
+
+def core_windows(comfy, model, schedule, fuse="pyramid", stride=1, closed_loop=False):
+    """The core Context Windows (Manual) node (ComfyUI 0.8 adds a freenoise switch)."""
+    inputs = dict(
+        model=model,
+        context_length=WINDOW,
+        context_overlap=OVERLAP,
+        context_schedule=schedule,
+        context_stride=stride,
+        closed_loop=closed_loop,
+        fuse_method=fuse,
+        dim=0,
+    )
+    names = {i.id for i in comfy.node_class("ContextWindowsManual").GET_SCHEMA().inputs}
+    if "freenoise" in names:
+        inputs["freenoise"] = True  # shuffles the initial noise: DiffFERV adds none, so nothing changes
+    (windowed,), _ = comfy.run_node("ContextWindowsManual", **inputs)
+    return windowed
+
+
+def invert(comfy, clip: Clip, model, mode: str, steps: int = STEPS):
+    (inversion, noise), _ = comfy.run_node(
+        "DiffFERV_DDIMInvertWithCache",
+        model=model,
+        clip=clip.clip,
+        latent=clip.latent,
+        source_prompt=SOURCE,
+        trajectories=clip.trajectories,
+        steps=steps,
+        cache_mode=mode,
+    )
+    return inversion, noise["samples"]
+
+
+def edit(comfy, clip: Clip, model, inversion, prompt: str = EDIT, **overrides) -> torch.Tensor:
+    inputs = dict(
+        model=model,
+        clip=clip.clip,
+        inversion=inversion,
+        edit_prompt=prompt,
+        negative_prompt="",
+        guidance=5.0,
+        tau_app=0.9,
+        inject_motion=True,
+        inject_semantic=True,
+    )
+    (latent,), _ = comfy.run_node("DiffFERV_PreservationInjectSampler", **{**inputs, **overrides})
+    return latent["samples"]
+
+
+@contextmanager
+def unet_calls(model):
+    """Records (batch size, context window or None) of every call of the MODEL's UNet."""
+    calls = []
+
+    def hook(module, args, kwargs):
+        window = kwargs.get("transformer_options", {}).get("context_window")
+        calls.append((int(args[0].shape[0]), None if window is None else tuple(window.index_list)))
+
+    handle = model.model.diffusion_model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def run_both(comfy, clip, model, mode, **edit_overrides):
+    inversion, noise = invert(comfy, clip, model, mode)
+    return inversion, noise, edit(comfy, clip, model, inversion, **edit_overrides)
+
+
+@pytest.fixture(scope="module")
+def unwindowed(comfy, clip):
+    return {mode: run_both(comfy, clip, clip.model, mode) for mode in ("store", "recompute")}
+
+
+@pytest.mark.parametrize("mode", ["store", "recompute"])
+def test_one_window_covering_the_clip_is_exactly_no_windows(comfy, clip, unwindowed, mode):
+    """Through ComfyUI's handler (its window path forced, one window of all frames, flat fuse) and
+    through Context Windows (DiffFERV) with a window as long as the clip: the same bits."""
+    import comfy.context_windows as core
+    from comfyui_diffferv.nodes.window_glue import FrameWindowsHandler, install
+
+    class OneWindow(FrameWindowsHandler):
+        def should_use_context(self, *args, **kwargs):
+            return True  # ComfyUI skips windows when the clip fits one; go through them anyway
+
+    forced = OneWindow(
+        core.get_matching_context_schedule(core.ContextSchedules.STATIC_STANDARD),
+        core.get_matching_fuse_method(core.ContextFuseMethods.FLAT),
+        context_length=FRAMES,
+        context_overlap=0,
+    )
+    _, plain_noise, plain = unwindowed[mode]
+    for model in (install(clip.model, forced), diffferv_windows(comfy, clip.model, length=FRAMES)):
+        with unet_calls(clip.model) as calls:
+            inversion, noise, edited = run_both(comfy, clip, model, mode)
+        assert inversion.mode == mode
+        assert torch.equal(noise, plain_noise) and torch.equal(edited, plain)
+        windows = {window for _, window in calls}
+        assert windows == (
+            {tuple(range(FRAMES))}
+            if isinstance(model.model_options["context_handler"], OneWindow)
+            else {None}
+        )
+
+
+def test_store_and_recompute_give_the_same_frames_in_windows(comfy, clip, tiny_sd15):
+    model = diffferv_windows(comfy, clip.model)
+    store, _, from_store = run_both(comfy, clip, model, "store")
+    _, _, from_recompute = run_both(comfy, clip, model, "recompute")
+    windows = [(0, 1, 2, 3), (3, 4, 5, 6), (4, 5, 6, 7)]
+    assert store.store.windows() == windows  # one entry per window: overlapping windows kept apart
+    difference = float((from_store - from_recompute).abs().max())
+    print(f"\nwindows {WINDOW}/{OVERLAP}: store vs recompute max abs latent difference {difference:.2e}")
+    assert difference < 2e-3  # fp16 storage of q, k and maps vs recomputed fp32
+    with torch.inference_mode():
+        frames = [tiny_sd15.vae.decode(x) for x in (from_store, from_recompute)]
+    assert float((frames[0] - frames[1]).abs().max()) < 2.0 / 255
+
+
+def test_windows_reconstruct_as_well_as_one_batch(comfy, clip):
+    """Edit prompt = source prompt (8 steps): the clip comes back about as close in windows as in one
+    batch, and closer with the preservation features than without."""
+    source = clip.latent["samples"]
+
+    def error(model, **overrides) -> float:
+        inversion, _ = invert(comfy, clip, model, "recompute", steps=8)
+        return float((edit(comfy, clip, model, inversion, SOURCE, **overrides) - source).abs().mean())
+
+    model = diffferv_windows(comfy, clip.model)
+    windowed, whole, plain = error(model), error(clip.model), error(model, **PLAIN)
+    print(
+        f"\nreconstruction error: windows {windowed:.4f}, one batch {whole:.4f}, windows, no injection {plain:.4f}"
+    )
+    assert windowed < plain and windowed < 1.5 * whole
+
+
+SCHEDULES = [
+    ("standard_static", {}),
+    ("batched", {}),
+    ("standard_uniform", {}),
+    ("standard_uniform", {"stride": 2}),
+    ("looped_uniform", {}),
+    ("looped_uniform", {"closed_loop": True}),
+]
+
+
+@pytest.mark.parametrize("schedule, options", SCHEDULES, ids=[f"{s}{o or ''}" for s, o in SCHEDULES])
+def test_every_core_schedule_runs_in_recompute_mode(comfy, clip, schedule, options):
+    model = core_windows(comfy, clip.model, schedule, **options)
+    with unet_calls(clip.model) as calls:
+        _, noise, edited = run_both(comfy, clip, model, "recompute")
+    assert torch.isfinite(edited).all() and edited.shape == clip.latent["samples"].shape
+    assert max(batch for batch, _ in calls) <= 3 * WINDOW * options.get("stride", 1)
+    seen = {frame for _, window in calls for frame in window}
+    assert seen == set(range(FRAMES))  # every frame went through the UNet, in windows only
+    assert not (noise - clip.latent["samples"]).abs().max() < 1e-3  # the inversion moved
+
+
+@pytest.mark.parametrize("fuse", ["pyramid", "relative", "flat", "overlap-linear"])
+def test_every_fuse_method_runs_and_reconstructs(comfy, clip, fuse):
+    """Edit prompt = source prompt brings the clip back, whichever way the windows are blended. (The
+    store mode runs with pyramid and flat fusing above: no fuse method touches the cache.)"""
+    model = core_windows(comfy, clip.model, "standard_static", fuse=fuse)
+    _, _, edited = run_both(comfy, clip, model, "recompute", prompt=SOURCE)
+    source = clip.latent["samples"]
+    error = float((edited - source).abs().mean())
+    print(f"\nfuse {fuse}: reconstruction error {error:.4f} (|latent| {float(source.abs().mean()):.4f})")
+    assert error < 0.5 * float(source.abs().mean())
+
+
+@pytest.mark.parametrize("schedule", ["standard_uniform", "looped_uniform"])
+def test_store_mode_refuses_windows_that_move_and_auto_recomputes(comfy, clip, schedule):
+    model = core_windows(comfy, clip.model, schedule)
+    with pytest.raises(
+        ValueError, match=f"context schedule {schedule} moves its windows .* standard_static or batched"
+    ):
+        invert(comfy, clip, model, "store")
+    inversion, _ = invert(comfy, clip, model, "auto", steps=2)
+    assert inversion.mode == "recompute"
+
+
+def test_unsupported_window_settings_are_refused(comfy, clip):
+    wan_inputs = dict(
+        model=clip.model,
+        context_length=9,
+        context_overlap=4,
+        context_schedule="standard_static",
+        context_stride=1,
+        closed_loop=False,
+        fuse_method="pyramid",
+    )
+    if "freenoise" in {i.id for i in comfy.node_class("WanContextWindowsManual").GET_SCHEMA().inputs}:
+        wan_inputs["freenoise"] = False
+    (wan,), _ = comfy.run_node("WanContextWindowsManual", **wan_inputs)  # windows over dim 2 (WAN latents)
+    with pytest.raises(ValueError, match="run over dimension 2, but DiffFERV's frames are the latent batch"):
+        invert(comfy, clip, wan, "recompute")
+    looping = core_windows(comfy, clip.model, "standard_static")
+    looping.model_options["context_handler"].context_overlap = WINDOW
+    with pytest.raises(ValueError, match=r"context overlap must be 0 \.\. 3"):
+        invert(comfy, clip, looping, "recompute")
+    with pytest.raises(
+        ValueError, match="context_overlap \\(4\\) must be smaller than context_length \\(4\\)"
+    ):
+        diffferv_windows(comfy, clip.model, overlap=WINDOW)
+
+
+@pytest.mark.parametrize("mode, chunks", [("store", 2), ("recompute", 3)])
+def test_largest_unet_batch_is_window_times_chunks_whatever_the_length(
+    comfy, tiny_sd15, input_clip, mode, chunks
+):
+    largest = {}
+    for frames in (6, 14):
+        clip = load_clip(comfy, tiny_sd15, input_clip, frames)
+        model = diffferv_windows(comfy, clip.model)
+        with unet_calls(clip.model) as calls:
+            run_both(comfy, clip, model, mode)
+        largest[frames] = max(batch for batch, _ in calls)
+        assert {batch for batch, _ in calls} == {WINDOW, chunks * WINDOW}  # inversion, sampling
+    assert largest == {6: chunks * WINDOW, 14: chunks * WINDOW}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["store", "recompute"])
+def test_the_121_frame_clip_runs_in_windows(comfy, tiny_sd15, mode, tmp_path):
+    """The whole long clip, through ComfyUI's nodes from Load Video to Video Combine, with windows of 16
+    overlapping by 4 (tiny model, 64 px, 2 steps)."""
+    import shutil
+
+    shutil.copy(LONG_CLIP, comfy.workdir / "input" / LONG_CLIP.name)
+    clip = load_clip(comfy, tiny_sd15, LONG_CLIP.name, 0)
+    assert clip.latent["samples"].shape[0] == 121
+    model = diffferv_windows(comfy, clip.model, length=16, overlap=4)
+    with unet_calls(clip.model) as calls:
+        inversion, _ = invert(comfy, clip, model, mode, steps=2)
+        edited = edit(comfy, clip, model, inversion)
+    assert inversion.mode == mode
+    assert max(batch for batch, _ in calls) == 16 * (2 if mode == "store" else 3)
+    (images,), _ = comfy.run_node("VAEDecode", samples={"samples": edited}, vae=tiny_sd15.vae)
+    _, ui = comfy.run_node(
+        "DiffFERV_VideoCombine",
+        images=images,
+        fps=25.0,
+        filename_prefix=f"long_{mode}",
+        format="mp4 (h264)",
+        quality=65,
+        save_output=True,
+    )
+    written = comfy.output_path(ui["images"][0])
+    from video_probe import probe
+
+    assert probe(Path(written)).frames.shape == (121, 64, 64, 3)
