@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import torch
 
-REGIONS = ("face", "face+hair")
+from .inputs import REGIONS
+
 JAW = slice(0, 17)
 HEAD_ABOVE_BROWS = 0.8  # top of the head above the brows, as a share of brows-to-chin
 HAIR_WIDTH = 1.15  # hair beside the face, as a share of the jaw's width

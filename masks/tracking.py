@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 import torch
 
-PICK_RULES = ("largest", "left-to-right")
+from .inputs import PICK_RULES
+
 DETECTED, CARRIED = 1, 2
 OUTER_EYE_CORNERS = (36, 45)
 

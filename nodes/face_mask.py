@@ -9,9 +9,8 @@ from comfy_api.latest import io
 from ..faces.dlib_models import FaceModelsMissingError, face_models
 from ..flow.backends import DISFlow
 from ..masks.face_mask import face_masks
+from ..masks.inputs import FACE_INDEX, GROW_PX, PICK_RULES, REGIONS
 from ..masks.preview import mask_preview
-from ..masks.regions import REGIONS
-from ..masks.tracking import PICK_RULES
 from .common import CATEGORY, PREFIX, input_problem, progress
 
 
@@ -42,8 +41,8 @@ class FaceMask(io.ComfyNode):
                 io.Int.Input(
                     "grow_px",
                     default=8,
-                    min=0,
-                    max=256,
+                    min=GROW_PX[0],
+                    max=GROW_PX[1],
                     tooltip="Grow the region by this many pixels on every side (room for glasses, a beard, "
                     "a changed jaw line). The sampler's feather softens the edge on top of this.",
                 ),
@@ -57,8 +56,8 @@ class FaceMask(io.ComfyNode):
                 io.Int.Input(
                     "face_index",
                     default=0,
-                    min=0,
-                    max=31,
+                    min=FACE_INDEX[0],
+                    max=FACE_INDEX[1],
                     tooltip="Which face, counted as `pick` says, from 0: with pick left-to-right, 0 is the "
                     "leftmost face, 1 the next.",
                 ),
@@ -90,7 +89,8 @@ class FaceMask(io.ComfyNode):
         )
         if not track.present.any():
             raise ValueError(
-                f"frames: no face number {face_index} (counted {pick}) was found in any of the {count} "
-                "frames; lower face_index, or check that the faces are frontal and at least 40 px wide"
+                f"face_index: no face number {face_index} (counted {pick}, from 0) was found in any of the "
+                f"{count} frames; give a lower number, or check that the faces are frontal and at least 40 px "
+                "wide"
             )
         return io.NodeOutput(masks, mask_preview(frames, masks))

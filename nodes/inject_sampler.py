@@ -15,6 +15,7 @@ from ..editing.ddim import sample
 from ..editing.inputs import GUIDANCE, TAU_APP
 from ..editing.preservation import STORE, InversionResult, appearance_steps
 from ..editing.token_alignment import align_tokens
+from ..masks.inputs import FEATHER_PX
 from ..masks.latent import check_masks, latent_masks
 from .attention_patches import with_control
 from .common import CATEGORY, PREFIX, Inversion, progress
@@ -113,8 +114,8 @@ class PreservationInjectSampler(io.ComfyNode):
                 io.Int.Input(
                     "mask_feather_px",
                     default=8,
-                    min=0,
-                    max=128,
+                    min=FEATHER_PX[0],
+                    max=FEATHER_PX[1],
                     optional=True,
                     tooltip="Soften the mask's edge over about this many pixels on each side, so the edit "
                     "fades into the untouched area (the latent works in 8x8-pixel cells: below 8 the edge "

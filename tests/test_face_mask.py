@@ -118,7 +118,7 @@ def test_node_outputs_mask_frames_and_a_preview(comfy):
 
 def test_node_says_which_face_is_missing(comfy):
     with pytest.raises(
-        Exception, match=r"frames: no face number 3 \(counted largest\) was found in any of the 2"
+        Exception, match=r"face_index: no face number 3 \(counted largest, from 0\) was found in any of the 2"
     ):
         comfy.run_node(
             "DiffFERV_FaceMask", frames=shifted_portrait_clip(2), region="face", grow_px=0, pick="largest",

@@ -109,3 +109,48 @@ def test_on_a_clip_with_two_faces_one_is_edited_and_the_other_untouched(comfy, t
         f"\ntwo faces: left face max |change| {left_face.max():.2e}, right face mean |change| {right_face.mean():.4f}"
     )
     assert left_face.max() < 1e-5 and right_face.mean() > 0.05
+
+
+WINDOWED = [
+    ("store", "DiffFERV windows"),
+    ("recompute", "DiffFERV windows"),
+    ("recompute", "standard_uniform"),
+]
+
+
+@pytest.mark.parametrize("mode, windows", WINDOWED, ids=[f"{m}-{w.replace(' ', '_')}" for m, w in WINDOWED])
+def test_in_context_windows_outside_the_mask_stays_the_source(comfy, tiny_sd15, input_clip, mode, windows):
+    """8 frames sampled in windows of 4 overlapping by 1 (Context Windows (DiffFERV): the same windows at
+    every step; the core node's standard_uniform: windows that move, recompute mode only). The mask
+    differs from frame to frame (left half on even frames, right half on odd ones), so a blend that took
+    another frame's mask or inverted latent would show outside it."""
+    from test_context_windows import FRAMES as WINDOWED_FRAMES
+    from test_context_windows import WINDOW, core_windows, diffferv_windows, load_clip, unet_calls
+    from test_context_windows import edit as windowed_edit
+    from test_context_windows import invert as windowed_invert
+
+    long = load_clip(comfy, tiny_sd15, input_clip, WINDOWED_FRAMES)
+    model = (
+        diffferv_windows(comfy, long.model)
+        if windows == "DiffFERV windows"
+        else core_windows(comfy, long.model, windows)
+    )
+    mask = half_mask(WINDOWED_FRAMES)
+    mask[1::2] = 1 - mask[1::2]
+    with unet_calls(long.model) as calls:
+        inversion, _ = windowed_invert(comfy, long, model, mode, steps=STEPS)
+        masked = windowed_edit(comfy, long, model, inversion, EDIT, mask=mask, mask_feather_px=0)
+    assert inversion.mode == mode and {window for _, window in calls} != {None}
+    assert max(batch for batch, _ in calls) <= 3 * WINDOW  # the UNet saw windows, not the clip
+    same_prompt = windowed_edit(comfy, long, model, inversion, SOURCE, mask=mask, mask_feather_px=0)
+    source = long.latent["samples"]
+    kept = torch.zeros_like(source, dtype=torch.bool)
+    kept[0::2, ..., 4:] = True
+    kept[1::2, ..., :4] = True
+    outside = (masked - source)[kept].abs().max()
+    inside = (masked - same_prompt)[~kept].abs().mean()
+    print(
+        f"\n{mode}, {windows}: outside the mask max |masked edit - source latent| {outside:.2e}; inside, "
+        f"mean |edit - same-prompt edit| {inside:.4f}"
+    )
+    assert outside < 1e-5 and inside > 0.05
