@@ -63,8 +63,18 @@ class FaceMask(io.ComfyNode):
                 ),
             ],
             outputs=[
-                io.Mask.Output("mask", display_name="mask"),
-                io.Image.Output("preview", display_name="preview"),
+                io.Mask.Output(
+                    "mask",
+                    display_name="mask",
+                    tooltip="One mask per frame at the frames' size: 1 on the face's region, 0 elsewhere (empty "
+                    "in frames where the face is out of view). Connect it to Preservation Inject Sampler's mask.",
+                ),
+                io.Image.Output(
+                    "preview",
+                    display_name="preview",
+                    tooltip="The frames with everything outside the mask dimmed: check that the right face is "
+                    "followed.",
+                ),
             ],
         )
 
