@@ -111,25 +111,31 @@ def test_on_a_clip_with_two_faces_one_is_edited_and_the_other_untouched(comfy, t
     assert left_face.max() < 1e-5 and right_face.mean() > 0.05
 
 
-WINDOWED = [
-    ("store", "DiffFERV windows"),
-    ("recompute", "DiffFERV windows"),
-    ("recompute", "standard_uniform"),
-]
+WINDOWED = [("store", "DiffFERV windows"), ("recompute", "standard_uniform")]
+
+
+@pytest.fixture(scope="module")
+def long_clip(comfy, tiny_sd15, input_clip):
+    """The 8 frames of tests/test_context_windows.py, with its tiny temporal model."""
+    from test_context_windows import FRAMES as WINDOWED_FRAMES
+    from test_context_windows import load_clip
+
+    return load_clip(comfy, tiny_sd15, input_clip, WINDOWED_FRAMES)
 
 
 @pytest.mark.parametrize("mode, windows", WINDOWED, ids=[f"{m}-{w.replace(' ', '_')}" for m, w in WINDOWED])
-def test_in_context_windows_outside_the_mask_stays_the_source(comfy, tiny_sd15, input_clip, mode, windows):
-    """8 frames sampled in windows of 4 overlapping by 1 (Context Windows (DiffFERV): the same windows at
-    every step; the core node's standard_uniform: windows that move, recompute mode only). The mask
-    differs from frame to frame (left half on even frames, right half on odd ones), so a blend that took
-    another frame's mask or inverted latent would show outside it."""
+def test_in_context_windows_outside_the_mask_stays_the_source(comfy, long_clip, mode, windows):
+    """8 frames sampled in windows of 4 overlapping by 1: Context Windows (DiffFERV) (the same windows at
+    every step) in the store mode, the core node's standard_uniform schedule (windows that move from step
+    to step, which the store mode refuses) in the recompute mode. The mask differs from frame to frame
+    (left half on even frames, right half on odd ones), so a blend that took another frame's mask or
+    inverted latent would show outside it."""
     from test_context_windows import FRAMES as WINDOWED_FRAMES
-    from test_context_windows import WINDOW, core_windows, diffferv_windows, load_clip, unet_calls
+    from test_context_windows import WINDOW, core_windows, diffferv_windows, unet_calls
     from test_context_windows import edit as windowed_edit
     from test_context_windows import invert as windowed_invert
 
-    long = load_clip(comfy, tiny_sd15, input_clip, WINDOWED_FRAMES)
+    long = long_clip
     model = (
         diffferv_windows(comfy, long.model)
         if windows == "DiffFERV windows"
