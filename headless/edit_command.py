@@ -15,6 +15,9 @@ overall progress line with an ETA across loading, optical flow, encoding, invers
 writing and the report (headless/progress.py): redrawn on a terminal, else a line per stage and per
 tenth of the work.
 
+`--mask face` (or face+hair) confines the edit to one face: Face Mask (DiffFERV) is added on the loaded
+frames and its mask connected to the sampler, which keeps the clip outside it as it is (`set_face_mask`).
+
 Bad input ends in one sentence in the command's own terms (flags, the user's paths), exit status 2,
 before any model loads: values and files are checked here first (`preflight`), then ComfyUI's validator
 checks the workflow (prompt lengths among others) and its messages are put in flag names (`in_user_terms`).
