@@ -22,12 +22,21 @@ RULES = {
     "attention": ("flow", "windows"),
     "editing": ("attention", "flow", "windows"),
     "video": (),
+    "masks": ("flow", "faces"),
     "unet": (),
     "specialize": ("unet.files", "headless.host"),
-    "headless": ("editing.inputs", "editing.preservation", "video", "unet.files", "windows"),
+    "headless": (
+        "editing.inputs",
+        "editing.preservation",
+        "video",
+        "unet.files",
+        "windows",
+        "masks.inputs",
+        "faces.dlib_models",
+    ),
     "faces": (),
     "metrics": ("flow", "faces"),
-    "nodes": ("attention", "editing", "flow", "video", "unet", "windows", "metrics", "faces"),
+    "nodes": ("attention", "editing", "flow", "video", "unet", "windows", "metrics", "faces", "masks"),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""
 
