@@ -27,6 +27,8 @@ INVERSION_START_SIGMA = 1e-4
 
 StepHook = Callable[[int], None]
 """Called with the number of steps done (progress bar, interruption)."""
+StepBlend = Callable[[int, torch.Tensor], torch.Tensor]
+"""(step index, latent after that step) -> the latent the next step starts from."""
 
 
 def ddim_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
@@ -81,20 +83,25 @@ def sample(
     disable=None,
     *,
     on_step: StepHook | None = None,
+    after_step: StepBlend | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM sampling of x (at sigmas[0], high) down the schedule `sigmas` [T + 1] (the last
-    step, to sigma 0, returns the model's denoised latent)."""
-    return _walk(model, x, sigmas, extra_args, callback, on_step)
+    step, to sigma 0, returns the model's denoised latent). `after_step(i, x)` may change the latent after
+    each step i (editing.blending: keep the source outside a mask)."""
+    return _walk(model, x, sigmas, extra_args, callback, on_step, after=after_step)
 
 
-def _walk(model, x, sigmas, extra_args, callback, on_step, visit=None) -> torch.Tensor:
-    """DDIM steps along `sigmas` in either direction; `visit(x)` sees the latent before each step."""
+def _walk(model, x, sigmas, extra_args, callback, on_step, visit=None, after=None) -> torch.Tensor:
+    """DDIM steps along `sigmas` in either direction; `visit(x)` sees the latent before each step,
+    `after(i, x)` may replace it after step i."""
     s_in = x.new_ones(x.shape[0])
     for i in range(len(sigmas) - 1):
         if visit is not None:
             visit(x)
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         x = ddim_step(x, denoised, float(sigmas[i]), float(sigmas[i + 1]))
+        if after is not None:
+            x = after(i, x)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
         if on_step is not None:

@@ -14,10 +14,22 @@ shorter). Every padding column thus has a source column, also when the prompts d
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 
 import torch
+
+
+def token_id(token) -> int:
+    """The id the alignment compares for one token of a tokenized prompt: a word's vocabulary id, or, for
+    one vector of a textual-inversion embedding (ComfyUI's tokenizer puts the vector [768] where a word's
+    id would be, for "embedding:name" in a prompt), a negative id made from the vector's values. The same
+    embedding in both prompts thus aligns with itself, and never with a word."""
+    if isinstance(token, torch.Tensor) and token.numel() > 1:
+        values = token.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+        return -1 - int.from_bytes(hashlib.blake2b(values, digest_size=7).digest(), "little")
+    return int(token)
 
 
 def trailing_run_start(tokens: Sequence[int]) -> int:

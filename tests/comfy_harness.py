@@ -101,14 +101,16 @@ def build_unet(
     )
 
 
-def build_clip(seed: int = 1, tiny: bool = True):
-    """An SD1.5 CLIP text encoder (ComfyUI CLIP object, real tokenizer) with random weights."""
+def build_clip(seed: int = 1, tiny: bool = True, embedding_directory: Path | None = None):
+    """An SD1.5 CLIP text encoder (ComfyUI CLIP object, real tokenizer) with random weights; prompts may
+    name the textual-inversion embeddings in `embedding_directory` ("embedding:name")."""
     import comfy.sd
     import comfy.supported_models
 
     target = comfy.supported_models.SD15(sd15_unet_config()).clip_target()
     options = {"clip_l_model_config": dict(TINY_CLIP)} if tiny else {}
-    clip = comfy.sd.CLIP(target, model_options=options)
+    directory = None if embedding_directory is None else str(embedding_directory)
+    clip = comfy.sd.CLIP(target, embedding_directory=directory, model_options=options)
     init_random(clip.cond_stage_model, seed)
     return clip
 

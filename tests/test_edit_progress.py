@@ -97,6 +97,7 @@ def test_stages_of_a_windowed_plan_weigh_the_unet_work():
     assert list(work) == [
         "load",
         "optical flow",
+        "face mask",
         "encode",
         "inversion",
         "sampling",

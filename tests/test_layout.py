@@ -22,6 +22,7 @@ RULES = {
     "attention": ("flow", "windows"),
     "editing": ("attention", "flow", "windows"),
     "video": (),
+    "masks": ("flow", "faces"),
     "keyframes": ("flow",),
     "unet": (),
     "specialize": ("unet.files", "headless.host"),
@@ -32,10 +33,12 @@ RULES = {
         "video",
         "unet.files",
         "windows",
+        "masks.inputs",
+        "faces.dlib_models",
     ),
     "faces": (),
     "metrics": ("flow", "faces"),
-    "nodes": ("attention", "editing", "flow", "video", "unet", "windows", "metrics", "faces", "keyframes"),
+    "nodes": ("attention", "editing", "flow", "video", "unet", "windows", "metrics", "faces", "masks", "keyframes"),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""
 

@@ -17,6 +17,8 @@ from conftest import ROOT
 from PIL import Image
 from video_probe import probe
 
+TWO_FACES = ROOT / "workflows" / "media" / "two_faces.mp4"
+
 pytestmark = pytest.mark.slow
 
 
@@ -27,6 +29,7 @@ def server(tmp_path_factory, demo_clip, sd15_checkpoint):
     (models / "checkpoints" / sd15_checkpoint.name).symlink_to(sd15_checkpoint)
     instance = ComfyServer(tmp_path_factory.mktemp("server"), models_dir=models)
     shutil.copy(demo_clip, instance.workdir / "input" / demo_clip.name)
+    shutil.copy(TWO_FACES, instance.workdir / "input" / TWO_FACES.name)
     instance.start()
     yield instance
     instance.stop()
@@ -34,15 +37,19 @@ def server(tmp_path_factory, demo_clip, sd15_checkpoint):
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "workflows" / "api").glob("*.json")))
 def test_shipped_workflow_runs_on_the_server(server, demo_clip, sd15_checkpoint, name, tmp_path):
+    """At 64 px, 3 frames, 2 steps; a workflow with Face Mask on its two-face clip at 128 px (faces under
+    40 px are not found)."""
     workflow = json.loads((ROOT / "workflows" / "api" / f"{name}.json").read_text())
+    masked = any(node["class_type"] == "DiffFERV_FaceMask" for node in workflow.values())
+    video, size, width = (TWO_FACES.name, 128, 256) if masked else (demo_clip.name, 64, 64)
     prompt = prepare_prompt(
         workflow,
-        video=demo_clip.name,
+        video=video,
         checkpoint=sd15_checkpoint.name,
         source="a photo of a woman",
         edit="a photo of a woman with glasses",
         frames=3,
-        size=64,
+        size=size,
         steps=2,
         tau_app=0.9,
         guidance=5.0,
@@ -56,12 +63,12 @@ def test_shipped_workflow_runs_on_the_server(server, demo_clip, sd15_checkpoint,
         for node_id, node in prompt.items()
         if node["class_type"] == "DiffFERV_VideoCombine"
     }
-    assert shapes == {"DiffFERV/edit": (3, 64, 64, 3), "DiffFERV/edit_compare": (3, 64, 128, 3)}
+    assert shapes == {"DiffFERV/edit": (3, size, width, 3), "DiffFERV/edit_compare": (3, size, 2 * width, 3)}
     (report_id,) = [key for key, node in prompt.items() if node["class_type"] == "DiffFERV_EditReport"]
     shown = history["outputs"][report_id]
     report = json.loads(shown["report"][0])
     assert report["frames"] == 3 and len(report["per_frame"]["ssim"]) == 3 and len(shown["images"]) == 1
-    assert shown["text"][0].startswith("Edit report: 3 frames, 64x64")
+    assert shown["text"][0].startswith(f"Edit report: 3 frames, {width}x{size}")
 
 
 async def interrupt_when_running(server, prompt: dict, node_id: str) -> str:

@@ -51,3 +51,23 @@ def test_real_tokenizer_examples(tiny_sd15):
     assert mapping[edit.index(woman)] == source.index(woman)
     assert mapping[0] == 0  # the start token
     assert (mapping[-60:] >= 0).all()  # the padding keeps its maps
+
+
+def test_prompts_with_a_textual_inversion_embedding(comfy, tmp_path):
+    """ComfyUI's tokenizer puts an embedding's vectors where word ids would be ("embedding:name"): the
+    prompts still encode, the embedding is applied, and it aligns with itself between the prompts."""
+    from comfy_harness import build_clip
+    from comfyui_diffferv.nodes.preservation_glue import encode_prompt
+    from safetensors.torch import save_file
+
+    vectors = torch.randn(2, 768, generator=torch.Generator().manual_seed(0))
+    save_file({"emb_params": vectors}, tmp_path / "face_style.safetensors")
+    clip = build_clip(seed=1, embedding_directory=tmp_path)
+    cond, source = encode_prompt(clip, "a photo of embedding:face_style woman", "source_prompt")
+    _, edit = encode_prompt(clip, "a photo of an old embedding:face_style woman", "edit_prompt")
+    plain, _ = encode_prompt(clip, "a photo of face_style woman", "source_prompt")
+    style = [i for i, token in enumerate(source) if token < 0]
+    assert len(style) == 2 and source[style[0]] != source[style[1]]
+    edit_style = [j for j, token in enumerate(edit) if token < 0]
+    assert align_tokens(source, edit)[edit_style].tolist() == style
+    assert cond[0][0].shape == (1, 77, 768) and not torch.equal(cond[0][0], plain[0][0])

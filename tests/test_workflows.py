@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from comfyui_diffferv.headless.edit_command import CHECKPOINT_URL, plan_run, prepare_prompt
+from comfyui_diffferv.headless.edit_command import CHECKPOINT_URL, FaceMaskSettings, plan_run, prepare_prompt
 from conftest import ROOT
 from video_probe import probe
 from workflow_graphs import GRAPHS, write_all
@@ -139,6 +139,37 @@ def test_prepare_prompt_sets_or_removes_the_context_windows():
         assert next(n for n in whole.values() if n["class_type"] == kind)["inputs"]["model"] == [temporal, 0]
 
 
+def test_prepare_prompt_confines_the_edit_to_a_face_mask():
+    """--mask adds Face Mask on Load Video's frames and feeds its mask to the sampler; a workflow that
+    has one (edit one face) gets its settings instead; the plan says what is masked."""
+    mask = FaceMaskSettings("face+hair", face_index=1, pick="left-to-right", grow_px=4, feather_px=12)
+    prompt = long_clip_prompt(frames=8, size=64, steps=2, face_mask=mask)
+    by_type = {node["class_type"]: (key, node) for key, node in prompt.items()}
+    mask_id, mask_node = by_type["DiffFERV_FaceMask"]
+    assert mask_node["inputs"] == {
+        "frames": [by_type["DiffFERV_LoadVideo"][0], 0],
+        "region": "face+hair",
+        "face_index": 1,
+        "pick": "left-to-right",
+        "grow_px": 4,
+    }
+    sampler = by_type["DiffFERV_PreservationInjectSampler"][1]["inputs"]
+    assert sampler["mask"] == [mask_id, 0] and sampler["mask_feather_px"] == 12
+    _, lines = plan_run(prompt, WORKFLOWS / "media" / "talking_face_long.mp4", free_ram=2**36)
+    assert lines[-1] == (
+        "mask: the face+hair of face 1 (counted left-to-right), grown 4 px, edge feathered 12 px; outside it "
+        "the clip stays as it is"
+    )
+    one_face = json.loads((WORKFLOWS / "api" / "diffferv_edit_one_face.json").read_text())
+    shipped = next(key for key, node in one_face.items() if node["class_type"] == "DiffFERV_FaceMask")
+    prompt = prepare_prompt(
+        one_face, video="v.mp4", checkpoint="c.safetensors", source="s", edit="e", tau_app=0.9, guidance=5.0,
+        cache_mode="auto", face_mask=mask, **TINY,
+    )  # fmt: skip
+    assert [key for key, node in prompt.items() if node["class_type"] == "DiffFERV_FaceMask"] == [shipped]
+    assert prompt[shipped]["inputs"]["region"] == "face+hair"
+
+
 def run_edit(*arguments, cwd=ROOT):
     return subprocess.run(
         [sys.executable, str(ROOT), "edit", *arguments], capture_output=True, text=True, cwd=cwd
@@ -227,3 +258,38 @@ def test_edit_keyframe_every_runs_speed_mode_end_to_end(sd15_checkpoint, tmp_pat
     lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert any("% propagate" in line for line in lines) and lines[-1].endswith("100% done")
     assert probe(output).frames.shape == (5, 64, 64, 3)
+
+
+@pytest.mark.slow
+def test_edit_command_edits_one_face_of_two(sd15_checkpoint, tmp_path):
+    """`edit --mask face` on the shipped two-face clip at a small size (the real SD1.5 architecture with
+    random weights, so the pixels say nothing; tests/test_masked_edit.py checks the masked latents): the
+    plan names the mask, Face Mask runs as its own stage, and the edit is written. At 128 px only the left
+    face is large enough for the detector (the right one is 25 px): asking for a second face is refused
+    in one sentence in flag terms."""
+    output = tmp_path / "one_face.mp4"
+
+    def run(face: str):
+        return run_edit(
+            "--checkpoint", str(sd15_checkpoint), "--video", str(WORKFLOWS / "media" / "two_faces.mp4"),
+            "--frames", "3", "--size", "128", "--steps", "2", "--window", "2", "--overlap", "1",
+            "--source", "a photo of two women", "--edit", "a photo of two old women",
+            "--mask", "face", "--mask-pick", "left-to-right", "--mask-face", face, "--output", str(output),
+        )  # fmt: skip
+
+    result = run("0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    plan = result.stdout.split("\n[", 1)[0]
+    assert "3 frames at 256x128" in plan
+    assert "mask: the face of face 0 (counted left-to-right), grown 8 px, edge feathered 8 px" in plan
+    assert any("% face mask" in line for line in result.stdout.splitlines())
+    assert probe(output).frames.shape == (3, 128, 256, 3)
+    output.unlink()
+    result = run("1")
+    said = [line for line in result.stderr.splitlines() if line.startswith("edit:")]
+    assert result.returncode == 1 and said == [
+        "edit: --mask-face: no face number 1 (counted left-to-right, from 0) was found in any of the 3 frames; "
+        "give a lower number, or check that the faces are frontal and at least 40 px wide (run with --verbose "
+        "for the traceback)"
+    ]
+    assert not output.exists()

