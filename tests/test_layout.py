@@ -38,7 +38,18 @@ RULES = {
     ),
     "faces": (),
     "metrics": ("flow", "faces"),
-    "nodes": ("attention", "editing", "flow", "video", "unet", "windows", "metrics", "faces", "masks", "keyframes"),
+    "nodes": (
+        "attention",
+        "editing",
+        "flow",
+        "video",
+        "unet",
+        "windows",
+        "metrics",
+        "faces",
+        "masks",
+        "keyframes",
+    ),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""
 
