@@ -155,7 +155,7 @@ def test_prepare_prompt_confines_the_edit_to_a_face_mask():
     }
     sampler = by_type["DiffFERV_PreservationInjectSampler"][1]["inputs"]
     assert sampler["mask"] == [mask_id, 0] and sampler["mask_feather_px"] == 12
-    _, lines = plan_run(prompt, WORKFLOWS / "media" / "talking_face_long.mp4", free_ram=2**36)
+    _, lines, _ = plan_run(prompt, WORKFLOWS / "media" / "talking_face_long.mp4", free_ram=2**36)
     assert lines[-1] == (
         "mask: the face+hair of face 1 (counted left-to-right), grown 4 px, edge feathered 12 px; outside it "
         "the clip stays as it is"
@@ -168,6 +168,14 @@ def test_prepare_prompt_confines_the_edit_to_a_face_mask():
     )  # fmt: skip
     assert [key for key, node in prompt.items() if node["class_type"] == "DiffFERV_FaceMask"] == [shipped]
     assert prompt[shipped]["inputs"]["region"] == "face+hair"
+    # speed mode: the mask is made on the keyframes, the frames the sampler edits
+    speed = json.loads((WORKFLOWS / "api" / "diffferv_speed_mode.json").read_text())
+    prompt = prepare_prompt(
+        speed, video="v.mp4", checkpoint="c.safetensors", source="s", edit="e", tau_app=0.9, guidance=5.0,
+        cache_mode="auto", face_mask=mask, keyframe_every=4, **TINY,
+    )  # fmt: skip
+    by_type = {node["class_type"]: (key, node) for key, node in prompt.items()}
+    assert by_type["DiffFERV_FaceMask"][1]["inputs"]["frames"] == [by_type["DiffFERV_SelectKeyframes"][0], 0]
 
 
 def run_edit(*arguments, cwd=ROOT):
