@@ -105,13 +105,14 @@ def chunk_rows(x: torch.Tensor, chunk: int, frames: int) -> torch.Tensor:
 
 class FeatureStore:
     """Recorded features keyed by (step, block, feature) and context window (None: the whole clip), kept
-    on `device` in `dtype` (the paper's store: CPU, fp16). Memory per step and self-attention block:
-    2 * F * N * heads*d values for SELF_QK; per cross-attention block: F * heads * N * context tokens for
-    CROSS_MAPS, with F the frames of the window (overlapping windows each keep their own)."""
+    on `device` in `dtype` (the paper's store: CPU, fp16; None: where and as they were computed). Memory
+    per step and self-attention block: 2 * F * N * heads*d values for SELF_QK; per cross-attention block:
+    F * heads * N * context tokens for CROSS_MAPS, with F the frames of the window (overlapping windows
+    each keep their own)."""
 
-    def __init__(self, dtype: torch.dtype = torch.float16, device: torch.device | str = "cpu"):
+    def __init__(self, dtype: torch.dtype | None = torch.float16, device: torch.device | str | None = "cpu"):
         self.dtype = dtype
-        self.device = torch.device(device)
+        self.device = None if device is None else torch.device(device)
         self._items: dict[FrameWindow | None, dict[tuple[int, BlockKey, Feature], tuple[torch.Tensor, ...]]]
         self._items = {}
 
@@ -124,8 +125,12 @@ class FeatureStore:
         window: FrameWindow | None = None,
     ) -> None:
         self._items.setdefault(window, {})[(step, block, feature)] = tuple(
-            t.detach().to(device=self.device, dtype=self.dtype, copy=True) for t in tensors
+            t.detach().to(device=self.device or t.device, dtype=self.dtype or t.dtype, copy=True)
+            for t in tensors
         )
+
+    def clear(self) -> None:
+        self._items.clear()
 
     def get(
         self, step: int, block: BlockKey, feature: Feature, window: FrameWindow | None = None

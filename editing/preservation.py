@@ -45,7 +45,8 @@ class InversionResult:
     store: the recorded features (store mode) or None (recompute mode).
     source_prompt / source_tokens / source_cond: the prompt text, its CLIP token ids (one 77-token
         chunk) and its CONDITIONING.
-    model_key: identifies the UNet the inversion ran on (the sampler must use the same).
+    identity: the MODEL the inversion ran on, with its temporal attention (a ComfyUI ModelPatcher; the
+        identity model of ``identity.py``): the sampler's recompute mode runs the source path through it.
     trajectories: the TRAJECTORIES the temporal attention ran with.
     """
 
@@ -55,7 +56,7 @@ class InversionResult:
     source_prompt: str
     source_tokens: list[int]
     source_cond: list
-    model_key: tuple
+    identity: object
     trajectories: object
 
     @property

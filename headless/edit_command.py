@@ -9,7 +9,9 @@ command line, and copies the edited video (and an input | edit comparison) out. 
 nothing else differs: same nodes, same validation, same executor.
 
 It edits the whole clip unless --frames says otherwise; a clip longer than one context window
-(--window, 16 frames) is sampled in overlapping windows, so GPU memory stays that of one window. Before
+(--window, 16 frames) is sampled in overlapping windows, so GPU memory stays that of one window. With
+--keyframe-every K it runs workflows/api/diffferv_speed_mode.json instead: every K-th frame (and the
+last) is edited, the frames between take the keyframes' edit along the optical flow. Before
 it starts it prints the plan (frames, windows, UNet calls, the largest UNet batch, the cache), then one
 overall progress line with an ETA across loading, optical flow, encoding, inversion, sampling, decoding,
 writing and the report (headless/progress.py): redrawn on a terminal, else a line per stage and per
@@ -41,6 +43,7 @@ from pathlib import Path
 from ..editing.inputs import GUIDANCE, MAX_PROMPT_TOKENS, STEPS, TAU_APP, prompt_problem
 from ..editing.preservation import STORE, recompute_bytes, resolve_cache_mode, store_bytes
 from ..faces.dlib_models import missing_reason
+from ..keyframes.selection import Keyframes
 from ..masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK_RULES, REGIONS
 from ..unet.files import UNetFileError, check_sd15_checkpoint, check_sd15_file
 from ..video.decode import (
@@ -61,6 +64,10 @@ from .progress import OverallProgress, Stage
 from .runner import HeadlessComfy, NodeProblem, PromptError
 
 WORKFLOW = PACK_ROOT / "workflows" / "api" / "diffferv_long_clip.json"
+SPEED_WORKFLOW = PACK_ROOT / "workflows" / "api" / "diffferv_speed_mode.json"
+KEYFRAMES_NODE = "DiffFERV_SelectKeyframes"
+MAX_KEYFRAME_EVERY = 64
+"""The largest keyframe gap Select Keyframes (DiffFERV) accepts."""
 DEMO_VIDEO = PACK_ROOT / "workflows" / "media" / "talking_face.mp4"
 WINDOWS_NODE = "DiffFERV_ContextWindows"
 FACE_MASK_NODE = "DiffFERV_FaceMask"
@@ -104,6 +111,7 @@ SETTINGS = (
     Setting("--window", WINDOWS_NODE, "context_length"),
     Setting("--overlap", WINDOWS_NODE, "context_overlap"),
     Setting("--unet", "DiffFERV_LoadSpecializedUNet", "unet_name"),
+    Setting("--keyframe-every", KEYFRAMES_NODE, "keyframe_every"),
     Setting("--mask", FACE_MASK_NODE, "region"),
     Setting("--mask-face", FACE_MASK_NODE, "face_index"),
     Setting("--mask-pick", FACE_MASK_NODE, "pick"),
@@ -157,6 +165,7 @@ def prepare_prompt(
     formats: tuple[str, str] = ("mp4 (h264)", "mp4 (h264)"),
     window: int | None = None,
     overlap: int | None = None,
+    keyframe_every: int | None = None,
     face_mask: FaceMaskSettings | None = None,
 ) -> dict:
     """The API-form face-edit workflow with its inputs set. `unet`: a specialized UNet file name in the
@@ -164,10 +173,13 @@ def prepare_prompt(
     bypassed, so its API form lacks it: it is added and wired in). `formats`: the VideoCombine formats
     (FORMATS keys) of the edit and of the comparison. `window`, `overlap`: the workflow's Context
     Windows (DiffFERV) node's settings, if it has one; window 0 takes the node out (one batch).
-    `face_mask`: confine the edit to one face (`set_face_mask`)."""
+    `keyframe_every`: the Select Keyframes (DiffFERV) node's gap (speed mode). `face_mask`: confine the
+    edit to one face (`set_face_mask`)."""
     prompt = copy.deepcopy(workflow)
     if window is not None:
         set_windows(prompt, window, overlap)
+    if keyframe_every is not None:
+        only(prompt, KEYFRAMES_NODE)["inputs"]["keyframe_every"] = keyframe_every
     only(prompt, "CheckpointLoaderSimple")["inputs"]["ckpt_name"] = checkpoint
     only(prompt, "DiffFERV_LoadVideo")["inputs"].update(video=video, max_frames=frames, short_side=size)
     only(prompt, "DiffFERV_DDIMInvertWithCache")["inputs"].update(
@@ -196,17 +208,17 @@ def prepare_prompt(
 
 
 def set_face_mask(prompt: dict, settings: FaceMaskSettings) -> None:
-    """Set the workflow's Face Mask (DiffFERV) node, or add one on Load Video's frames, and connect its
-    mask to the sampler's mask input with the feather."""
+    """Set the workflow's Face Mask (DiffFERV) node, or add one on the frames the edit encodes (Load
+    Video's, or in speed mode Select Keyframes' keyframes), and connect its mask to the sampler's mask
+    input with the feather."""
     found = [key for key, node in prompt.items() if node["class_type"] == FACE_MASK_NODE]
     if found:
         (key,) = found
     else:
         key = str(max(int(k) for k in prompt) + 1)
-        load = next(k for k, node in prompt.items() if node["class_type"] == "DiffFERV_LoadVideo")
         prompt[key] = {
             "class_type": FACE_MASK_NODE,
-            "inputs": {"frames": [load, 0]},
+            "inputs": {"frames": list(only(prompt, "VAEEncode")["inputs"]["pixels"])},
             "_meta": {"title": "Face Mask (DiffFERV)"},
         }
     prompt[key]["inputs"].update(
@@ -249,20 +261,28 @@ def size(nbytes: int) -> str:
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
 
 
-def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[str]]:
-    """What the prepared workflow will do with `video`: the RunPlan and the lines that describe it
-    (frames and size, windows, UNet calls, the largest UNet batch, the cache mode and its size). `auto`
-    is resolved as the inversion node resolves it, against `free_ram` bytes of free system memory."""
+def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[str], int]:
+    """What the prepared workflow will do with `video`: the RunPlan of its UNet part (in speed mode, of
+    the keyframes), the lines that describe it (frames and size, keyframes, windows, UNet calls, the
+    largest UNet batch, the cache mode and its size) and the clip's frame count. `auto` is resolved as
+    the inversion node resolves it, against `free_ram` bytes of free system memory."""
     load = only(prompt, "DiffFERV_LoadVideo")["inputs"]
     invert = only(prompt, "DiffFERV_DDIMInvertWithCache")["inputs"]
     info = probe_clip(video, count_up_to=MAX_FRAME_CAP * load["every_nth"] + load["skip_first_frames"])
     frames = picked_frames(info.frames, load["max_frames"], load["skip_first_frames"], load["every_nth"])
     height, width = fitted_size(info.height, info.width, load["short_side"], SIZE_MULTIPLE, load["fit"])
-    windows = windows_of(prompt, frames)
+    keyframes = keyframes_of(prompt, frames)
+    windows = windows_of(prompt, len(keyframes.indices))
     steps, latent = invert["steps"], (height // 8, width // 8)
     store_need = store_bytes(frame_evaluations(windows), steps, latent)
     mode = resolve_cache_mode(invert["cache_mode"], store_need, free_ram)
-    plan = RunPlan(frames, tuple(windows), steps, 2 if mode == STORE else 3, store_final_call=mode == STORE)
+    plan = RunPlan(
+        len(keyframes.indices),
+        tuple(windows),
+        steps,
+        2 if mode == STORE else 3,
+        store_final_call=mode == STORE,
+    )
     cache = (
         f"store: {size(store_need)} of features in RAM"
         if mode == STORE
@@ -272,6 +292,7 @@ def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[st
     lines = [
         f"video: {video.name}, {info.frames} frames of {info.width}x{info.height}",
         f"edit: {frames} frames at {width}x{height}, {steps} + {steps} DDIM steps, cache {cache}",
+        *speed_mode_lines(prompt, keyframes),
         *plan.describe()[1:],
     ]
     mask = next((n["inputs"] for n in prompt.values() if n["class_type"] == FACE_MASK_NODE), None)
@@ -281,7 +302,26 @@ def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[st
             f"mask: the {mask['region']} of face {mask['face_index']} (counted {mask['pick']}), grown "
             f"{mask['grow_px']} px, edge feathered {feather} px; outside it the clip stays as it is"
         )
-    return plan, lines
+    return plan, lines, frames
+
+
+def keyframes_of(prompt: dict, frames: int) -> Keyframes:
+    """The frames of the clip the UNet edits: the workflow's Select Keyframes (DiffFERV) keyframes (speed
+    mode), or all of them."""
+    node = next((n for n in prompt.values() if n["class_type"] == KEYFRAMES_NODE), None)
+    return Keyframes.every(frames, node["inputs"]["keyframe_every"] if node else 1)
+
+
+def speed_mode_lines(prompt: dict, keyframes: Keyframes) -> list[str]:
+    """The plan's line on speed mode (none without a Select Keyframes node)."""
+    node = next((n for n in prompt.values() if n["class_type"] == KEYFRAMES_NODE), None)
+    if node is None:
+        return []
+    every, edited = node["inputs"]["keyframe_every"], len(keyframes.indices)
+    return [
+        f"speed mode: {edited} keyframes (one every {every} frames, and the last) go through the UNet, the other "
+        f"{keyframes.frames - edited} take their edit along the optical flow"
+    ]
 
 
 STAGE_WORK_PER_FRAME = {
@@ -292,27 +332,36 @@ STAGE_WORK_PER_FRAME = {
     "decode": 0.6,
     "write": 0.05,
     "report": 0.2,
+    "propagate": 0.2,
 }
 """Estimated work of the stages around the UNet, per frame, in UNet frame-evaluations (rough: the ETA
 settles once the inversion runs)."""
 
 
-def stages(plan: RunPlan) -> list[Stage]:
-    """The run's stages and their estimated work (see headless/progress.py)."""
+def stages(plan: RunPlan, clip_frames: int | None = None) -> list[Stage]:
+    """The run's stages and their estimated work (see headless/progress.py); `clip_frames`: the frames of
+    the whole clip when the UNet edits fewer (speed mode: `plan` holds the keyframes)."""
     per_step = frame_evaluations(list(plan.windows))
     unet = {
         "inversion": per_step * (plan.steps + int(plan.store_final_call)),
         "sampling": per_step * plan.steps * plan.sampling_chunks,
     }
-    work = {name: share * plan.frames for name, share in STAGE_WORK_PER_FRAME.items()} | unet
+    whole = clip_frames or plan.frames
+    work = {name: share * whole for name, share in STAGE_WORK_PER_FRAME.items()} | unet
     types = {
-        "load": {"DiffFERV_LoadVideo", "CheckpointLoaderSimple", "DiffFERV_LoadSpecializedUNet"},
+        "load": {
+            "DiffFERV_LoadVideo",
+            "CheckpointLoaderSimple",
+            "DiffFERV_LoadSpecializedUNet",
+            KEYFRAMES_NODE,
+        },
         "optical flow": {"DiffFERV_ComputeFlowTrajectories"},
         "face mask": {FACE_MASK_NODE},
         "encode": {"VAEEncode"},
         "inversion": {"DiffFERV_DDIMInvertWithCache"},
         "sampling": {"DiffFERV_PreservationInjectSampler"},
         "decode": {"VAEDecode"},
+        "propagate": {"DiffFERV_PropagateKeyframeEdit"},
         "write": {"DiffFERV_VideoCombine", "ImageStitch"},
         "report": {"DiffFERV_EditReport"},
     }
@@ -324,6 +373,7 @@ def stages(plan: RunPlan) -> list[Stage]:
         "inversion",
         "sampling",
         "decode",
+        "propagate",
         "write",
         "report",
     )
@@ -439,6 +489,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "share and blend; more overlap, smoother seams, more UNet work (default: 4)",
     )
     add(
+        "--keyframe-every",
+        metavar="K",
+        type=int,
+        default=0,
+        help=f"0 or 2 to {MAX_KEYFRAME_EVERY}: speed mode, edit every K-th frame and the last, and carry their "
+        "edit to the frames between along the optical flow (4: about 3.4x fewer UNet evaluations); 0 = edit "
+        "every frame (default: 0)",
+    )
+    add(
         "--size",
         metavar="PX",
         type=int,
@@ -521,8 +580,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     add(
         "--workflow",
         metavar="FILE",
-        default=str(WORKFLOW),
-        help="the API-form workflow to run (default: the shipped face-edit workflow)",
+        help="the API-form workflow to run (default: the shipped long-clip workflow, or with --keyframe-every "
+        "the shipped speed-mode one)",
     )
     add(
         "--comfyui",
@@ -560,6 +619,11 @@ def value_problems(args: argparse.Namespace) -> list[str]:
             problems.append(
                 f"--overlap is {args.overlap}; use 0 to {args.window - 1} (less than --window {args.window})"
             )
+    if args.keyframe_every != 0 and not 2 <= args.keyframe_every <= MAX_KEYFRAME_EVERY:
+        problems.append(
+            f"--keyframe-every is {args.keyframe_every}; use 0 (edit every frame) or 2 to {MAX_KEYFRAME_EVERY} "
+            "(4 is the usual choice)"
+        )
     for flag, value, (low, high) in (
         ("--mask-face", args.mask_face, FACE_INDEX),
         ("--mask-grow", args.mask_grow, GROW_PX),
@@ -685,12 +749,18 @@ def run(args: argparse.Namespace) -> None:
     except FileNotFoundError as error:  # it says where it looked
         raise InputRefusedError(str(error)) from None
     video, checkpoint, unet_path, formats = preflight(args, comfyui)
+    workflow_path = args.workflow or str(SPEED_WORKFLOW if args.keyframe_every else WORKFLOW)
     try:
-        workflow = json.loads(Path(args.workflow).expanduser().read_text())
+        workflow = json.loads(Path(workflow_path).expanduser().read_text())
     except (OSError, ValueError) as error:
         raise InputRefusedError(
-            f"--workflow: {args.workflow} is not a readable API-form workflow ({error})"
+            f"--workflow: {workflow_path} is not a readable API-form workflow ({error})"
         ) from None
+    if args.keyframe_every and not any(n.get("class_type") == KEYFRAMES_NODE for n in workflow.values()):
+        raise InputRefusedError(
+            f"--keyframe-every: the workflow {workflow_path} has no Select Keyframes (DiffFERV) node; leave "
+            f"--workflow out to run the shipped speed-mode workflow ({SPEED_WORKFLOW.name})"
+        )
     with tempfile.TemporaryDirectory(prefix="diffferv_") as folder:
         workdir = Path(folder)
         print(f"starting ComfyUI from {comfyui} ...", file=sys.stderr)
@@ -716,19 +786,22 @@ def run(args: argparse.Namespace) -> None:
                 formats=formats,
                 window=args.window,
                 overlap=args.overlap,
+                keyframe_every=args.keyframe_every or None,
                 face_mask=None
                 if args.mask == "none"
                 else FaceMaskSettings(
                     args.mask, args.mask_face, args.mask_pick, args.mask_grow, args.mask_feather
                 ),
             )
-            plan, lines = plan_run(prompt, video, free_ram())
+            plan, lines, clip_frames = plan_run(prompt, video, free_ram())
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise InputRefusedError(
-                f"--workflow: {args.workflow} is not the face-edit workflow ({error})"
+                f"--workflow: {workflow_path} is not the face-edit workflow ({error})"
             ) from None
         print("plan:\n" + "\n".join("  " + line for line in lines), flush=True)
-        progress = OverallProgress(stages(plan), {key: node["class_type"] for key, node in prompt.items()})
+        progress = OverallProgress(
+            stages(plan, clip_frames), {key: node["class_type"] for key, node in prompt.items()}
+        )
         try:
             outputs = comfy.run_prompt(
                 prompt, on_progress=progress.node_progress, on_node=progress.node_started

@@ -1,9 +1,9 @@
 """ComfyUI nodes of the pack (V3 schema) and the thin glue between them and the core.
 
 Node modules parse inputs, call the core packages (attention, flow, editing, video, unet, windows, metrics,
-faces, masks), shape outputs; the glue modules (common, attention_patches, preservation_glue, window_glue) adapt
-the core to ComfyUI's model patcher and samplers. Everything may be imported here; nothing outside nodes/
-imports nodes/.
+faces, masks, keyframes), shape outputs; the glue modules (common, attention_patches, preservation_glue,
+window_glue) adapt the core to ComfyUI's model patcher and samplers. Everything may be imported here;
+nothing outside nodes/ imports nodes/.
 """
 
 from comfy_api.latest import ComfyExtension, io
@@ -14,6 +14,7 @@ from .ddim_inversion import DDIMInvertWithCache
 from .edit_report import EditReport
 from .face_mask import FaceMask
 from .inject_sampler import PreservationInjectSampler
+from .keyframes import PropagateKeyframeEdit, SelectKeyframes
 from .load_video import LoadVideo
 from .specialized_unet import LoadSpecializedUNet
 from .temporal_attention import ApplyTemporalAttention
@@ -35,4 +36,6 @@ class DiffFERVExtension(ComfyExtension):
             VideoCombine,
             EditReport,
             FaceMask,
+            SelectKeyframes,
+            PropagateKeyframeEdit,
         ]

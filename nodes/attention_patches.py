@@ -75,14 +75,41 @@ def _registered(model, name: str, key: tuple[str, int]) -> list[tuple[tuple, obj
     return [(k, table[k]) for k in ((*key, 0), key) if k in table]
 
 
+def _transformers(unet, name: str, number: int) -> list:
+    """The SpatialTransformer layers of one UNet block ([] when it has none or does not exist)."""
+    try:
+        module = unet.middle_block if name == "middle" else getattr(unet, f"{name}_blocks")[number]
+        return [layer for layer in module if hasattr(layer, "transformer_blocks")]
+    except (AttributeError, IndexError, TypeError):
+        return []
+
+
+def attention_layout(model) -> dict[tuple[str, int, int], tuple[int, ...]]:
+    """(name, number, transformer index) -> (self-attention heads, q width, k width, cross-attention
+    heads, q width, context width) of every transformer block at the SD1.5 attention positions of the
+    MODEL's UNet: what must match for one UNet's preservation features to fit another's blocks
+    (``editing/identity.py``). Reads module attributes only."""
+    unet = model.get_model_object("diffusion_model")
+    layout = {}
+    for name, number in SD15_SELF_ATTENTION_LEVELS:
+        blocks = [block for layer in _transformers(unet, name, number) for block in layer.transformer_blocks]
+        for index, block in enumerate(blocks):
+            attn1, attn2 = block.attn1, block.attn2
+            layout[(name, number, index)] = (
+                int(attn1.heads),
+                int(attn1.to_q.out_features),
+                int(attn1.to_k.out_features),
+                int(attn2.heads),
+                int(attn2.to_q.out_features),
+                int(attn2.to_k.in_features),
+            )
+    return layout
+
+
 def _check_sd15(model) -> None:
     unet = model.get_model_object("diffusion_model")
     for name, number in SD15_SELF_ATTENTION_LEVELS:
-        try:
-            module = unet.middle_block if name == "middle" else getattr(unet, f"{name}_blocks")[number]
-            found = any(hasattr(layer, "transformer_blocks") for layer in module)
-        except (AttributeError, IndexError, TypeError):
-            found = False
+        found = bool(_transformers(unet, name, number))
         if not found:
             raise ValueError(
                 f"the MODEL has no transformer block at {name} {number}: DiffFERV temporal attention needs a "

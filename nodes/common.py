@@ -16,6 +16,8 @@ Trajectories = io.Custom("DIFFFERV_TRAJECTORIES")
 """Socket type of a flow.trajectory_set.TrajectorySet (prefixed: other packs have a TRAJECTORY type)."""
 Inversion = io.Custom("DIFFFERV_INVERSION")
 """Socket type of an editing.preservation.InversionResult."""
+Keyframes = io.Custom("DIFFFERV_KEYFRAMES")
+"""Socket type of a keyframes.selection.Keyframes (which frames of a clip speed mode edits)."""
 
 
 def progress(total: int | None) -> Callable[[int], None]:

@@ -21,7 +21,6 @@ from .preservation_glue import (
     SOURCE_ROLE,
     check_clip_frames,
     encode_prompt,
-    model_key,
     pick_cache_mode,
     schedule,
     temporal_model,
@@ -47,7 +46,8 @@ class DDIMInvertWithCache(io.ComfyNode):
                     "model",
                     tooltip="SD1.5 model, ideally through Apply Temporal Attention (DiffFERV); without it the "
                     "default temporal attention (window 3, every resolution) is applied here. Give the sampler "
-                    "the same model.",
+                    "the same model, or another SD1.5 UNet of the same layout to sample the edit with: this "
+                    "one then gives the appearance and motion features (the identity model).",
                 ),
                 io.Clip.Input("clip", tooltip="The CLIP of the checkpoint, to encode the source prompt."),
                 io.Latent.Input("latent", tooltip="The clip's frames encoded with VAE Encode, in order."),
@@ -141,7 +141,7 @@ class DDIMInvertWithCache(io.ComfyNode):
             source_prompt=source_prompt,
             source_tokens=tokens,
             source_cond=cond,
-            model_key=model_key(model),
+            identity=model,
             trajectories=trajectories,
         )
         return io.NodeOutput(result, {"samples": noise})

@@ -9,11 +9,12 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..attention.control import SOURCE_CACHE, Injection, PreservationControl
+from ..attention.control import SOURCE_CACHE, Feature, FeatureStore, Injection, PreservationControl
 from ..editing.blending import SourceBlend
 from ..editing.ddim import sample
+from ..editing.identity import IN_BATCH, SEPARATE
 from ..editing.inputs import GUIDANCE, TAU_APP
-from ..editing.preservation import STORE, InversionResult, appearance_steps
+from ..editing.preservation import InversionResult, appearance_steps
 from ..editing.token_alignment import align_tokens
 from ..masks.inputs import FEATHER_PX
 from ..masks.latent import check_masks, latent_masks
@@ -22,9 +23,10 @@ from .common import CATEGORY, PREFIX, Inversion, progress
 from .preservation_glue import (
     ROLE_OF_COND,
     SOURCE_ROLE,
+    add_identity_source,
     add_source_chunk,
     encode_prompt,
-    model_key,
+    identity_path,
     sampling_sigmas,
     temporal_model,
 )
@@ -54,7 +56,13 @@ class PreservationInjectSampler(io.ComfyNode):
                 "features throughout, and its cross-attention maps for the words both prompts share."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The same model that ran DDIM Invert With Cache."),
+                io.Model.Input(
+                    "model",
+                    tooltip="The model that samples the edit: the one that ran DDIM Invert With Cache, or "
+                    "another SD1.5 UNet of the same layout (e.g. a LoRA'd or face-specialized one; IP-FaceDiff's "
+                    "identity model). The appearance and motion features always come from the inversion's "
+                    "model; with another UNet, cache_mode recompute runs two UNet calls per step.",
+                ),
                 io.Clip.Input("clip", tooltip="The CLIP of the checkpoint, to encode the edit prompt."),
                 Inversion.Input("inversion", tooltip="From DDIM Invert With Cache (DiffFERV)."),
                 io.String.Input(
@@ -153,11 +161,6 @@ class PreservationInjectSampler(io.ComfyNode):
         mask=None,
         mask_feather_px=8,
     ) -> io.NodeOutput:
-        if model_key(model) != inversion.model_key:
-            raise ValueError(
-                "model: this is not the model the inversion ran on; connect the same MODEL to DDIM Invert "
-                "With Cache and to this sampler (or run the inversion again)"
-            )
         model = prepare_windows(temporal_model(model, inversion.trajectories))
         edit_cond, edit_tokens = encode_prompt(clip, edit_prompt, "edit_prompt")
         if negative_prompt.strip():
@@ -166,7 +169,9 @@ class PreservationInjectSampler(io.ComfyNode):
             negative_cond, negative_tokens = inversion.source_cond, inversion.source_tokens
         timesteps = model.get_model_object("model_sampling").timestep(inversion.sigmas)
         appearance = appearance_steps(timesteps, tau_app)
-        source = SOURCE_CACHE if inversion.mode == STORE else SOURCE_ROLE
+        path = identity_path(model, inversion)
+        source = SOURCE_ROLE if path == IN_BATCH else SOURCE_CACHE
+        store = FeatureStore(dtype=None, device=None) if path == SEPARATE else inversion.store
 
         def injection(tokens: list[int]) -> Injection:
             return Injection(
@@ -181,11 +186,15 @@ class PreservationInjectSampler(io.ComfyNode):
         if appearance or inject_motion or inject_semantic:
             roles = {ROLE_OF_COND[0]: injection(edit_tokens), ROLE_OF_COND[1]: injection(negative_tokens)}
             control = PreservationControl(
-                inversion.sigmas, cond_roles=ROLE_OF_COND, store=inversion.store, injections=roles
+                inversion.sigmas, cond_roles=ROLE_OF_COND, store=store, injections=roles
             )
             run_model = with_control(model, control)
-            if inversion.mode != STORE:
+            if path == IN_BATCH:
                 add_source_chunk(run_model, inversion, control)
+            elif path == SEPARATE:
+                features = [Feature.SELF_QK] if appearance or inject_motion else []
+                features += [Feature.CROSS_MAPS] if inject_semantic else []
+                add_identity_source(run_model, inversion, control, tuple(features))
         steps = inversion.steps
         options = {"on_step": progress(None)}
         if mask is not None:

@@ -1,5 +1,6 @@
 """ComfyUI glue shared by DDIMInvertWithCache and PreservationInjectSampler: prompts, checks, the
-temporal attention, the schedule, the cache mode, and the recompute mode's source chunk.
+temporal attention, the schedule, the cache mode, the recompute mode's source chunk, and the identity
+model (``editing/identity.py``).
 
 The recompute mode adds the source path (the inverted latent of the step, the source prompt) to the
 UNet batch through ComfyUI's model-function wrapper: ComfyUI builds the edit batch (cond and uncond
@@ -7,6 +8,11 @@ chunks) as usual, the wrapper appends one chunk of F frames, labels the chunks' 
 patches, runs the UNet and returns the edit chunks' output. An earlier wrapper (another node's) is
 called with the extended batch, so it keeps working. Under context windows (``window_glue.py``) the
 batch holds one window's frames, and so does the source chunk: the inverted latents of those frames.
+
+When the inversion ran on another UNet than the sampler's (the identity model), the recompute mode's
+wrapper instead runs the identity UNet on the source chunk in a call of its own, its features recorded
+into a store that holds that one step (`add_identity_source`), then the edit batch, which injects from
+it. ComfyUI loads the identity UNet with the edit model (``set_additional_models``).
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import comfy.model_management
 import comfy.samplers
 import torch
 
-from ..attention.control import ROLES_KEY, PreservationControl
+from ..attention.control import CONTROL_KEY, ROLES_KEY, Feature, PreservationControl
 from ..editing.ddim import inversion_sigmas
+from ..editing.identity import layout_problem, source_path
 from ..editing.inputs import prompt_problem
 from ..editing.preservation import (
     STORE,
@@ -26,13 +33,15 @@ from ..editing.preservation import (
     store_bytes,
 )
 from ..editing.token_alignment import token_id
-from ..windows.frames import call_frames, describe
+from ..windows.frames import CONTEXT_WINDOW_KEY, call_frames, describe
 from ..windows.schedule import frame_evaluations
-from .attention_patches import apply_temporal_attention, patched_blocks
+from .attention_patches import apply_temporal_attention, attention_layout, patched_blocks
 from .window_glue import schedule_name, steady_windows, windows_of
 
 ROLE_OF_COND = {0: "edit", 1: "negative"}
 SOURCE_ROLE = "source"
+IDENTITY_MODELS_KEY = "diffferv_identity"
+"""Key of the identity UNet among the edit model's additional models (loaded with it by ComfyUI)."""
 
 
 def encode_prompt(clip, text: str, what: str) -> tuple[list, list[int]]:
@@ -49,9 +58,29 @@ def encode_prompt(clip, text: str, what: str) -> tuple[list, list[int]]:
     return clip.encode_from_tokens_scheduled(tokens), ids
 
 
-def model_key(model) -> tuple:
-    """Identifies the UNet weights a MODEL runs (clones and re-patches of one loaded model share it)."""
-    return (id(model.model), type(model.model).__name__)
+def identity_path(model, inversion: InversionResult) -> str:
+    """How the sampler's MODEL gets the source features of `inversion`, whose MODEL (the identity model)
+    may be another UNet (``editing/identity.py``): checks that the two fit (attention layout, noise
+    schedule, DiffFERV-patched blocks) and returns IN_BATCH, SEPARATE or FROM_STORE."""
+    identity = inversion.identity
+    problem = layout_problem(attention_layout(model), attention_layout(identity))
+    if problem:
+        raise ValueError(problem)
+    sigmas = [m.get_model_object("model_sampling").sigmas.float().cpu() for m in (model, identity)]
+    if sigmas[0].shape != sigmas[1].shape or not torch.allclose(*sigmas, rtol=1e-4):
+        raise ValueError(
+            "model: its noise schedule differs from the inversion's model's (the identity model's): both must "
+            "be SD1.5 models with the same schedule (no ModelSamplingDiscrete changes on one of them)"
+        )
+    unpatched = sorted(set(patched_blocks(model)["attn1"]) - set(patched_blocks(identity)["attn1"]))
+    if unpatched:
+        raise ValueError(
+            f"model: DiffFERV temporal attention runs on self-attention blocks {unpatched} that the "
+            "inversion's model (the identity model) leaves plain, so they have no features to take: give "
+            "both models the same Apply Temporal Attention (DiffFERV) resolutions"
+        )
+    same_weights = model.patches_uuid == identity.patches_uuid or not (model.patches or identity.patches)
+    return source_path(model.model is identity.model, same_weights, inversion.store is not None)
 
 
 def check_clip_frames(samples: torch.Tensor, trajectories) -> None:
@@ -122,11 +151,35 @@ def pick_cache_mode(model, mode: str, frames: int, steps: int, latent_hw: tuple[
     return resolved, sizes
 
 
+def _source_path_input(
+    inversion: InversionResult, control: PreservationControl, args: dict
+) -> tuple[torch.Tensor, torch.Tensor, object]:
+    """The source path of one model call (`args` of a model-function wrapper): its input, the inverted
+    latent of the call's step for the call's frames [F, 4, h, w] on the batch's device and dtype, its
+    context [F, 77, 768] (the source prompt), and the call's context window object (None: whole clip)."""
+    x, timestep, c = args["input"], args["timestep"], args["c"]
+    step = control.step_of(float(timestep[0]))
+    window = call_frames(c["transformer_options"])
+    source_x = inversion.latents[step] if window is None else inversion.latents[step, list(window)]
+    frames = source_x.shape[0]
+    if x.shape[0] % frames:
+        raise ValueError(
+            f"cache mode recompute: the UNet batch of {x.shape[0]} frames is not made of chunks of the "
+            f"{frames} frames of {describe(window)}: the latent must be the inverted clip"
+        )
+    context = c["c_crossattn"]
+    source_context = inversion.source_cond[0][0].to(device=context.device, dtype=context.dtype)
+    return (
+        source_x.to(device=x.device, dtype=x.dtype),
+        source_context.expand(frames, -1, -1),
+        c["transformer_options"].get(CONTEXT_WINDOW_KEY),
+    )
+
+
 def add_source_chunk(model, inversion: InversionResult, control: PreservationControl) -> None:
     """Install (on `model`, a clone) the recompute mode's model-function wrapper: every UNet call gets
     one more chunk, the source path at that step, with role SOURCE_ROLE."""
     previous = model.model_options.get("model_function_wrapper")
-    source_context = inversion.source_cond[0][0]
 
     def with_source_chunk(apply_model, args):
         x, timestep, c = args["input"], args["timestep"], dict(args["c"])
@@ -136,20 +189,9 @@ def add_source_chunk(model, inversion: InversionResult, control: PreservationCon
                 f"cache mode recompute cannot extend a UNet batch that carries {unsupported} (e.g. a "
                 "ControlNet); run the inversion with cache_mode store"
             )
-        step = control.step_of(float(timestep[0]))
-        window = call_frames(c["transformer_options"])
-        source_x = inversion.latents[step] if window is None else inversion.latents[step, list(window)]
+        source_x, source_context, _ = _source_path_input(inversion, control, args)
         frames = source_x.shape[0]
-        if x.shape[0] % frames:
-            raise ValueError(
-                f"cache mode recompute: the UNet batch of {x.shape[0]} frames is not made of chunks of the "
-                f"{frames} frames of {describe(window)}: the latent must be the inverted clip"
-            )
-        source_x = source_x.to(device=x.device, dtype=x.dtype)
-        context = c["c_crossattn"]
-        c["c_crossattn"] = torch.cat(
-            [context, source_context.to(device=context.device, dtype=context.dtype).expand(frames, -1, -1)]
-        )
+        c["c_crossattn"] = torch.cat([c["c_crossattn"], source_context])
         options = dict(c["transformer_options"])
         chunks = list(options["cond_or_uncond"])
         options[ROLES_KEY] = (*(ROLE_OF_COND.get(int(chunk)) for chunk in chunks), SOURCE_ROLE)
@@ -169,3 +211,50 @@ def add_source_chunk(model, inversion: InversionResult, control: PreservationCon
         return out[: x.shape[0]]
 
     model.set_model_unet_function_wrapper(with_source_chunk)
+
+
+def add_identity_source(
+    model,
+    inversion: InversionResult,
+    control: PreservationControl,
+    features: tuple[Feature, ...] = (Feature.SELF_QK, Feature.CROSS_MAPS),
+) -> None:
+    """Install (on `model`, a clone, whose `control` injects from its store) the recompute mode's wrapper
+    for an identity model that is another UNet: before each UNet call of the edit, the identity UNet
+    (with its own patches) runs the source path of the call's step and frames, recording `features`
+    into `control.store`, which then holds that step only. The identity UNet is loaded with `model`.
+
+    Memory: the store holds one UNet pass of features of one chunk (F frames) on the UNet's device in its
+    dtype: per frame at 512x512, about the size ``store_bytes(1, 0, (64, 64))`` gives (x2 in fp32)."""
+    previous = model.model_options.get("model_function_wrapper")
+    identity = inversion.identity
+    capture = PreservationControl(
+        inversion.sigmas,
+        cond_roles={0: SOURCE_ROLE},
+        capture=SOURCE_ROLE,
+        capture_features=features,
+        store=control.store,
+    )
+    model.set_additional_models(IDENTITY_MODELS_KEY, [identity])
+
+    def with_identity_source(apply_model, args):
+        source_x, source_context, window = _source_path_input(inversion, control, args)
+        timestep = args["timestep"][: source_x.shape[0]]
+        options = {
+            **identity.model_options["transformer_options"],
+            CONTROL_KEY: capture,
+            "cond_or_uncond": [0],
+            "uuids": [None],
+            "sigmas": timestep,
+        }
+        if window is not None:
+            options[CONTEXT_WINDOW_KEY] = window
+        control.store.clear()
+        identity.model.apply_model(
+            source_x, timestep, c_crossattn=source_context, transformer_options=options
+        )
+        if previous is not None:
+            return previous(apply_model, args)
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    model.set_model_unet_function_wrapper(with_identity_source)

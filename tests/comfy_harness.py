@@ -11,6 +11,7 @@ must happen before anything imports ``comfy``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 import subprocess
@@ -66,11 +67,16 @@ def init_random(module: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def build_unet(
-    seed: int = 0, tiny: bool = True, output_scale: float = 1.0, dtype: torch.dtype = torch.float32
+    seed: int = 0,
+    tiny: bool = True,
+    output_scale: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+    channels: int | None = None,
 ):
     """An SD1.5 UNet (ComfyUI BaseModel in a ModelPatcher) with random weights: `tiny` keeps the block
     layout, the 16 self-attention blocks and their patch keys, the 768-d context, with few channels;
-    `dtype` is its weights' and inference dtype (fp16 for GPU benchmarks).
+    `dtype` is its weights' and inference dtype (fp16 for GPU benchmarks); `channels` overrides the base
+    channel count (another layout).
 
     output_scale multiplies the last convolution. DDIM inversion is only as reversible as the model's
     eps is smooth in its input; a random UNet's eps has so large a Jacobian that inverting and
@@ -81,6 +87,8 @@ def build_unet(
     import comfy.supported_models
 
     unet_config = sd15_unet_config(**(TINY_UNET if tiny else {}), dtype=dtype)
+    if channels is not None:
+        unet_config["model_channels"] = channels
     model_config = comfy.supported_models.SD15(unet_config)
     model_config.set_inference_dtype(dtype, None)
     model = model_config.get_model({})
@@ -129,6 +137,24 @@ def build_vae(seed: int = 2, tiny: bool = True):
     config = {"params": {"ddconfig": ddconfig, "embed_dim": 4}}
     state = init_random(AutoencoderKL(**config["params"]), seed).state_dict()
     return comfy.sd.VAE(sd=state, config=config)
+
+
+@contextlib.contextmanager
+def unet_calls(model):
+    """Records, while open, every call of `model`'s UNet (a forward pre-hook on the diffusion model,
+    removed on exit) as (batch size, the context window's frame indices or None): yields the list it
+    appends to."""
+    calls: list[tuple[int, tuple[int, ...] | None]] = []
+
+    def hook(module, args, kwargs):
+        window = kwargs.get("transformer_options", {}).get("context_window")
+        calls.append((int(args[0].shape[0]), None if window is None else tuple(window.index_list)))
+
+    handle = model.model.diffusion_model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield calls
+    finally:
+        handle.remove()
 
 
 def write_random_sd15_checkpoint(path: Path, seed: int = 0) -> Path:

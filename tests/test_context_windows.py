@@ -1,15 +1,14 @@
 """DDIM Invert With Cache and Preservation Inject Sampler under ComfyUI's context windows, inside a real
 ComfyUI, on the demo clip's frames, with the tiny random-weight SD1.5-shaped model: exactness with one
 window, every fuse method and schedule of the core node, store = recompute, the UNet batch bounded by
-the window, and the whole 121-frame clip in both cache modes."""
+the window, the whole 121-frame clip in both cache modes, and speed mode's keyframes in windows."""
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from comfy_harness import build_unet
+from comfy_harness import build_unet, unet_calls
 from conftest import ROOT
 from test_editing import PLAIN, SOURCE
 
@@ -29,6 +28,11 @@ class Clip:
 
 
 def load_clip(comfy, tiny_sd15, video: str, frames: int, seed: int = 5) -> Clip:
+    return load_frames(comfy, tiny_sd15, load_images(comfy, video, frames), seed)
+
+
+def load_images(comfy, video: str, frames: int):
+    """The first `frames` frames of `video` (0: all) as Load Video (DiffFERV) gives them, 64 px."""
     (images, _, _, _), _ = comfy.run_node(
         "DiffFERV_LoadVideo",
         video=video,
@@ -38,6 +42,11 @@ def load_clip(comfy, tiny_sd15, video: str, frames: int, seed: int = 5) -> Clip:
         short_side=64,
         fit="crop",
     )
+    return images
+
+
+def load_frames(comfy, tiny_sd15, images, seed: int = 5) -> Clip:
+    """A Clip of IMAGE frames: their trajectories, latents, and UNet `seed` with temporal attention."""
     (trajectories, _), _ = comfy.run_node(
         "DiffFERV_ComputeFlowTrajectories",
         frames=images,
@@ -47,14 +56,16 @@ def load_clip(comfy, tiny_sd15, video: str, frames: int, seed: int = 5) -> Clip:
         preview_grid="1/16",
     )
     (latent,), _ = comfy.run_node("VAEEncode", pixels=images, vae=tiny_sd15.vae)
-    (model,), _ = comfy.run_node(
-        "DiffFERV_ApplyTemporalAttention",
-        model=build_unet(seed=seed, output_scale=0.02),
-        trajectories=trajectories,
-        window=3,
-        **SWITCHES,
-    )
+    model = temporal(comfy, build_unet(seed=seed, output_scale=0.02), trajectories)
     return Clip(images, trajectories, latent, model, tiny_sd15.clip)
+
+
+def temporal(comfy, unet, trajectories):
+    """`unet` through Apply Temporal Attention (DiffFERV): window 3, SWCFA and TTA everywhere."""
+    (model,), _ = comfy.run_node(
+        "DiffFERV_ApplyTemporalAttention", model=unet, trajectories=trajectories, window=3, **SWITCHES
+    )
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -120,22 +131,6 @@ def edit(comfy, clip: Clip, model, inversion, prompt: str = EDIT, **overrides) -
     )
     (latent,), _ = comfy.run_node("DiffFERV_PreservationInjectSampler", **{**inputs, **overrides})
     return latent["samples"]
-
-
-@contextmanager
-def unet_calls(model):
-    """Records (batch size, context window or None) of every call of the MODEL's UNet."""
-    calls = []
-
-    def hook(module, args, kwargs):
-        window = kwargs.get("transformer_options", {}).get("context_window")
-        calls.append((int(args[0].shape[0]), None if window is None else tuple(window.index_list)))
-
-    handle = model.model.diffusion_model.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield calls
-    finally:
-        handle.remove()
 
 
 def run_both(comfy, clip, model, mode, **edit_overrides):
@@ -325,3 +320,34 @@ def test_the_121_frame_clip_runs_in_windows(comfy, tiny_sd15, mode, tmp_path):
     from video_probe import probe
 
     assert probe(Path(written)).frames.shape == (121, 64, 64, 3)
+
+
+def test_speed_mode_edits_the_keyframes_in_windows(comfy, tiny_sd15, input_clip):
+    """Speed mode with context windows: Select Keyframes (every 2nd of 9 frames: 5 keyframes), the usual
+    graph on the keyframes in Context Windows (DiffFERV) (window 4, overlap 1), Propagate Keyframe Edit.
+    The UNet sees windows of keyframes only; the keyframes come out as decoded, the frames between take
+    their change."""
+    whole = load_images(comfy, input_clip, 9)
+    (images, keyframe_set), _ = comfy.run_node("DiffFERV_SelectKeyframes", frames=whole, keyframe_every=2)
+    assert keyframe_set.indices == (0, 2, 4, 6, 8)
+    keys = load_frames(comfy, tiny_sd15, images)
+    model = diffferv_windows(comfy, keys.model)
+    with unet_calls(keys.model) as calls:
+        inversion, _ = invert(comfy, keys, model, "recompute")
+        edited = edit(comfy, keys, model, inversion)
+    assert {window for _, window in calls} == {(0, 1, 2, 3), (1, 2, 3, 4)}  # keyframe positions
+    assert max(batch for batch, _ in calls) == 3 * WINDOW
+    (decoded,), _ = comfy.run_node("VAEDecode", samples={"samples": edited}, vae=tiny_sd15.vae)
+    (frames,), _ = comfy.run_node(
+        "DiffFERV_PropagateKeyframeEdit",
+        source=whole,
+        edited_keyframes=decoded,
+        keyframe_set=keyframe_set,
+        backend="dis",
+        consistency_threshold=1.0,
+    )
+    assert frames.shape == whole.shape
+    assert torch.allclose(frames[[0, 2, 4, 6, 8]], decoded, atol=1e-6)
+    change = (frames - whole).abs().mean(dim=(1, 2, 3))
+    print(f"\nspeed mode in windows: mean abs change per frame {[round(float(c), 3) for c in change]}")
+    assert (change[[1, 3, 5, 7]] > 0.3 * change[[0, 2, 4, 6, 8]].mean()).all()

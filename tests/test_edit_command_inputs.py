@@ -61,6 +61,7 @@ def refused(tmp_path, *arguments: str, in_process: bool = True) -> str:
         ("--frames", "-1", "--frames is -1; a video edit needs 0 (all frames) or 2 to 4096 frames"),
         ("--window", "1", "--window is 1; use 0 (one batch) or 2 to 256 frames (16 is the default)"),
         ("--overlap", "16", "--overlap is 16; use 0 to 15 (less than --window 16)"),
+        ("--keyframe-every", "1", "--keyframe-every is 1; use 0 (edit every frame) or 2 to 64 (4 is the usual choice)"),
         ("--edit", "", "--edit is empty: DiffFERV needs a source prompt (what the video shows) and an edit prompt"),
         ("--steps", "many", "argument --steps: invalid int value: 'many' (see edit --help)"),
         ("--mask-face", "32", "--mask-face is 32; use 0 to 31"),
@@ -73,6 +74,17 @@ def refused(tmp_path, *arguments: str, in_process: bool = True) -> str:
 def test_a_value_outside_its_range_is_refused_in_flag_terms(tmp_path, sd15_checkpoint, flag, value, sentence):
     said = refused(tmp_path, "--checkpoint", str(sd15_checkpoint), flag, value)
     assert said.startswith(f"edit: {sentence}"), said
+
+
+def test_keyframes_with_a_workflow_without_select_keyframes_are_refused(tmp_path, sd15_checkpoint):
+    workflow = ROOT / "workflows" / "api" / "diffferv_long_clip.json"
+    said = refused(
+        tmp_path, "--checkpoint", str(sd15_checkpoint), "--keyframe-every", "4", "--workflow", str(workflow)
+    )
+    assert said == (
+        f"edit: --keyframe-every: the workflow {workflow} has no Select Keyframes (DiffFERV) node; leave "
+        "--workflow out to run the shipped speed-mode workflow (diffferv_speed_mode.json)"
+    )
 
 
 def test_an_output_extension_it_cannot_write_is_refused(tmp_path, sd15_checkpoint):
@@ -180,14 +192,14 @@ def test_help_documents_every_option_with_its_range():
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     options = re.findall(r"\[(--[a-z-]+)", result.stdout.split("\n\n")[0])
-    assert len(options) == 25
+    assert len(options) == 26
     for option in options:
         described = re.search(
             rf" {option}(?: [A-Z]+| \{{[a-z,+-]+\}})? (.+?)(?= --[a-z]|$)", text.split("options:")[1]
         )
         assert described and len(described.group(1)) > 20, option
         ranged = ("--tau-app", "--guidance", "--steps", "--frames", "--size", "--window", "--overlap")
-        if option in (*ranged, "--mask-face", "--mask-grow", "--mask-feather"):
+        if option in (*ranged, "--mask-face", "--mask-grow", "--mask-feather", "--keyframe-every"):
             assert re.match(r"(0 or )?\d+ to \d+", described.group(1)), (option, described.group(1))
     assert "(default: None)" not in text
     for numbers in ("0 to 1", "1 to 30", "2 to 1000", "0 or 2 to 4096", "64 to 2048, a multiple of 64"):

@@ -3,9 +3,9 @@ ETA, and what it prints to a log (a line per stage and per tenth) and to a termi
 
 import io
 
-from comfyui_diffferv.headless.edit_command import stages
+from comfyui_diffferv.headless.edit_command import STAGE_WORK_PER_FRAME, stages
 from comfyui_diffferv.headless.progress import OverallProgress, Stage, format_duration
-from comfyui_diffferv.windows.schedule import RunPlan, static_windows
+from comfyui_diffferv.windows.schedule import RunPlan, frame_evaluations, static_windows
 
 
 class Clock:
@@ -102,9 +102,19 @@ def test_stages_of_a_windowed_plan_weigh_the_unet_work():
         "inversion",
         "sampling",
         "decode",
+        "propagate",
         "write",
         "report",
     ]
+
+
+def test_stages_of_speed_mode_weigh_the_keyframes_unet_work_and_the_whole_clip_around_it():
+    keyframes = RunPlan(31, tuple(static_windows(31, 16, 4)), steps=50, sampling_chunks=3)  # 121 frames, k 4
+    speed = {stage.name: stage.work for stage in stages(keyframes, clip_frames=121)}
+    full = RunPlan(121, tuple(static_windows(121, 16, 4)), steps=50, sampling_chunks=3)
+    full = {stage.name: stage.work for stage in stages(full)}
+    assert speed["sampling"] == frame_evaluations(list(keyframes.windows)) * 50 * 3 < full["sampling"] / 3
+    assert speed["write"] == full["write"] and speed["propagate"] == STAGE_WORK_PER_FRAME["propagate"] * 121
 
 
 def test_durations_read_well():

@@ -223,7 +223,5 @@ def test_mismatched_inputs_are_clear_errors(comfy, clip, recomputed, tiny_sd15):
         invert(comfy, clip, "recompute", latent=small)
     with pytest.raises(ValueError, match="latent: holds 1 frame"):
         invert(comfy, clip, "recompute", latent={"samples": clip.latent["samples"][:1]})
-    with pytest.raises(ValueError, match="model: this is not the model the inversion ran on"):
-        edit(comfy, clip, inversion, model=tiny_sd15.model)
     with pytest.raises(ValueError, match="edit_prompt is 80 tokens long"):
         edit(comfy, clip, inversion, " ".join(["woman"] * 80))

@@ -23,11 +23,13 @@ RULES = {
     "editing": ("attention", "flow", "windows"),
     "video": (),
     "masks": ("flow", "faces"),
+    "keyframes": ("flow",),
     "unet": (),
     "specialize": ("unet.files", "headless.host"),
     "headless": (
         "editing.inputs",
         "editing.preservation",
+        "keyframes.selection",
         "video",
         "unet.files",
         "windows",
@@ -36,7 +38,18 @@ RULES = {
     ),
     "faces": (),
     "metrics": ("flow", "faces"),
-    "nodes": ("attention", "editing", "flow", "video", "unet", "windows", "metrics", "faces", "masks"),
+    "nodes": (
+        "attention",
+        "editing",
+        "flow",
+        "video",
+        "unet",
+        "windows",
+        "metrics",
+        "faces",
+        "masks",
+        "keyframes",
+    ),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""
 

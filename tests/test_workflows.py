@@ -104,7 +104,7 @@ def long_clip_prompt(**overrides) -> dict:
 
 def test_the_edit_plan_of_the_long_clip():
     prompt = long_clip_prompt(window=16, overlap=4)
-    plan, lines = plan_run(prompt, WORKFLOWS / "media" / "talking_face_long.mp4", free_ram=2**40)
+    plan, lines, _ = plan_run(prompt, WORKFLOWS / "media" / "talking_face_long.mp4", free_ram=2**40)
     assert plan.frames == 121 and len(plan.windows) == 10 and plan.largest_batch == 48
     assert plan.inversion_calls == 500 and plan.sampling_calls == 500
     text = "\n".join(lines)
@@ -115,11 +115,11 @@ def test_the_edit_plan_of_the_long_clip():
     assert "10 windows of up to 16 frames: 0-15, 12-27, 24-39, 36-51, ... (10 in all)" in text
     assert "largest UNet batch 48 frames" in text
     # auto: the store cache of 121 windowed 512 px frames fits in no RAM here
-    auto, _ = plan_run(
+    auto, *_ = plan_run(
         long_clip_prompt(cache_mode="auto"), WORKFLOWS / "media" / "talking_face_long.mp4", 2**36
     )
     assert auto.sampling_chunks == 3
-    small, lines = plan_run(
+    small, lines, _ = plan_run(
         long_clip_prompt(cache_mode="auto", frames=8, size=64, steps=2),
         ROOT / "workflows" / "media" / "talking_face_long.mp4",
         2**36,
@@ -155,7 +155,7 @@ def test_prepare_prompt_confines_the_edit_to_a_face_mask():
     }
     sampler = by_type["DiffFERV_PreservationInjectSampler"][1]["inputs"]
     assert sampler["mask"] == [mask_id, 0] and sampler["mask_feather_px"] == 12
-    _, lines = plan_run(prompt, WORKFLOWS / "media" / "talking_face_long.mp4", free_ram=2**36)
+    _, lines, _ = plan_run(prompt, WORKFLOWS / "media" / "talking_face_long.mp4", free_ram=2**36)
     assert lines[-1] == (
         "mask: the face+hair of face 1 (counted left-to-right), grown 4 px, edge feathered 12 px; outside it "
         "the clip stays as it is"
@@ -168,6 +168,14 @@ def test_prepare_prompt_confines_the_edit_to_a_face_mask():
     )  # fmt: skip
     assert [key for key, node in prompt.items() if node["class_type"] == "DiffFERV_FaceMask"] == [shipped]
     assert prompt[shipped]["inputs"]["region"] == "face+hair"
+    # speed mode: the mask is made on the keyframes, the frames the sampler edits
+    speed = json.loads((WORKFLOWS / "api" / "diffferv_speed_mode.json").read_text())
+    prompt = prepare_prompt(
+        speed, video="v.mp4", checkpoint="c.safetensors", source="s", edit="e", tau_app=0.9, guidance=5.0,
+        cache_mode="auto", face_mask=mask, keyframe_every=4, **TINY,
+    )  # fmt: skip
+    by_type = {node["class_type"]: (key, node) for key, node in prompt.items()}
+    assert by_type["DiffFERV_FaceMask"][1]["inputs"]["frames"] == [by_type["DiffFERV_SelectKeyframes"][0], 0]
 
 
 def run_edit(*arguments, cwd=ROOT):
@@ -236,6 +244,28 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
     )  # after the run
     assert f"PSNR {report['clip']['psnr_db']:.2f} dB" in result.stdout
     assert report["notes"]["flow"].endswith("from the trajectories")
+
+
+@pytest.mark.slow
+def test_edit_keyframe_every_runs_speed_mode_end_to_end(sd15_checkpoint, tmp_path):
+    """`edit --keyframe-every 2` on 5 frames of the demo clip (the real SD1.5 architecture, random weights,
+    64 px, 2 steps): the speed-mode workflow edits keyframes 0, 2 and 4 in context windows of 2 and
+    propagates their edit to frames 1 and 3; the plan says so and the output has every frame."""
+    output = tmp_path / "speed.mp4"
+    result = run_edit(
+        "--checkpoint", str(sd15_checkpoint), "--frames", "5", "--size", "64", "--steps", "2",
+        "--window", "2", "--overlap", "1", "--keyframe-every", "2", "--output", str(output),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    plan = result.stdout.split("\n[", 1)[0]
+    assert "5 frames at 64x64, 2 + 2 DDIM steps" in plan
+    assert (
+        "speed mode: 3 keyframes (one every 2 frames, and the last) go through the UNet, the other 2" in plan
+    )
+    assert "2 windows of up to 2 frames: 0-1, 1-2" in plan  # windows over the 3 keyframes
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert any("% propagate" in line for line in lines) and lines[-1].endswith("100% done")
+    assert probe(output).frames.shape == (5, 64, 64, 3)
 
 
 @pytest.mark.slow

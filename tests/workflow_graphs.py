@@ -114,6 +114,17 @@ LONG_MEMORY = """### Memory and time
 - Time grows linearly with frames and steps."""
 
 
+SPEED_MODE = """## DiffFERV speed mode (keyframes)
+
+Edits every 4th frame (and the last) with the full DiffFERV pipeline and carries their edit to the frames in between along the optical flow (IP-FaceDiff's speed mode): about 3.4x fewer UNet evaluations per frame than editing every frame, 2.7x faster on the tiny test model.
+
+1. **Load Checkpoint**, **Load Video (DiffFERV)** (max_frames 0: the whole clip).
+2. **Select Keyframes**: keyframe_every 4. Larger gaps save more but ask more of the flow (fast motion, occlusions).
+3. **DDIM Invert With Cache** (source prompt) and **Preservation Inject Sampler** (edit prompt) edit the keyframes jointly, in context windows.
+4. **Propagate Keyframe Edit** moves each keyframe's change (edited minus source) along the flow to the frames between; pixels hidden in one keyframe take the other's. Where the edit changed nothing, the frame keeps its own pixels.
+
+Headless: `python ComfyUI/custom_nodes/<this pack> edit --keyframe-every 4 ...` runs this workflow."""
+
 ONE_FACE = """## DiffFERV: edit one face
 
 Edits one face of a video and leaves everything else as it is: the other faces, the background, the clothes. **Face Mask (DiffFERV)** finds the faces (dlib), follows the chosen one through the clip with the optical flow and gives its region as a mask; **Preservation Inject Sampler** keeps the clip outside the mask on the source path at every step, so there the output is the input.
@@ -140,24 +151,49 @@ def edit_graph(
     video: str = DEMO_VIDEO,
     max_frames: int = 16,
     windows: bool = False,
+    keyframes: bool = False,
     source_prompt: str = "a photo of a woman",
     face_mask: bool = False,
 ) -> Graph:
     """The DiffFERV pipeline: checkpoint (+ optional specialized UNet) -> trajectories -> temporal
     attention (-> context windows) -> inversion -> injection sampling (-> confined to a face mask) ->
-    decode -> videos."""
+    decode -> videos. `keyframes` (speed mode): the UNet part runs on Select Keyframes' keyframes,
+    Propagate Keyframe Edit makes the whole clip of them."""
     switches = {f"{kind}_{size}": True for kind in ("swcfa", "tta") for size in (64, 32, 16, 8)}
     model = (15, 0) if windows else (6, 0)
-    extra = [
-        Node(
-            15,
-            "DiffFERV_ContextWindows",
-            (800, 520),
-            {"context_length": 16, "context_overlap": 4, "fuse_method": "pyramid"},
-            {"model": (6, 0)},
-            size=(340, 130),
+    edited_frames = (18, 0) if keyframes else (3, 0)  # what the UNet part edits
+    result = (19, 0) if keyframes else (10, 0)  # the edited clip
+    extra = []
+    if windows:
+        extra.append(
+            Node(
+                15,
+                "DiffFERV_ContextWindows",
+                (800, 520),
+                {"context_length": 16, "context_overlap": 4, "fuse_method": "pyramid"},
+                {"model": (6, 0)},
+                size=(340, 130),
+            )
         )
-    ]
+    if keyframes:
+        extra += [
+            Node(
+                18,
+                "DiffFERV_SelectKeyframes",
+                (420, 980),
+                {"keyframe_every": 4},
+                {"frames": (3, 0)},
+                size=(320, 80),
+            ),
+            Node(
+                19,
+                "DiffFERV_PropagateKeyframeEdit",
+                (1180, 620),
+                {"backend": "dis", "consistency_threshold": 1.0},
+                {"source": (3, 0), "edited_keyframes": (10, 0), "keyframe_set": (18, 1)},
+                size=(340, 130),
+            ),
+        ]
     mask_nodes = [
         Node(
             16,
@@ -208,7 +244,7 @@ def edit_graph(
                     "flow_model": "none",
                     "preview_grid": "1/16",
                 },
-                {"frames": (3, 0)},
+                {"frames": edited_frames},
                 size=(320, 160),
             ),
             Node(
@@ -227,7 +263,7 @@ def edit_graph(
                 {"model": (2, 0), "trajectories": (4, 0)},
                 size=(320, 270),
             ),
-            Node(7, "VAEEncode", (800, 420), links={"pixels": (3, 0), "vae": (1, 2)}, size=(220, 50)),
+            Node(7, "VAEEncode", (800, 420), links={"pixels": edited_frames, "vae": (1, 2)}, size=(220, 50)),
             Node(
                 8,
                 "DiffFERV_DDIMInvertWithCache",
@@ -264,7 +300,7 @@ def edit_graph(
                     "spacing_width": 0,
                     "spacing_color": "white",
                 },
-                {"image1": (3, 0), "image2": (10, 0)},
+                {"image1": (3, 0), "image2": result},
                 title="Input | output",
                 size=(280, 150),
             ),
@@ -279,7 +315,7 @@ def edit_graph(
                     "quality": 65,
                     "save_output": True,
                 },
-                {"images": (10, 0), "fps": (3, 1), "audio": (3, 3)},
+                {"images": result, "fps": (3, 1), "audio": (3, 3)},
                 size=(340, 360),
             ),
             Node(
@@ -302,10 +338,10 @@ def edit_graph(
                 "DiffFERV_EditReport",
                 (1560, 720),
                 {"identity": True},
-                {"source": (3, 0), "edited": (10, 0), "trajectories": (4, 0)},
+                {"source": (3, 0), "edited": result} | ({} if keyframes else {"trajectories": (4, 0)}),
                 size=(520, 260),
             ),
-            *(extra if windows else []),
+            *extra,
             *(mask_nodes if face_mask else []),
         ],
         notes,
@@ -336,6 +372,20 @@ GRAPHS = [
         video=LONG_VIDEO,
         max_frames=0,
         windows=True,
+    ),
+    edit_graph(
+        "diffferv_speed_mode",
+        "a photo of an old woman",
+        [
+            Note(20, (40, -420), (520, 420), SPEED_MODE),
+            Note(21, (800, -420), (520, 300), KNOBS),
+            Note(22, (1560, -300), (440, 300), LONG_MEMORY),
+        ],
+        "DiffFERV/edit",
+        video=LONG_VIDEO,
+        max_frames=0,
+        windows=True,
+        keyframes=True,
     ),
     edit_graph(
         "diffferv_edit_one_face",

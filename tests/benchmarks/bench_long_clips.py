@@ -93,11 +93,9 @@ class Pipeline:
 
     def edit(self, model, mode: str, steps: int) -> tuple[object, object, float, float, list[int]]:
         """Inversion + edit; returns (inversion, edited latent, inversion s, sampling s, UNet batch sizes)."""
-        batches: list[int] = []
-        hook = self.unet.model.diffusion_model.register_forward_pre_hook(
-            lambda module, args: batches.append(int(args[0].shape[0]))
-        )
-        try:
+        from comfy_harness import unet_calls
+
+        with unet_calls(self.unet) as calls:
             start = time.perf_counter()
             (inversion, _), _ = self.comfy.run_node(
                 "DiffFERV_DDIMInvertWithCache",
@@ -123,9 +121,7 @@ class Pipeline:
                 inject_semantic=True,
             )
             done = time.perf_counter()
-        finally:
-            hook.remove()
-        return inversion, edited, inverted - start, done - inverted, batches
+        return inversion, edited, inverted - start, done - inverted, [batch for batch, _ in calls]
 
 
 def trajectory_bytes(trajectories) -> int:
