@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -259,11 +260,13 @@ def branch_inputs(tmp_path_factory):
 
 @pytest.mark.parametrize("branch", ["identity", "edit"])
 def test_each_branch_trains_through_the_command_and_resumes_exactly(
-    branch, branch_inputs, tiny_checkpoint, portraits, tmp_path, capsys
+    branch, branch_inputs, comfy, tiny_checkpoint, portraits, tmp_path, capsys
 ):
     """Two steps in one go, and one step then resumed to two: same losses (image term included) and
-    weights; the export says which branch and losses made it. The InsightFace licence is printed once."""
-    small = ("--batch-size", "2", "--micro-batch", "1", "--save-layout", "diffusers", "--name", branch)
+    weights; the export says which branch and losses made it, and Load Specialized UNet loads it and shows
+    that. The InsightFace licence is printed once."""
+    layout = "diffusers" if branch == "identity" else "comfyui"
+    small = ("--batch-size", "2", "--micro-batch", "1", "--save-layout", layout, "--name", branch)
     common = [*small, "--branch", branch, "--max-image-timestep", "999", *branch_inputs[branch]]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run_command(train_arguments(tiny_checkpoint, portraits, straight, 2, *common))
@@ -288,3 +291,12 @@ def test_each_branch_trains_through_the_command_and_resumes_exactly(
     assert expected in metadata["diffferv.losses"] and "t <= 999" in metadata["diffferv.losses"]
     state = json.loads((resumed / "training_state" / "state.json").read_text())
     assert state["settings"]["branch"] == branch
+
+    name = f"branch-{branch}.safetensors"
+    shutil.copy(straight / f"{branch}.safetensors", comfy.workdir / "models" / "diffusion_models" / name)
+    (model,), ui = comfy.run_node("DiffFERV_LoadSpecializedUNet", unet_name=name)
+    assert model.model.diffusion_model.model_channels == 32
+    text = ui["text"][0]
+    use = "for the inversion (DDIM Invert" if branch == "identity" else "for the sampler (Preservation Inject"
+    assert f"{branch} branch: IP-FaceDiff's" in text and use in text and metadata["diffferv.losses"] in text
+    assert "step 2, base tiny_sd15.safetensors, 6 face / 2 general pairs" in text
