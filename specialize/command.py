@@ -22,6 +22,7 @@ from . import BRANCHES
 TOKENIZER = Path("comfy") / "sd1_tokenizer"
 GENERATED_CAPTIONS = "generated_captions.jsonl"
 DATA_REPORT = "data_report.txt"
+LANDMARKS = "face_landmarks.json"  # the identity branch's landmarks, found once per image
 
 
 def parser() -> argparse.ArgumentParser:
@@ -452,7 +453,9 @@ def run(args) -> list[float]:
     if args.branch == "identity":
         from .objectives import find_landmarks
 
-        landmarks, _ = find_landmarks(faces, settings.resolution, lambda line: print(line, file=sys.stderr))
+        landmarks, _ = find_landmarks(
+            faces, settings.resolution, lambda line: print(line, file=sys.stderr), output / LANDMARKS
+        )
     print(
         f"training ({args.branch}) on {len(faces)} face and {len(general)} general pairs, device {device}",
         file=sys.stderr,
