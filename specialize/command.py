@@ -335,9 +335,9 @@ def check_branch(args, log=print):
     that says which losses made the UNet. Raises with the file and the reason."""
     from .train import SettingsError
 
-    defaults = parser().parse_args(["--base", "b", "--faces", "f", "--output", "o", "--steps", "1"])
+    defaults = parser()
     for branch, names in BRANCH_OPTIONS.items():
-        given = [n for n in names if getattr(args, n) != getattr(defaults, n)]
+        given = [n for n in names if getattr(args, n) != defaults.get_default(n)]
         if given and args.branch != branch:
             options = ", ".join("--" + n.replace("_", "-") for n in given)
             raise SettingsError(f"{options} belong to --branch {branch}, not --branch {args.branch}")
