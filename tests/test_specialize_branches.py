@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -257,19 +258,39 @@ def branch_inputs(tmp_path_factory):
     }  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def branch_runs(branch_inputs, tiny_checkpoint, portraits, tmp_path_factory) -> dict[str, Path]:
+    """Each branch's two steps through the command (identity exports in diffusers' key layout, edit in
+    ComfyUI's)."""
+    runs = {}
+    for branch in ("identity", "edit"):
+        output = tmp_path_factory.mktemp(f"branch_{branch}")
+        run_command(
+            train_arguments(tiny_checkpoint, portraits, output, 2, *branch_arguments(branch, branch_inputs))
+        )
+        runs[branch] = output
+    return runs
+
+
+def branch_arguments(branch: str, branch_inputs) -> list[str]:
+    layout = "diffusers" if branch == "identity" else "comfyui"
+    small = ["--batch-size", "2", "--micro-batch", "1", "--save-layout", layout, "--name", branch]
+    return [*small, "--branch", branch, "--max-image-timestep", "999", *branch_inputs[branch]]
+
+
 @pytest.mark.parametrize("branch", ["identity", "edit"])
 def test_each_branch_trains_through_the_command_and_resumes_exactly(
-    branch, branch_inputs, tiny_checkpoint, portraits, tmp_path, capsys
+    branch, branch_inputs, branch_runs, comfy, tiny_checkpoint, portraits, tmp_path, capsys
 ):
     """Two steps in one go, and one step then resumed to two: same losses (image term included) and
-    weights; the export says which branch and losses made it. The InsightFace licence is printed once."""
-    small = ("--batch-size", "2", "--micro-batch", "1", "--save-layout", "diffusers", "--name", branch)
-    common = [*small, "--branch", branch, "--max-image-timestep", "999", *branch_inputs[branch]]
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run_command(train_arguments(tiny_checkpoint, portraits, straight, 2, *common))
+    weights; the export says which branch and losses made it, and Load Specialized UNet loads it and shows
+    that. The InsightFace licence is printed once per run (identity branch with an ONNX file)."""
+    common = branch_arguments(branch, branch_inputs)
+    straight, resumed = branch_runs[branch], tmp_path / "resumed"
+    capsys.readouterr()
+    run_command(train_arguments(tiny_checkpoint, portraits, resumed, 1, *common))
     err = capsys.readouterr().err
     assert err.count("non-commercial research use only") == (1 if branch == "identity" else 0)
-    run_command(train_arguments(tiny_checkpoint, portraits, resumed, 1, *common))
     run_command(train_arguments(tiny_checkpoint, portraits, resumed, 2, *common, "--resume"))
     rows = {p: list(csv.reader(open(p / "loss.csv"))) for p in (straight, resumed)}  # noqa: SIM115
     assert [r[0] for r in rows[straight]] == [r[0] for r in rows[resumed]] == ["1", "2"]
@@ -288,3 +309,35 @@ def test_each_branch_trains_through_the_command_and_resumes_exactly(
     assert expected in metadata["diffferv.losses"] and "t <= 999" in metadata["diffferv.losses"]
     state = json.loads((resumed / "training_state" / "state.json").read_text())
     assert state["settings"]["branch"] == branch
+
+    name = f"branch-{branch}.safetensors"
+    shutil.copy(straight / f"{branch}.safetensors", comfy.workdir / "models" / "diffusion_models" / name)
+    (model,), ui = comfy.run_node("DiffFERV_LoadSpecializedUNet", unet_name=name)
+    assert model.model.diffusion_model.model_channels == 32
+    text = ui["text"][0]
+    use = "for the inversion (DDIM Invert" if branch == "identity" else "for the sampler (Preservation Inject"
+    assert f"{branch} branch: IP-FaceDiff's" in text and use in text and metadata["diffferv.losses"] in text
+    assert "step 2, base tiny_sd15.safetensors, 6 face / 2 general pairs" in text
+
+
+def test_identity_and_edit_unets_run_in_the_two_unet_graph(comfy, tiny_sd15, input_clip, branch_runs):
+    """The identity export into DDIM Invert With Cache, the edit export into Preservation Inject Sampler
+    (both through Load Specialized UNet and Apply Temporal Attention), on the demo clip's frames: the edit
+    runs in both cache modes, and the two modes agree (the features come from the identity UNet either way:
+    stored during the inversion, or recomputed by it at each sampling step)."""
+    from test_context_windows import edit, invert, load_clip, temporal
+
+    clip = load_clip(comfy, tiny_sd15, input_clip, 4)
+    models = {}
+    for branch, output in branch_runs.items():
+        name = f"graph-{branch}.safetensors"
+        shutil.copy(output / f"{branch}.safetensors", comfy.workdir / "models" / "diffusion_models" / name)
+        (loaded,), _ = comfy.run_node("DiffFERV_LoadSpecializedUNet", unet_name=name)
+        models[branch] = temporal(comfy, loaded, clip.trajectories)
+    edits = {}
+    for mode in ("store", "recompute"):
+        inversion, _ = invert(comfy, clip, models["identity"], mode, steps=3)
+        edits[mode] = edit(comfy, clip, models["edit"], inversion)
+        assert edits[mode].shape == clip.latent["samples"].shape and torch.isfinite(edits[mode]).all()
+    scale = edits["recompute"].abs().max()  # these UNets' latents reach about 20: the tolerance is relative
+    assert (edits["store"] - edits["recompute"]).abs().max() < 1e-3 * scale  # fp16 store vs fp32 recompute
