@@ -22,6 +22,7 @@ from . import BRANCHES
 TOKENIZER = Path("comfy") / "sd1_tokenizer"
 GENERATED_CAPTIONS = "generated_captions.jsonl"
 DATA_REPORT = "data_report.txt"
+LANDMARKS = "face_landmarks.json"  # the identity branch's landmarks, found once per image
 
 
 def parser() -> argparse.ArgumentParser:
@@ -334,9 +335,9 @@ def check_branch(args, log=print):
     that says which losses made the UNet. Raises with the file and the reason."""
     from .train import SettingsError
 
-    defaults = parser().parse_args(["--base", "b", "--faces", "f", "--output", "o", "--steps", "1"])
+    defaults = parser()
     for branch, names in BRANCH_OPTIONS.items():
-        given = [n for n in names if getattr(args, n) != getattr(defaults, n)]
+        given = [n for n in names if getattr(args, n) != defaults.get_default(n)]
         if given and args.branch != branch:
             options = ", ".join("--" + n.replace("_", "-") for n in given)
             raise SettingsError(f"{options} belong to --branch {branch}, not --branch {args.branch}")
@@ -452,7 +453,9 @@ def run(args) -> list[float]:
     if args.branch == "identity":
         from .objectives import find_landmarks
 
-        landmarks, _ = find_landmarks(faces, settings.resolution, lambda line: print(line, file=sys.stderr))
+        landmarks, _ = find_landmarks(
+            faces, settings.resolution, lambda line: print(line, file=sys.stderr), output / LANDMARKS
+        )
     print(
         f"training ({args.branch}) on {len(faces)} face and {len(general)} general pairs, device {device}",
         file=sys.stderr,

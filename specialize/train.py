@@ -79,6 +79,11 @@ class TrainSettings:
             raise SettingsError(f"save dtype must be one of {', '.join(PRECISIONS)}")
         if self.branch not in BRANCHES:
             raise SettingsError(f"the branch must be one of {', '.join(BRANCHES)} (got {self.branch})")
+        weights = {"l1 weight": self.l1_weight, "identity weight": self.identity_weight}
+        weights |= {"lambda1": self.lambda1, "lambda2": self.lambda2}
+        negative = [f"{name} {value}" for name, value in weights.items() if not value >= 0]
+        if negative:
+            raise SettingsError(f"loss weights must be 0 or more: {', '.join(negative)}")
         if not 0 <= self.max_image_timestep <= 999:
             raise SettingsError(
                 f"the image-loss timestep cap must be in 0..999 (got {self.max_image_timestep})"

@@ -133,6 +133,10 @@ def test_options_of_another_branch_and_unknown_onnx_operators_are_refused(
     assert "--lambda1 belong to --branch edit, not --branch specialization" in capsys.readouterr().err
     assert main([*arguments, "--branch", "edit"]) == 2
     assert "--branch edit needs --clip" in capsys.readouterr().err
+    assert main([*arguments, "--branch", "identity", "--identity-weight", "-1"]) == 2
+    assert "loss weights must be 0 or more: identity weight -1.0" in capsys.readouterr().err
+    assert main([*arguments, "--branch", "identity", "--max-image-timestep", "1000"]) == 2
+    assert "the image-loss timestep cap must be in 0..999 (got 1000)" in capsys.readouterr().err
 
     class Softplus(torch.nn.Module):
         def forward(self, x):
@@ -280,18 +284,27 @@ def branch_arguments(branch: str, branch_inputs) -> list[str]:
 
 @pytest.mark.parametrize("branch", ["identity", "edit"])
 def test_each_branch_trains_through_the_command_and_resumes_exactly(
-    branch, branch_inputs, branch_runs, comfy, tiny_checkpoint, portraits, tmp_path, capsys
+    branch, branch_inputs, branch_runs, comfy, tiny_checkpoint, portraits, tmp_path, capsys, monkeypatch
 ):
     """Two steps in one go, and one step then resumed to two: same losses (image term included) and
-    weights; the export says which branch and losses made it, and Load Specialized UNet loads it and shows
-    that. The InsightFace licence is printed once per run (identity branch with an ONNX file)."""
+        weights; the export says which branch and losses made it, and Load Specialized UNet loads it and shows
+        that. The InsightFace licence is printed once per run (identity branch with an ONNX file); the faces
+    are found once per image (OUTPUT/face_landmarks.json), not again when resuming."""
     common = branch_arguments(branch, branch_inputs)
     straight, resumed = branch_runs[branch], tmp_path / "resumed"
     capsys.readouterr()
     run_command(train_arguments(tiny_checkpoint, portraits, resumed, 1, *common))
     err = capsys.readouterr().err
     assert err.count("non-commercial research use only") == (1 if branch == "identity" else 0)
+    from comfyui_diffferv.faces.dlib_models import FaceModels
+
+    searches = []
+    monkeypatch.setattr(FaceModels, "main_face", lambda self, image: searches.append(image))
     run_command(train_arguments(tiny_checkpoint, portraits, resumed, 2, *common, "--resume"))
+    assert searches == []  # the landmarks found by the first run are reused (identity) or never needed (edit)
+    if branch == "identity":
+        found = json.loads((resumed / "face_landmarks.json").read_text())
+        assert len(found) == 6 and all(len(points) == 5 for points in found.values())
     rows = {p: list(csv.reader(open(p / "loss.csv"))) for p in (straight, resumed)}  # noqa: SIM115
     assert [r[0] for r in rows[straight]] == [r[0] for r in rows[resumed]] == ["1", "2"]
     assert all(len(r) == 3 for r in rows[straight])  # step, total loss, image-space term
