@@ -167,13 +167,23 @@ def load_state(folder: Path, unet, optimizer, scaler) -> tuple[int, int, dict]:
 
 
 def micro_batch_loss(
-    parts: SD15Parts, batch, augment, device: torch.device, frozen_dtype, autocast, settings, objective=None
+    parts: SD15Parts,
+    batch,
+    augment,
+    device: torch.device,
+    frozen_dtype,
+    autocast,
+    settings,
+    objective=None,
+    backward: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of one micro-batch (images [B, 3, S, S] in [-1, 1], captions, is_face, landmarks
     [B, 5, 2]): augment the faces, encode images and captions with the frozen VAE and text encoder, noise
     the latents at uniform random timesteps and regress the noise with the UNet (paper eq. 4). With an
     image-space objective (identity or edit branch), its loss on the face samples at t <= the cap is added.
-    Returns (total, image-space term; 0 where none)."""
+    Returns (total, image-space term; 0 where none). The edit branch's second UNet pass is a graph of its
+    own: given `backward`, the epsilon loss's backward pass runs before it, so the two passes' activations
+    are never held at once, and the total returned carries the gradient of the image term only."""
     images, captions, is_face, landmarks = batch
     with torch.no_grad():
         images, matrices = augment_faces(augment, images.to(device), is_face.to(device))
@@ -203,6 +213,9 @@ def micro_batch_loss(
             x0 = predicted_x0(alphas, noisy[index], prediction[index], timesteps[index])
             image_loss = objective(decode(parts.vae, x0), images[index], landmarks[index])
         else:
+            if backward is not None:
+                backward(loss)
+                loss = loss.detach()
             chosen_captions = [captions[i] for i in index]
             targets = objective.edited(chosen_captions)
             with torch.no_grad():
@@ -315,6 +328,9 @@ def train(
         save_state(output / STATE_DIR, unet, optimizer, scaler, step, samples, settings)
         log(f"step {step}: saved {path.name} and the training state")
 
+    def backward(loss: torch.Tensor) -> None:
+        scaler.scale(loss / accumulation).backward()
+
     losses = []
     bar = tqdm(total=settings.steps, initial=step, desc="specialize", unit="step", dynamic_ncols=True)
     try:
@@ -323,9 +339,17 @@ def train(
                 total = image_total = 0.0
                 for _ in range(accumulation):
                     loss, image_loss = micro_batch_loss(
-                        parts, next(batches), augment, device, frozen_dtype, autocast, settings, objective
+                        parts,
+                        next(batches),
+                        augment,
+                        device,
+                        frozen_dtype,
+                        autocast,
+                        settings,
+                        objective,
+                        backward,
                     )
-                    scaler.scale(loss / accumulation).backward()
+                    backward(loss)
                     total += loss.item() / accumulation
                     image_total += image_loss.item() / accumulation
                 if not math.isfinite(total):

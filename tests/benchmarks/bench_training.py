@@ -222,7 +222,7 @@ def memory_estimate(micro_batch: int = 2) -> dict[str, float]:
     estimate = {
         "specialization": base,
         "identity": base + decode_act + image + dlib_act + 22 * 2**20,
-        "edit": base + unet_act + decode_act + image + clip_act + clip_weights,
+        "edit": base + decode_act + image + clip_act + clip_weights,  # the epsilon pass is freed first
     }
     parts = {
         "unet_training_state": training_state,
