@@ -164,7 +164,7 @@ def parser() -> argparse.ArgumentParser:
     branches = p.add_argument_group(
         "IP-FaceDiff branches",
         "identity: an identity-preserving UNet (for the inversion); edit: an edit UNet (for the sampler). Both add "
-        "an image-space loss on the one-step prediction to the epsilon loss (README: Training IP-FaceDiff's UNets)",
+        "an image-space loss on the one-step prediction to the epsilon loss (README: Training IP-FaceDiff's identity and edit UNets)",
     )
     branches.add_argument(
         "--branch",
@@ -177,41 +177,58 @@ def parser() -> argparse.ArgumentParser:
         "--max-image-timestep",
         type=int,
         default=500,
+        metavar="T",
         help="identity/edit: the image-space loss acts at timesteps 0..N only (0..999, default 500)",
     )
     branches.add_argument(
         "--identity-model",
         default="dlib",
+        metavar="dlib|FILE.onnx",
         help="identity: 'dlib' (dlib's face ResNet, public domain; default) or an InsightFace ArcFace .onnx "
         "file, e.g. ComfyUI/models/insightface/models/buffalo_l/w600k_r50.onnx (non-commercial licence; "
         "needs the onnx package)",
     )
     branches.add_argument(
-        "--l1-weight", type=float, default=1.0, help="identity: weight of |x0_hat - y0|_1 (default 1)"
+        "--l1-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="identity: weight of |x0_hat - y0|_1, 0 or more (default 1)",
     )
     branches.add_argument(
         "--identity-weight",
         type=float,
         default=1.0,
-        help="identity: weight of the identity embeddings' cosine distance (default 1)",
+        metavar="W",
+        help="identity: weight of the identity embeddings' cosine distance, 0 or more (default 1)",
     )
     branches.add_argument(
         "--clip",
         type=Path,
+        metavar="FILE",
         help="edit: a two-tower CLIP .safetensors in transformers' layout (both towers and projections), e.g. "
         "OpenAI ViT-L/14; vision-only image encoders are refused",
     )
     branches.add_argument(
         "--edit-phrases",
         type=Path,
+        metavar="FILE",
         help="edit: text file of edits appended to the captions, one a line (default: built-in CelebA "
         "attributes: old, smiling, with eyeglasses, with a beard, with blond hair...)",
     )
     branches.add_argument(
-        "--lambda1", type=float, default=0.3, help="edit: weight of the CLIP image distance (default 0.3)"
+        "--lambda1",
+        type=float,
+        default=0.3,
+        metavar="W",
+        help="edit: weight of the CLIP image distance, 0 or more (default 0.3)",
     )
     branches.add_argument(
-        "--lambda2", type=float, default=0.7, help="edit: weight of the CLIP direction term (default 0.7)"
+        "--lambda2",
+        type=float,
+        default=0.7,
+        metavar="W",
+        help="edit: weight of the CLIP direction term, 0 or more (default 0.7)",
     )
 
     where = p.add_argument_group("where things are")

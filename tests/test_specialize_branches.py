@@ -354,3 +354,27 @@ def test_identity_and_edit_unets_run_in_the_two_unet_graph(comfy, tiny_sd15, inp
         assert edits[mode].shape == clip.latent["samples"].shape and torch.isfinite(edits[mode]).all()
     scale = edits["recompute"].abs().max()  # these UNets' latents reach about 20: the tolerance is relative
     assert (edits["store"] - edits["recompute"]).abs().max() < 1e-3 * scale  # fp16 store vs fp32 recompute
+
+
+def test_gradient_checkpointing_in_the_decode_gives_the_same_training(
+    branch_inputs, branch_runs, tiny_checkpoint, portraits, tmp_path, monkeypatch
+):
+    """With --gradient-checkpointing on (the default on a GPU) the VAE decode of the prediction runs under
+    checkpointing too, and the identity branch's losses are those of the run without it."""
+    import torch.utils.checkpoint
+
+    calls = []
+    checkpoint = torch.utils.checkpoint.checkpoint
+
+    def counted(function, *args, **kwargs):
+        calls.append(type(getattr(function, "__self__", function)).__name__)
+        return checkpoint(function, *args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counted)
+    arguments = [*branch_arguments("identity", branch_inputs), "--gradient-checkpointing", "on"]
+    run_command(train_arguments(tiny_checkpoint, portraits, tmp_path, 2, *arguments))
+    assert {"UpDecoderBlock2D", "BasicTransformerBlock"} <= set(calls), sorted(set(calls))  # VAE and UNet
+    with open(tmp_path / "loss.csv") as a, open(branch_runs["identity"] / "loss.csv") as b:
+        checkpointed, plain = list(csv.reader(a)), list(csv.reader(b))
+    for x, y in zip(checkpointed, plain, strict=True):
+        assert [float(v) for v in x[1:]] == pytest.approx([float(v) for v in y[1:]], rel=1e-4)
