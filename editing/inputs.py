@@ -1,4 +1,4 @@
-"""The valid ranges of the editing settings and what a prompt must be, shared by the nodes (their input
+"""The editing settings, declared once (settings.Number: default, range, advice), and what a prompt must be, shared by the nodes (their input
 limits and validation) and the `edit` command (its flags), so both refuse the same values with the same
 words.
 """
@@ -7,14 +7,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..settings import Choice, Number
+from .preservation import CACHE_MODES
 from .token_alignment import trailing_run_start
 
-STEPS = (2, 1000)
-"""DDIM steps of the inversion (the sampler uses the same schedule); the paper uses 50."""
-TAU_APP = (0.0, 1.0)
+STEPS = Number(50, 2, 1000, advice="50 is the paper's; 10 for a first try")
+"""DDIM steps of the inversion (the sampler uses the same schedule)."""
+TAU_APP = Number(
+    0.9,
+    0.0,
+    1.0,
+    step=0.01,
+    advice="0.9 for texture edits such as age or make-up, 0.7 for shape edits such as glasses or hair",
+)
 """Share of the sampling during which the appearance features are injected."""
-GUIDANCE = (1.0, 30.0)
-"""Classifier-free guidance scale of the editing sampler; the paper uses 5."""
+GUIDANCE = Number(5.0, 1.0, 30.0, step=0.1, advice="5 is the paper's")
+"""Classifier-free guidance scale of the editing sampler."""
+CACHE_MODE = Choice("auto", tuple(CACHE_MODES))
+"""How the inversion's features reach the sampler (editing.preservation)."""
+SOURCE_PROMPT = "a photo of a woman"
+"""The default source prompt (what the demo clip shows)."""
+EDIT_PROMPT = "a photo of an old woman"
+"""The default edit prompt (the source prompt with the change)."""
 MAX_PROMPT_TOKENS = 75
 """Text tokens in one CLIP chunk (77 with the start and end tokens)."""
 
