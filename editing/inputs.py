@@ -55,3 +55,25 @@ def prompt_problem(name: str, text: str, chunks: Sequence[Sequence[int]] | None 
             f"of {MAX_PROMPT_TOKENS} tokens: shorten it by at least {max(count - MAX_PROMPT_TOKENS, 1)} tokens"
         )
     return None
+
+
+def check_clip_frames(samples, trajectories) -> None:
+    """The latent batch must be the clip the TRAJECTORIES came from: same frame count and size."""
+    if samples.ndim != 4 or samples.shape[1] != 4:
+        raise ValueError(
+            f"latent: expected an SD1.5 latent batch [frames, 4, h, w], got {list(samples.shape)}"
+        )
+    frames, _, h, w = samples.shape
+    if frames < 2:
+        raise ValueError("latent: holds 1 frame; a video edit needs at least 2 (encode the clip's frames)")
+    if trajectories.frames != frames:
+        raise ValueError(
+            f"trajectories: computed from {trajectories.frames} frames, but the latent holds {frames}; compute "
+            "them from the same frames that were encoded"
+        )
+    if tuple(trajectories.image_size) != (h * 8, w * 8):
+        th, tw = trajectories.image_size
+        raise ValueError(
+            f"trajectories: computed on {tw}x{th} frames, but the latent is of {w * 8}x{h * 8} frames; compute "
+            "them from the same (resized) frames that were encoded"
+        )

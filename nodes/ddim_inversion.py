@@ -13,13 +13,12 @@ from comfy_api.latest import io
 
 from ..attention.control import FeatureStore, PreservationControl
 from ..editing.ddim import invert
-from ..editing.inputs import SOURCE_PROMPT, STEPS
+from ..editing.inputs import SOURCE_PROMPT, STEPS, check_clip_frames
 from ..editing.preservation import CACHE_MODES, STORE, InversionResult
 from .attention_patches import with_control
 from .common import CATEGORY, PREFIX, Inversion, Trajectories, input_problem, progress
 from .preservation_glue import (
     SOURCE_ROLE,
-    check_clip_frames,
     encode_prompt,
     pick_cache_mode,
     schedule,

@@ -11,7 +11,7 @@ from comfy_api.latest import io
 
 from ..attention.control import SOURCE_CACHE, Feature, FeatureStore, Injection, PreservationControl
 from ..editing.blending import SourceBlend
-from ..editing.ddim import sample
+from ..editing.ddim import sample, sampling_sigmas
 from ..editing.identity import IN_BATCH, SEPARATE
 from ..editing.inputs import EDIT_PROMPT, GUIDANCE, TAU_APP
 from ..editing.preservation import InversionResult, appearance_steps
@@ -27,7 +27,6 @@ from .preservation_glue import (
     add_source_chunk,
     encode_prompt,
     identity_path,
-    sampling_sigmas,
     temporal_model,
 )
 from .prompts import check_prompt

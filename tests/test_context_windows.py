@@ -188,6 +188,7 @@ def test_store_and_recompute_give_the_same_frames_in_windows(comfy, clip, tiny_s
     assert float((frames[0] - frames[1]).abs().max()) < 2.0 / 255
 
 
+@pytest.mark.slow
 def test_windows_reconstruct_as_well_as_one_batch(comfy, clip):
     """Edit prompt = source prompt (8 steps): the clip comes back about as close in windows as in one
     batch, and closer with the preservation features than without."""

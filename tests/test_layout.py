@@ -26,7 +26,7 @@ RULES = {
     "masks": ("flow", "faces", "settings"),
     "keyframes": ("flow", "settings"),
     "unet": (),
-    "specialize": ("unet.files", "headless.host", "faces"),
+    "specialize": ("unet.files", "headless.host", "headless.cli", "faces"),
     "headless": (
         "editing.inputs",
         "editing.preservation",
