@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 import folder_paths
-from comfy_api.latest import io
+from comfy_api.latest import InputImpl, io
 
 from ..video.damage import find_damage
 from ..video.decode import (
@@ -193,7 +193,9 @@ class LoadVideo(io.ComfyNode):
         cls, video, max_frames, skip_first_frames, every_nth, short_side, fit, frame_rate=0.0, source=None
     ) -> io.NodeOutput:
         picking = Picking(max_frames, skip_first_frames, every_nth, frame_rate)
-        file = source.get_stream_source() if hasattr(source, "get_stream_source") else None
+        # a file-backed VIDEO is decoded here (orientation, timestamps, capped decoding); any other VIDEO
+        # gives its frames (VideoInput.get_stream_source would encode those into a file first)
+        file = source.get_stream_source() if isinstance(source, InputImpl.VideoFromFile) else None
         if source is not None and file is None:
             components = source.get_components()
             clip = pick_images(components.images, float(components.frame_rate), components.audio, picking)
