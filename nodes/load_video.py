@@ -118,9 +118,11 @@ class LoadVideo(io.ComfyNode):
                     max=MAX_RATE,
                     step=0.01,
                     optional=True,
+                    force_input=True,
                     tooltip="Take the clip at this many frames per second, by its timestamps (frames repeat or "
-                    "drop; the duration stays). 0: the clip's own rate; a variable-rate phone clip is taken at "
-                    "its average rate, so it lasts as long as the source and its audio stays in sync.",
+                    "drop; the duration stays). Unconnected: the clip's own rate; a variable-rate phone clip is "
+                    "taken at its average rate, so it lasts as long as the source and its audio stays in sync. "
+                    "A socket, not a widget, so workflows saved before it keep their widget values.",
                 ),
                 io.Video.Input(
                     "source",
