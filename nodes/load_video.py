@@ -228,7 +228,5 @@ def clip_notes(clip) -> list[str]:
             f"shown {clip.orientation.describe()} by its display matrix: frames turned upright ({width}x{height})"
         )
     if clip.variable_rate:
-        notes.append(
-            f"variable frame rate: taken at a constant {clip.fps:.2f} fps by the frames' timestamps"
-        )
+        notes.append(f"variable frame rate: taken at a constant {clip.fps:.2f} fps by the frames' timestamps")
     return notes
