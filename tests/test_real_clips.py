@@ -5,6 +5,7 @@ and out. The clips are made here, tiny (tests/real_clips.py)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -243,3 +244,46 @@ def test_video_combine_gives_a_video_for_gif_too(comfy):
     )  # fmt: skip
     components = video.get_components()
     assert torch.equal(components.images, frames) and float(components.frame_rate) == 8.0
+
+
+@pytest.mark.slow
+def test_core_video_nodes_around_the_edit(comfy, sd15_checkpoint, tmp_path):
+    """Core Load Video -> Get Video Components -> the pack's edit (the shipped face-edit workflow's nodes,
+    the real SD1.5 architecture with random weights, 3 frames at 64 px, 2 steps) -> Create Video -> Save
+    Video: the saved video has the clip's frames, size and rate, and its sound."""
+    from comfyui_diffferv.headless.workflow import prepare_prompt
+    from conftest import ROOT
+
+    face_edit = json.loads((ROOT / "workflows" / "api" / "diffferv_face_edit.json").read_text())
+    comfy.add_model_folder("checkpoints", sd15_checkpoint.parent)
+    frames = pattern(3, 64, 64)
+    name = into_input(comfy, write_clip(tmp_path / "core_edit.mp4", frames, rate=10, audio=tone(0.3, 0.1)))
+    prompt = prepare_prompt(
+        face_edit, video=name, checkpoint=sd15_checkpoint.name, source="a photo of a woman",
+        edit="a photo of an old woman", frames=3, size=64, steps=2, tau_app=0.9, guidance=5.0, cache_mode="auto",
+    )  # fmt: skip
+    load = next(key for key, node in prompt.items() if node["class_type"] == NODE)
+    components = {0: ["21", 0], 1: ["21", 2], 3: ["21", 1]}  # Load Video's images, fps, audio
+    for node in prompt.values():
+        for key, value in node["inputs"].items():
+            if isinstance(value, list) and value[0] == load:
+                node["inputs"][key] = components[value[1]]
+    decoded = next(key for key, node in prompt.items() if node["class_type"] == "VAEDecode")
+    for key in [load] + [k for k, n in prompt.items() if n["class_type"] == "DiffFERV_VideoCombine"]:
+        del prompt[key]
+    prompt.update(
+        {
+            "20": {"class_type": "LoadVideo", "inputs": {"file": name}},
+            "21": {"class_type": "GetVideoComponents", "inputs": {"video": ["20", 0]}},
+            "22": {"class_type": "CreateVideo", "inputs": {"images": [decoded, 0], "fps": ["21", 2], "audio": ["21", 1]}},
+            "23": {
+                "class_type": "SaveVideo",
+                "inputs": {"video": ["22", 0], "filename_prefix": "tests/core_edit", "format": "mp4", "codec": "h264"},
+            },
+        }
+    )  # fmt: skip
+    outputs = comfy.run_prompt(prompt)
+    saved = outputs["23"]["images"][0]
+    written = probe(comfy.workdir / "output" / saved["subfolder"] / saved["filename"])
+    assert written.frames.shape == (3, 64, 64, 3) and written.fps == pytest.approx(10.0)
+    assert written.audio_seconds == pytest.approx(0.3, abs=0.05)
