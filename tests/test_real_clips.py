@@ -355,3 +355,17 @@ def test_an_output_needs_room_for_its_estimate(tmp_path):
     check_writable("--output", tmp_path / "a.mp4", estimated_bytes("mp4 (h264)", 16, 512, 512))
     with pytest.raises(InputRefusedError, match=r"--output: .*/a.mp4 needs about .* free; free some space"):
         check_writable("--output", tmp_path / "a.mp4", free + 2**30)
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+def test_every_axis_aligned_matrix_turns_pixels_as_a_player_shows_them(degrees, mirrored):
+    """The eight display matrices, read from FFmpeg's byte layout, against numpy's turn (no video)."""
+    import struct
+
+    from comfyui_diffferv.video.orientation import orientation_of
+
+    pixels = np.arange(2 * 3 * 4 * 3).reshape(2, 3, 4, 3)
+    orientation = orientation_of(struct.pack("=9i", *display_matrix(degrees, mirrored)))
+    assert np.array_equal(np.stack([orientation.apply(p) for p in pixels]), shown(pixels, degrees, mirrored))
+    assert orientation.mirrored == mirrored and orientation.clockwise_degrees == (-degrees) % 360
