@@ -225,3 +225,41 @@ def test_mismatched_inputs_are_clear_errors(comfy, clip, recomputed, tiny_sd15):
         invert(comfy, clip, "recompute", latent={"samples": clip.latent["samples"][:1]})
     with pytest.raises(ValueError, match="edit_prompt is 80 tokens long"):
         edit(comfy, clip, inversion, " ".join(["woman"] * 80))
+
+
+@pytest.mark.parametrize("mode", ["store", "recompute"])
+def test_comfy_sizes_memory_for_the_rows_the_unet_really_runs(comfy, clip, mode, monkeypatch):
+    """ComfyUI's loader is given an estimate (``estimate_memory``'s noise shape) that covers every UNet call
+    of the run: its rows (the recompute mode's source chunk included) and the patches' working memory."""
+    import comfy.sampler_helpers as helpers
+    from comfyui_diffferv.attention.memory import patch_bytes
+
+    estimated, ran = [], []
+    original = helpers.estimate_memory
+
+    def spy(model, noise_shape, conds):
+        estimated.append((model, list(noise_shape)))
+        return original(model, noise_shape, conds)
+
+    monkeypatch.setattr(helpers, "estimate_memory", spy)
+    unet = clip.model.get_model_object("diffusion_model")
+    hook = unet.register_forward_pre_hook(lambda module, args: ran.append(args[0].shape[0]))
+    try:
+        inversion, _ = invert(comfy, clip, mode, steps=3)
+        inverted_rows, estimated_inversion = max(ran), estimated[-1]
+        ran.clear()
+        edit(comfy, clip, inversion)
+        edited_rows, estimated_edit = max(ran), estimated[-1]
+    finally:
+        hook.remove()
+    assert inverted_rows == FRAMES and edited_rows == FRAMES * (3 if mode == "recompute" else 2)
+    for (model, shape), rows, cached in (
+        (estimated_inversion, inverted_rows, False),
+        (estimated_edit, edited_rows, mode == "store"),
+    ):
+        base = model.model
+        estimate = base.memory_required([2 * shape[0], *shape[1:]])  # what estimate_memory asks for
+        real = base.memory_required([rows, *shape[1:]]) + patch_bytes(
+            FRAMES, tuple(shape[-2:]), model.model_dtype().itemsize, cached
+        )
+        assert 2 * shape[0] >= rows and estimate >= real, (mode, shape, rows)
