@@ -106,6 +106,11 @@ class FaceModels:
         self._resnet = FaceResNet(model_files.face_recognition_model_location())
         self._cache: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
+    @property
+    def resnet(self) -> FaceResNet:
+        """The identity network (on the device of its last use)."""
+        return self._resnet
+
     @functools.cached_property
     def _sixty_eight(self):
         return self._dlib.shape_predictor(self._model_files.pose_predictor_model_location())

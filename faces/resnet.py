@@ -159,12 +159,18 @@ class FaceResNet:
                 f"face chips must be [N, {INPUT_SIZE}, {INPUT_SIZE}, 3], got {tuple(chips.shape)}"
             )
         # channels-last throughout: the layout the chips come in, and the faster one for CPU convolutions
-        x = ((chips.float() - self.mean) / 256.0).permute(0, 3, 1, 2)
+        return self.descriptors(chips.float().permute(0, 3, 1, 2)).float().cpu()
+
+    def descriptors(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Descriptors [N, 128] of float RGB chips [N, 3, 150, 150] in 0..255 on this network's device,
+        in the caller's grad mode: the gradient reaches ``pixels`` (the weights stay constants). The
+        in-place ReLUs follow a convolution or an add, whose backward passes do not need their outputs."""
+        x = (pixels - self.mean[:, None, None]) / 256.0
         x = F.max_pool2d(_conv(x, self.stem).relu_(), 3, 2)
         for first, second in self.blocks:
             y = _conv(_conv(x, first).relu_(), second)
             x = _add_padded(y, F.avg_pool2d(x, 2, 2) if first.stride == 2 else x).relu_()
-        return (x.mean(dim=(2, 3)) @ self.fc).float().cpu()
+        return x.mean(dim=(2, 3)) @ self.fc
 
 
 def _fold(conv: _Conv, affine: torch.Tensor) -> _Conv:

@@ -13,7 +13,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..unet.comfy_model import apply_sd15_unet, build_sd15_model, read_sd15_unet
-from ..unet.files import UNetFileError, check_sd15_file
+from ..unet.files import UNetFileError, check_sd15_file, read_header, training_summary
 from .common import CATEGORY, PREFIX
 
 CHECKPOINTS_LABEL = "checkpoints/"  # list entry prefix of files from the checkpoints folder
@@ -49,7 +49,9 @@ class LoadSpecializedUNet(io.ComfyNode):
             description=(
                 "Loads an SD1.5-layout UNet (e.g. the face-specialized one the pack's `specialize` command "
                 "trains) from a .safetensors file in ComfyUI/diffusers key layout. Alone it outputs the "
-                "UNet as a MODEL; with a MODEL connected it puts these weights onto a copy of that model."
+                "UNet as a MODEL; with a MODEL connected it puts these weights onto a copy of that model. "
+                "After it runs, the node shows what trained the file (the command's branch: specialization, "
+                "IP-FaceDiff's identity UNet for the inversion or its edit UNet for the sampler; losses; steps)."
             ),
             inputs=[
                 io.Combo.Input(
@@ -94,7 +96,9 @@ class LoadSpecializedUNet(io.ComfyNode):
     @classmethod
     def execute(cls, unet_name, model=None) -> io.NodeOutput:
         path = resolve(unet_name)
+        summary = training_summary(read_header(path)[1]) or "not written by the specialize command"
+        shown = {"text": (f"{path.name}\n{summary}",)}
         state_dict, model_channels = read_sd15_unet(path)
         if model is None:
-            return io.NodeOutput(build_sd15_model(state_dict, model_channels, path.name))
-        return io.NodeOutput(apply_sd15_unet(model, state_dict, path.name))
+            return io.NodeOutput(build_sd15_model(state_dict, model_channels, path.name), ui=shown)
+        return io.NodeOutput(apply_sd15_unet(model, state_dict, path.name), ui=shown)

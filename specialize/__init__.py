@@ -1,8 +1,13 @@
-"""Face specialization (DiffFERV section 3.2): the `specialize` command (command.py) that fine-tunes an
-SD1.5 UNet on captioned faces mixed with general pairs: data and augmentation (data.py), the training loop
-(train.py), the SD1.5 parts in diffusers (sd15_diffusers.py), optional captioning (captioning.py).
+"""Face specialization (DiffFERV section 3.2) and IP-FaceDiff's identity and edit UNets: the `specialize`
+command (command.py) that fine-tunes an SD1.5 UNet on captioned faces mixed with general pairs: data and
+augmentation (data.py), the training loop (train.py), the branches' image-space losses (objectives.py,
+clip_direction.py), the SD1.5 parts in diffusers (sd15_diffusers.py), optional captioning (captioning.py).
 
 diffusers/transformers/kornia/torch; runs without ComfyUI: the one ComfyUI import is the key converter
 that `--save-layout comfyui` loads inside a function. May import unet.files and headless.host (to find
-ComfyUI's tokenizer), nothing else of the pack.
+ComfyUI's tokenizer) and faces (the identity networks and dlib's landmarks), nothing else of the pack.
 """
+
+BRANCHES = ("specialization", "identity", "edit")
+"""What `specialize --branch` trains: DiffFERV's face specialization (epsilon loss only), IP-FaceDiff's
+identity-preserving UNet (Eq. 5) or its edit UNet (Eq. 6)."""

@@ -17,10 +17,12 @@ import sys
 from pathlib import Path
 
 from ..headless import host
+from . import BRANCHES
 
 TOKENIZER = Path("comfy") / "sd1_tokenizer"
 GENERATED_CAPTIONS = "generated_captions.jsonl"
 DATA_REPORT = "data_report.txt"
+LANDMARKS = "face_landmarks.json"  # the identity branch's landmarks, found once per image
 
 
 def parser() -> argparse.ArgumentParser:
@@ -159,6 +161,76 @@ def parser() -> argparse.ArgumentParser:
         help="continue from a training state folder (no value: OUTPUT/training_state)",
     )
 
+    branches = p.add_argument_group(
+        "IP-FaceDiff branches",
+        "identity: an identity-preserving UNet (for the inversion); edit: an edit UNet (for the sampler). Both add "
+        "an image-space loss on the one-step prediction to the epsilon loss (README: Training IP-FaceDiff's identity and edit UNets)",
+    )
+    branches.add_argument(
+        "--branch",
+        choices=BRANCHES,
+        default="specialization",
+        help="specialization (default: DiffFERV's face specialization), identity (IP-FaceDiff Eq. 5) or edit "
+        "(IP-FaceDiff Eq. 6)",
+    )
+    branches.add_argument(
+        "--max-image-timestep",
+        type=int,
+        default=500,
+        metavar="T",
+        help="identity/edit: the image-space loss acts at timesteps 0..N only (0..999, default 500)",
+    )
+    branches.add_argument(
+        "--identity-model",
+        default="dlib",
+        metavar="dlib|FILE.onnx",
+        help="identity: 'dlib' (dlib's face ResNet, public domain; default) or an InsightFace ArcFace .onnx "
+        "file, e.g. ComfyUI/models/insightface/models/buffalo_l/w600k_r50.onnx (non-commercial licence; "
+        "needs the onnx package)",
+    )
+    branches.add_argument(
+        "--l1-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="identity: weight of |x0_hat - y0|_1, 0 or more (default 1)",
+    )
+    branches.add_argument(
+        "--identity-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="identity: weight of the identity embeddings' cosine distance, 0 or more (default 1)",
+    )
+    branches.add_argument(
+        "--clip",
+        type=Path,
+        metavar="FILE",
+        help="edit: a two-tower CLIP .safetensors in transformers' layout (both towers and projections), e.g. "
+        "OpenAI ViT-L/14; vision-only image encoders are refused",
+    )
+    branches.add_argument(
+        "--edit-phrases",
+        type=Path,
+        metavar="FILE",
+        help="edit: text file of edits appended to the captions, one a line (default: built-in CelebA "
+        "attributes: old, smiling, with eyeglasses, with a beard, with blond hair...)",
+    )
+    branches.add_argument(
+        "--lambda1",
+        type=float,
+        default=0.3,
+        metavar="W",
+        help="edit: weight of the CLIP image distance, 0 or more (default 0.3)",
+    )
+    branches.add_argument(
+        "--lambda2",
+        type=float,
+        default=0.7,
+        metavar="W",
+        help="edit: weight of the CLIP direction term, 0 or more (default 0.7)",
+    )
+
     where = p.add_argument_group("where things are")
     where.add_argument(
         "--comfyui",
@@ -267,6 +339,84 @@ def prepare_data(args, output: Path, device):
     return sorted(faces, key=lambda p: p.image), sorted(general, key=lambda p: p.image)
 
 
+BRANCH_OPTIONS = {
+    "identity": ("identity_model", "l1_weight", "identity_weight"),
+    "edit": ("clip", "edit_phrases", "lambda1", "lambda2"),
+}
+"""Options that belong to one branch: given with another branch they are refused (they would do nothing)."""
+
+
+def check_branch(args, log=print):
+    """The branch's networks, every file checked before any data is read or model loaded: returns a
+    callable (tokenizer) -> image objective, or None for the specialization branch; and the export metadata
+    that says which losses made the UNet. Raises with the file and the reason."""
+    from .train import SettingsError
+
+    defaults = parser()
+    for branch, names in BRANCH_OPTIONS.items():
+        given = [n for n in names if getattr(args, n) != defaults.get_default(n)]
+        if given and args.branch != branch:
+            options = ", ".join("--" + n.replace("_", "-") for n in given)
+            raise SettingsError(f"{options} belong to --branch {branch}, not --branch {args.branch}")
+    if args.branch == "specialization":
+        return None, {"diffferv.branch": "specialization", "diffferv.losses": "epsilon"}
+    cap = f"image loss at t <= {args.max_image_timestep}"
+    if args.branch == "identity":
+        from ..faces.dlib_models import face_models
+        from ..faces.identity import ArcFaceIdentity, DlibIdentity
+        from ..faces.onnx_graph import UnsupportedOnnxError
+        from .objectives import IdentityObjective
+
+        models = face_models()  # the landmarks come from dlib in either case
+        if args.identity_model == "dlib":
+            network = DlibIdentity(models.resnet)
+        else:
+            path = Path(args.identity_model)
+            if not path.is_file():
+                raise FileNotFoundError(f"--identity-model {path}: file not found (or give 'dlib')")
+            if path.suffix.lower() != ".onnx":
+                raise SettingsError(
+                    f"--identity-model {path.name}: expected an InsightFace .onnx file or 'dlib'"
+                )
+            try:
+                network = ArcFaceIdentity(path)
+            except UnsupportedOnnxError as error:
+                raise UnsupportedOnnxError(f"--identity-model {error}") from error
+            log(f"note: {network.licence}")
+        losses = (
+            f"epsilon + {args.l1_weight:g} L1(x0_hat, y0) + {args.identity_weight:g} "
+            f"identity cosine distance ({network.name}); {cap}"
+        )
+        metadata = {"diffferv.identity_model": network.name}
+        objective = IdentityObjective(network, args.l1_weight, args.identity_weight)
+        return (lambda tokenizer: objective), {
+            "diffferv.branch": "identity",
+            "diffferv.losses": losses,
+            **metadata,
+        }
+    from .clip_direction import DirectionalClipLoss, check_clip_file, load_clip, read_edit_phrases
+    from .objectives import EditObjective
+
+    if args.clip is None:
+        raise SettingsError(
+            "--branch edit needs --clip: a two-tower CLIP .safetensors in transformers' layout (e.g. OpenAI "
+            "ViT-L/14's model.safetensors)"
+        )
+    check_clip_file(args.clip)
+    phrases = read_edit_phrases(args.edit_phrases)
+    losses = (
+        f"epsilon + directional CLIP ({args.clip.name}): {args.lambda1:g} image distance + {args.lambda2:g} "
+        f"direction, {len(phrases)} edit phrases; {cap}"
+    )
+
+    def make(tokenizer):
+        return EditObjective(
+            DirectionalClipLoss(load_clip(args.clip), args.lambda1, args.lambda2), tokenizer, phrases
+        )
+
+    return make, {"diffferv.branch": "edit", "diffferv.losses": losses, "diffferv.clip": args.clip.name}
+
+
 def run(args) -> list[float]:
     import torch
 
@@ -290,8 +440,15 @@ def run(args) -> list[float]:
         seed=args.seed,
         workers=args.workers,
         name=args.name,
+        branch=args.branch,
+        max_image_timestep=args.max_image_timestep,
+        l1_weight=args.l1_weight,
+        identity_weight=args.identity_weight,
+        lambda1=args.lambda1,
+        lambda2=args.lambda2,
     )
     settings.check()
+    make_objective, branch_metadata = check_branch(args, lambda line: print(line, file=sys.stderr))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     output = args.output
     output.mkdir(parents=True, exist_ok=True)
@@ -308,13 +465,28 @@ def run(args) -> list[float]:
         )
     key_map = comfyui_key_map(comfyui, parts.unet) if args.save_layout == "comfyui" else None
     resume = None if args.resume is None else (Path(args.resume) if args.resume else output / STATE_DIR)
-    print(f"training on {len(faces)} face and {len(general)} general pairs, device {device}", file=sys.stderr)
+    objective = make_objective(parts.tokenizer) if make_objective else None
+    landmarks = None
+    if args.branch == "identity":
+        from .objectives import find_landmarks
+
+        landmarks, _ = find_landmarks(
+            faces, settings.resolution, lambda line: print(line, file=sys.stderr), output / LANDMARKS
+        )
+    print(
+        f"training ({args.branch}) on {len(faces)} face and {len(general)} general pairs, device {device}",
+        file=sys.stderr,
+    )
     metadata = {
         "diffferv.base": Path(args.base).name,
         "diffferv.faces": len(faces),
         "diffferv.general": len(general),
+        **branch_metadata,
     }
-    return train(parts, faces, general, settings, output, key_map, resume, device, metadata)
+    return train(
+        parts, faces, general, settings, output, key_map, resume, device, metadata,
+        objective=objective, landmarks=landmarks,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,13 +494,24 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"  # read at import time by huggingface_hub: set before any import
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     args = parser().parse_args(argv)
+    from ..faces.dlib_models import FaceModelsMissingError
+    from ..faces.onnx_graph import UnsupportedOnnxError
     from ..unet.files import UNetFileError
+    from .clip_direction import ClipFileError
     from .data import DataError
     from .train import SettingsError
 
     try:
         run(args)
-    except (DataError, UNetFileError, SettingsError, FileNotFoundError) as error:
+    except (
+        DataError,
+        UNetFileError,
+        SettingsError,
+        FileNotFoundError,
+        UnsupportedOnnxError,
+        ClipFileError,
+        FaceModelsMissingError,
+    ) as error:
         print(f"specialize: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -115,19 +115,26 @@ def load_image(path: Path, size: int) -> torch.Tensor:
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """Faces first, then general pairs: item i -> (image [3, S, S], caption, is_face)."""
+    """Faces first, then general pairs: item i -> (image [3, S, S], caption, is_face, landmarks [5, 2]).
+    ``landmarks`` [faces, 5, 2]: dlib's 5 points of each face image at size S (NaN: none found, and
+    always for general pairs)."""
 
-    def __init__(self, faces: list[Pair], general: list[Pair], size: int):
+    def __init__(
+        self, faces: list[Pair], general: list[Pair], size: int, landmarks: torch.Tensor | None = None
+    ):
         self.pairs = faces + general
         self.faces = len(faces)
         self.size = size
+        self.landmarks = torch.full((len(self.pairs), 5, 2), float("nan"))
+        if landmarks is not None:
+            self.landmarks[: len(faces)] = landmarks
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int):
         pair = self.pairs[index]
-        return load_image(pair.image, self.size), pair.caption, index < self.faces
+        return load_image(pair.image, self.size), pair.caption, index < self.faces, self.landmarks[index]
 
 
 class MixedSampler(torch.utils.data.Sampler):
@@ -170,10 +177,15 @@ def face_augmentation(max_rotation: float, zoom: tuple[float, float], probabilit
     return RandomAffine(degrees=max_rotation, scale=zoom, padding_mode="reflection", p=probability)
 
 
-def augment_faces(augment: RandomAffine, images: torch.Tensor, is_face: torch.Tensor) -> torch.Tensor:
-    """Augment the face images of a [B, 3, H, W] batch (general pairs are left as they are)."""
+def augment_faces(
+    augment: RandomAffine, images: torch.Tensor, is_face: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment the face images of a [B, 3, H, W] batch (general pairs are left as they are). Returns the
+    images and the affine matrices [B, 3, 3] (pixels in -> pixels out; identity where not augmented)."""
+    matrices = torch.eye(3, device=images.device).repeat(len(images), 1, 1)
     if not is_face.any():
-        return images
+        return images, matrices
     out = images.clone()
     out[is_face] = augment(images[is_face])
-    return out
+    matrices[is_face] = augment.transform_matrix.to(matrices)
+    return out, matrices

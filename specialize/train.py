@@ -2,7 +2,8 @@
 
 Latent-diffusion loss ||eps - eps_theta(x_t, t, text)||^2 with t uniform over the 1000 training steps,
 Adam at 2.5e-6, batch 8 (micro-batches plus gradient accumulation), mixed precision and gradient
-checkpointing on a GPU. Periodic exports are UNet-only .safetensors files that LoadSpecializedUNet reads;
+checkpointing on a GPU. IP-FaceDiff's identity and edit branches add an image-space loss on the one-step
+prediction (objectives.py); the epsilon loss stays. Periodic exports are UNet-only .safetensors files that LoadSpecializedUNet reads;
 the training state (fp32 UNet, optimizer, RNG, sample position) is saved next to them so a run resumes
 exactly where it stopped. No ComfyUI import.
 
@@ -27,7 +28,9 @@ import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
 from ..unet.files import shape_problems
+from . import BRANCHES
 from .data import MixedSampler, Pair, PairDataset, augment_faces, face_augmentation
+from .objectives import EditObjective, IdentityObjective, decode, move_landmarks, predicted_x0
 from .sd15_diffusers import SD15Parts
 
 STATE_DIR = "training_state"
@@ -56,6 +59,12 @@ class TrainSettings:
     seed: int = 0
     workers: int = 2  # image-decoding processes (0: decode in the training process)
     name: str = "diffferv-faces"
+    branch: str = "specialization"  # specialization (DiffFERV) | identity | edit (IP-FaceDiff)
+    max_image_timestep: int = 500  # image-space losses only at t <= this (of 0..999)
+    l1_weight: float = 1.0  # identity branch, Eq. 5: |x0_hat - y0|_1
+    identity_weight: float = 1.0  # identity branch, Eq. 5: D_cos of the identity embeddings
+    lambda1: float = 0.3  # edit branch, Eq. 6: |f_I(y_gen) - f_I(y0)|_2
+    lambda2: float = 0.7  # edit branch, Eq. 6: 1 - cos of the image and text directions
 
     def check(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.micro_batch < 1 or self.save_every < 1:
@@ -68,6 +77,17 @@ class TrainSettings:
             raise SettingsError(f"the resolution must be a multiple of 64 (got {self.resolution})")
         if self.save_dtype not in PRECISIONS:
             raise SettingsError(f"save dtype must be one of {', '.join(PRECISIONS)}")
+        if self.branch not in BRANCHES:
+            raise SettingsError(f"the branch must be one of {', '.join(BRANCHES)} (got {self.branch})")
+        weights = {"l1 weight": self.l1_weight, "identity weight": self.identity_weight}
+        weights |= {"lambda1": self.lambda1, "lambda2": self.lambda2}
+        negative = [f"{name} {value}" for name, value in weights.items() if not value >= 0]
+        if negative:
+            raise SettingsError(f"loss weights must be 0 or more: {', '.join(negative)}")
+        if not 0 <= self.max_image_timestep <= 999:
+            raise SettingsError(
+                f"the image-loss timestep cap must be in 0..999 (got {self.max_image_timestep})"
+            )
 
 
 def amp_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
@@ -146,13 +166,27 @@ def load_state(folder: Path, unet, optimizer, scaler) -> tuple[int, int, dict]:
     return record["step"], record["samples"], record["settings"]
 
 
-def micro_batch_loss(parts: SD15Parts, batch, augment, device: torch.device, frozen_dtype, autocast):
-    """LDM loss (paper eq. 4) of one micro-batch (images [B, 3, S, S] in [-1, 1], captions, is_face):
-    augment the faces, encode images and captions with the frozen VAE and text encoder, noise the
-    latents at uniform random timesteps and regress the noise with the UNet."""
-    images, captions, is_face = batch
+def micro_batch_loss(
+    parts: SD15Parts,
+    batch,
+    augment,
+    device: torch.device,
+    frozen_dtype,
+    autocast,
+    settings,
+    objective=None,
+    backward: Callable[[torch.Tensor], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of one micro-batch (images [B, 3, S, S] in [-1, 1], captions, is_face, landmarks
+    [B, 5, 2]): augment the faces, encode images and captions with the frozen VAE and text encoder, noise
+    the latents at uniform random timesteps and regress the noise with the UNet (paper eq. 4). With an
+    image-space objective (identity or edit branch), its loss on the face samples at t <= the cap is added.
+    Returns (total, image-space term; 0 where none). The edit branch's second UNet pass is a graph of its
+    own: given `backward`, the epsilon loss's backward pass runs before it, so the two passes' activations
+    are never held at once, and the total returned carries the gradient of the image term only."""
+    images, captions, is_face, landmarks = batch
     with torch.no_grad():
-        images = augment_faces(augment, images.to(device), is_face.to(device))
+        images, matrices = augment_faces(augment, images.to(device), is_face.to(device))
         latents = parts.vae.encode(images.to(frozen_dtype)).latent_dist.sample().float()
         latents = latents * parts.vae.config.scaling_factor
         context = parts.encode_text(list(captions))
@@ -162,7 +196,34 @@ def micro_batch_loss(parts: SD15Parts, batch, augment, device: torch.device, fro
     noisy = parts.scheduler.add_noise(latents, noise, timesteps)
     with autocast:
         prediction = parts.unet(noisy, timesteps, encoder_hidden_states=context).sample
-    return F.mse_loss(prediction.float(), noise)
+    loss = F.mse_loss(prediction.float(), noise)
+    image_loss = torch.zeros((), device=device)
+    if objective is None:
+        return loss, image_loss
+    chosen = is_face.to(device) & (timesteps <= settings.max_image_timestep)
+    landmarks = move_landmarks(landmarks.to(device), matrices)
+    if isinstance(objective, IdentityObjective):
+        chosen &= landmarks.isfinite().flatten(1).all(1)
+    index = chosen.nonzero().flatten().tolist()
+    if not index:
+        return loss, image_loss
+    alphas = parts.scheduler.alphas_cumprod
+    with autocast:
+        if isinstance(objective, IdentityObjective):
+            x0 = predicted_x0(alphas, noisy[index], prediction[index], timesteps[index])
+            image_loss = objective(decode(parts.vae, x0), images[index], landmarks[index])
+        else:
+            if backward is not None:
+                backward(loss)
+                loss = loss.detach()
+            chosen_captions = [captions[i] for i in index]
+            targets = objective.edited(chosen_captions)
+            with torch.no_grad():
+                target_context = parts.encode_text(targets)
+            edited = parts.unet(noisy[index], timesteps[index], encoder_hidden_states=target_context).sample
+            x0 = predicted_x0(alphas, noisy[index], edited, timesteps[index])
+            image_loss = objective(decode(parts.vae, x0), images[index], chosen_captions, targets)
+    return loss + image_loss.float(), image_loss.float()
 
 
 def start_or_resume(
@@ -208,11 +269,19 @@ def train(
     metadata: dict | None = None,
     log: Callable[[str], None] = tqdm.write,
     on_step: Callable[[int, float], None] | None = None,
+    objective: IdentityObjective | EditObjective | None = None,
+    landmarks: torch.Tensor | None = None,
 ) -> list[float]:
     """Fine-tune `parts.unet` in place; returns the loss of every step run. Exports
     `{name}-step{N:06d}.safetensors` every `save_every` steps and `{name}.safetensors` at the end, with the
-    training state in output/training_state; appends (step, loss) to output/loss.csv and calls
-    `on_step(step, loss)` after each optimisation step."""
+    training state in output/training_state; appends (step, loss) to output/loss.csv (with the image-space
+    term as a third column in the identity and edit branches) and calls `on_step(step, loss)` after each
+    optimisation step. `objective`: the branch's image-space loss (None: specialization); `landmarks`
+    [faces, 5, 2]: dlib's 5 points of each face image at the training size (identity branch)."""
+    if (objective is None) != (settings.branch == "specialization"):
+        raise SettingsError(
+            f"the {settings.branch} branch needs {'an' if objective is None else 'no'} image objective"
+        )
     settings.check()
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = amp_dtype(settings.mixed_precision, device)
@@ -228,13 +297,17 @@ def train(
         settings.gradient_checkpointing == "auto" and device.type == "cuda"
     ):
         unet.enable_gradient_checkpointing()
+        if objective is not None:  # the decode of the prediction keeps activations for the backward pass
+            parts.vae.enable_gradient_checkpointing()
+    if objective is not None:
+        objective.to(device)
     optimizer = torch.optim.Adam(unet.parameters(), lr=settings.learning_rate)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
     step, samples = start_or_resume(output, resume, unet, optimizer, scaler, settings, log)
 
     loader = torch.utils.data.DataLoader(
-        PairDataset(faces, general, settings.resolution),
+        PairDataset(faces, general, settings.resolution, landmarks),
         batch_size=settings.micro_batch,
         sampler=MixedSampler(len(faces), len(general), settings.general_share, settings.seed, start=samples),
         num_workers=settings.workers,
@@ -255,16 +328,30 @@ def train(
         save_state(output / STATE_DIR, unet, optimizer, scaler, step, samples, settings)
         log(f"step {step}: saved {path.name} and the training state")
 
+    def backward(loss: torch.Tensor) -> None:
+        scaler.scale(loss / accumulation).backward()
+
     losses = []
     bar = tqdm(total=settings.steps, initial=step, desc="specialize", unit="step", dynamic_ncols=True)
     try:
         with open(output / "loss.csv", "a", newline="") as loss_file:
             while step < settings.steps:
-                total = 0.0
+                total = image_total = 0.0
                 for _ in range(accumulation):
-                    loss = micro_batch_loss(parts, next(batches), augment, device, frozen_dtype, autocast)
-                    scaler.scale(loss / accumulation).backward()
+                    loss, image_loss = micro_batch_loss(
+                        parts,
+                        next(batches),
+                        augment,
+                        device,
+                        frozen_dtype,
+                        autocast,
+                        settings,
+                        objective,
+                        backward,
+                    )
+                    backward(loss)
                     total += loss.item() / accumulation
+                    image_total += image_loss.item() / accumulation
                 if not math.isfinite(total):
                     raise FloatingPointError(
                         f"the loss became {total} at step {step + 1}: lower the learning rate or use "
@@ -275,7 +362,8 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 step, samples = step + 1, samples + settings.batch_size
                 losses.append(total)
-                csv.writer(loss_file).writerow([step, f"{total:.6f}"])
+                row = [step, f"{total:.6f}"] + ([f"{image_total:.6f}"] if objective is not None else [])
+                csv.writer(loss_file).writerow(row)
                 bar.set_postfix(loss=f"{total:.4f}")
                 bar.update()
                 if on_step is not None:

@@ -16,7 +16,7 @@ import safetensors.torch
 import torch
 from comfy_harness import PromptError, build_unet
 from comfyui_diffferv.faces.dlib_models import INSTALL_COMMAND
-from comfyui_diffferv.headless.edit_command import WORKFLOW, prepare_prompt
+from comfyui_diffferv.headless.workflow import WORKFLOW, prepare_prompt
 from comfyui_diffferv.video.decode import fit_frames
 from comfyui_diffferv.video.encode import FORMATS, write_video
 from conftest import ROOT

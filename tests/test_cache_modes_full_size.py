@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 import pytest
-from comfyui_diffferv.headless.edit_command import WORKFLOW, prepare_prompt
+from comfyui_diffferv.headless.workflow import WORKFLOW, prepare_prompt
 from video_probe import probe
 
 pytestmark = pytest.mark.slow

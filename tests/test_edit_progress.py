@@ -3,7 +3,8 @@ ETA, and what it prints to a log (a line per stage and per tenth) and to a termi
 
 import io
 
-from comfyui_diffferv.headless.edit_command import STAGE_WORK_PER_FRAME, stages
+from comfyui_diffferv.headless.plan import STAGES as RUN_STAGES
+from comfyui_diffferv.headless.plan import stages
 from comfyui_diffferv.headless.progress import OverallProgress, Stage, format_duration
 from comfyui_diffferv.windows.schedule import RunPlan, frame_evaluations, static_windows
 
@@ -114,7 +115,8 @@ def test_stages_of_speed_mode_weigh_the_keyframes_unet_work_and_the_whole_clip_a
     full = RunPlan(121, tuple(static_windows(121, 16, 4)), steps=50, sampling_chunks=3)
     full = {stage.name: stage.work for stage in stages(full)}
     assert speed["sampling"] == frame_evaluations(list(keyframes.windows)) * 50 * 3 < full["sampling"] / 3
-    assert speed["write"] == full["write"] and speed["propagate"] == STAGE_WORK_PER_FRAME["propagate"] * 121
+    per_frame = {name: work for name, work, _ in RUN_STAGES}
+    assert speed["write"] == full["write"] and speed["propagate"] == per_frame["propagate"] * 121
 
 
 def test_durations_read_well():

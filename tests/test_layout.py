@@ -25,7 +25,7 @@ RULES = {
     "masks": ("flow", "faces"),
     "keyframes": ("flow",),
     "unet": (),
-    "specialize": ("unet.files", "headless.host"),
+    "specialize": ("unet.files", "headless.host", "faces"),
     "headless": (
         "editing.inputs",
         "editing.preservation",

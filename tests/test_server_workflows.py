@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 from comfy_harness import ComfyServer, PromptError, one_step_txt2img
-from comfyui_diffferv.headless.edit_command import prepare_prompt
+from comfyui_diffferv.headless.workflow import prepare_prompt
 from conftest import ROOT
 from PIL import Image
 from video_probe import probe

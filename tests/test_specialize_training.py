@@ -190,13 +190,15 @@ def test_augmentation_rotates_and_zooms_faces_only():
     torch.manual_seed(0)
     images = torch.rand(6, 3, 32, 32) * 2 - 1
     is_face = torch.tensor([True, False, True, True, False, True])
-    out = augment_faces(face_augmentation(20.0, (0.7, 1.3), 1.0), images, is_face)
-    assert out.shape == images.shape
+    out, matrices = augment_faces(face_augmentation(20.0, (0.7, 1.3), 1.0), images, is_face)
+    assert out.shape == images.shape and matrices.shape == (6, 3, 3)
+    assert torch.equal(matrices[~is_face], torch.eye(3).expand(2, 3, 3))
+    assert (matrices[is_face] - torch.eye(3)).abs().amax((1, 2)).min() > 0.01
     assert torch.equal(out[~is_face], images[~is_face])
     changed = (out[is_face] - images[is_face]).abs().flatten(1).mean(1)
     assert (changed > 0.05).all(), changed
     assert out.min() >= -1.0 - 1e-4 and out.max() <= 1.0 + 1e-4  # reflection padding adds no new values
-    identity = augment_faces(face_augmentation(0.0, (1.0, 1.0), 1.0), images, is_face)
+    identity, _ = augment_faces(face_augmentation(0.0, (1.0, 1.0), 1.0), images, is_face)
     torch.testing.assert_close(identity, images, atol=1e-4, rtol=0)
 
 

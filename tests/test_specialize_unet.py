@@ -69,10 +69,12 @@ def test_saved_checkpoint_predicts_the_diffusers_noise(comfy, layout, request):
         output, export = request.getfixturevalue("trained").output, "faces.safetensors"
     else:
         output, export = request.getfixturevalue("resumed_runs").resumed, "faces-d.safetensors"
-    (model,), _ = comfy.run_node(
+    (model,), ui = comfy.run_node(
         NODE, unet_name=install(comfy, output / export, f"final-{layout}.safetensors")
     )
     assert model.model.diffusion_model.model_channels == 32
+    assert "specialization branch: face-specialized SD1.5 UNet (DiffFERV)" in ui["text"][0]
+    assert "losses: epsilon\n" in ui["text"][0]
     ms = model.get_model_object("model_sampling")
     alphas = sd15_scheduler().alphas_cumprod
     torch.testing.assert_close(1 / (1 + ms.sigmas.double() ** 2), alphas.double(), rtol=1e-6, atol=0)

@@ -7,7 +7,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from comfyui_diffferv.headless.edit_command import CHECKPOINT_URL, FaceMaskSettings, plan_run, prepare_prompt
+from comfyui_diffferv.headless.plan import plan_run
+from comfyui_diffferv.headless.workflow import CHECKPOINT_URL, FaceMaskSettings, prepare_prompt
 from conftest import ROOT
 from video_probe import probe
 from workflow_graphs import GRAPHS, write_all

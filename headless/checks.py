@@ -1,0 +1,202 @@
+"""The `edit` command's checks before ComfyUI starts (`preflight`): every value in range, every file
+there and usable (the video, the checkpoint, a specialized UNet, the workflow), every output writable,
+each refused in one sentence with the flag and the user's path. The checks themselves are the pure ones of
+the concepts' packages (editing.inputs, masks.inputs, video, unet.files, windows.schedule); here they are
+put in flag terms."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..editing.inputs import GUIDANCE, STEPS, TAU_APP, prompt_problem
+from ..faces.dlib_models import missing_reason
+from ..masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX
+from ..unet.files import UNetFileError, check_sd15_checkpoint, check_sd15_file
+from ..video.decode import MAX_FRAME_CAP, MIN_EDIT_FRAMES, ClipError, probe_clip, size_problem
+from ..video.encode import format_of
+from ..windows.schedule import check_window_settings
+from .cli import InputRefusedError
+from .flags import EXTENSIONS, MAX_KEYFRAME_EVERY, MAX_WINDOW
+from .workflow import CHECKPOINT, CHECKPOINT_URL, KEYFRAMES, SPEED_WORKFLOW, WORKFLOW
+
+CHECKPOINT_HELP = f"""No Stable Diffusion 1.5 checkpoint was found.
+
+The edit needs an SD1.5 checkpoint (.safetensors; any SD1.5 fine-tune works, SDXL/SD2/Flux do not).
+The shipped workflow uses {CHECKPOINT} (2.1 GB):
+
+    {CHECKPOINT_URL}
+
+Put it in {{checkpoints}}/ or pass its path with --checkpoint /path/to/{CHECKPOINT}."""
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the preflight found: the files (resolved), the output formats (VideoCombine format names of
+    the edit and of the comparison) and the workflow to run."""
+
+    video: Path
+    checkpoint: Path
+    unet: Path | None
+    formats: tuple[str, str]
+    workflow: dict
+    workflow_path: str
+
+
+def value_problems(args: argparse.Namespace) -> list[str]:
+    """The command-line values outside their ranges, and empty prompts, one sentence each."""
+    problems = []
+    for flag, value, (low, high), advice in (
+        ("--tau-app", args.tau_app, TAU_APP, " (0.9 for texture edits, 0.7 for shape edits)"),
+        ("--guidance", args.guidance, GUIDANCE, " (5 is the paper's)"),
+        ("--steps", args.steps, STEPS, " (50 is the paper's; 10 for a first try)"),
+    ):
+        if not low <= value <= high:
+            problems.append(f"{flag} is {value:g}; use a value from {low:g} to {high:g}{advice}")
+    if args.frames != 0 and not MIN_EDIT_FRAMES <= args.frames <= MAX_FRAME_CAP:
+        problems.append(
+            f"--frames is {args.frames}; a video edit needs 0 (all frames) or {MIN_EDIT_FRAMES} to "
+            f"{MAX_FRAME_CAP} frames"
+        )
+    if args.window != 0 and not 2 <= args.window <= MAX_WINDOW:
+        problems.append(
+            f"--window is {args.window}; use 0 (one batch) or 2 to {MAX_WINDOW} frames (16 is the default)"
+        )
+    elif args.window:
+        try:
+            check_window_settings(args.window, args.overlap)
+        except ValueError:
+            problems.append(
+                f"--overlap is {args.overlap}; use 0 to {args.window - 1} (less than --window {args.window})"
+            )
+    if args.keyframe_every != 0 and not 2 <= args.keyframe_every <= MAX_KEYFRAME_EVERY:
+        problems.append(
+            f"--keyframe-every is {args.keyframe_every}; use 0 (edit every frame) or 2 to {MAX_KEYFRAME_EVERY} "
+            "(4 is the usual choice)"
+        )
+    for flag, value, (low, high) in (
+        ("--mask-face", args.mask_face, FACE_INDEX),
+        ("--mask-grow", args.mask_grow, GROW_PX),
+        ("--mask-feather", args.mask_feather, FEATHER_PX),
+    ):
+        if not low <= value <= high:
+            problems.append(f"{flag} is {value}; use {low} to {high}")
+    problems += [p for p in [size_problem(args.size, "--size")] if p]
+    problems += [
+        p for p in (prompt_problem("--source", args.source), prompt_problem("--edit", args.edit)) if p
+    ]
+    return problems
+
+
+def output_format(flag: str, given: str, video: Path) -> str:
+    """The VideoCombine format a --output/--compare path asks for; refuses what cannot be written."""
+    path = Path(given).expanduser()
+    name = format_of(path)
+    if name is None:
+        raise InputRefusedError(
+            f"{flag}: {given} has no video extension it can write: end it in {EXTENSIONS}"
+        )
+    if path.resolve() == video:
+        raise InputRefusedError(f"{flag}: {given} is the input video; write the edit to another file")
+    folder = next(parent for parent in path.resolve().parents if parent.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise InputRefusedError(f"{flag}: {given} cannot be written ({folder} is not a writable folder)")
+    return name
+
+
+def find_checkpoint(given: str | None, comfyui: Path) -> Path:
+    """The checkpoint file: the given path, else the shipped workflow's one in ComfyUI's checkpoints
+    folder. Refuses with download instructions when there is none."""
+    folder = comfyui / "models" / "checkpoints"
+    path = Path(given).expanduser() if given else folder / CHECKPOINT
+    if path.is_file():
+        return path.resolve()
+    if given:
+        raise InputRefusedError(
+            f"--checkpoint: no file at {path}\n\n" + CHECKPOINT_HELP.format(checkpoints=folder)
+        )
+    raise InputRefusedError(CHECKPOINT_HELP.format(checkpoints=folder))
+
+
+def check_video(given: str) -> Path:
+    """The video to edit, resolved; refuses a missing file, one that is no clip, one too short."""
+    video = Path(given).expanduser().resolve()
+    if not video.is_file():
+        raise InputRefusedError(f"--video: no file at {video}")
+    try:
+        clip = probe_clip(video, name=str(video), count_up_to=MIN_EDIT_FRAMES)
+    except ClipError as error:
+        raise InputRefusedError(f"--video: {error}") from None
+    if clip.frames < MIN_EDIT_FRAMES:
+        raise InputRefusedError(
+            f"--video: {video} holds {clip.frames} frame; a video edit needs at least {MIN_EDIT_FRAMES}"
+        )
+    return video
+
+
+def output_formats(args: argparse.Namespace, video: Path) -> tuple[str, str]:
+    """The VideoCombine formats of --output and --compare (mp4 when there is no comparison)."""
+    formats = (output_format("--output", args.output, video), "mp4 (h264)")
+    if args.compare:
+        formats = (formats[0], output_format("--compare", args.compare, video))
+        if Path(args.compare).expanduser().resolve() == Path(args.output).expanduser().resolve():
+            raise InputRefusedError("--compare: it names the same file as --output; give it another name")
+    return formats
+
+
+def check_models(args: argparse.Namespace, comfyui: Path) -> tuple[Path, Path | None]:
+    """The checkpoint and the specialized UNet (or None), each judged SD1.5 from its header alone."""
+    checkpoint = find_checkpoint(args.checkpoint, comfyui)
+    try:
+        check_sd15_checkpoint(checkpoint, name=str(checkpoint))
+    except UNetFileError as error:
+        only_unet = "holds no CLIP" in str(error)
+        advice = " Give a UNet-only file with --unet." if only_unet else ""
+        raise InputRefusedError(f"--checkpoint: {error}{advice}") from None
+    if not args.unet:
+        return checkpoint, None
+    unet = Path(args.unet).expanduser().resolve()
+    if not unet.is_file():
+        raise InputRefusedError(f"--unet: no file at {unet}")
+    try:
+        check_sd15_file(unet, name=str(unet))
+    except UNetFileError as error:
+        raise InputRefusedError(f"--unet: {error}") from None
+    return checkpoint, unet
+
+
+def read_workflow(args: argparse.Namespace) -> tuple[dict, str]:
+    """The API-form workflow to run (--workflow, else the shipped one for the mode) and its path."""
+    workflow_path = args.workflow or str(SPEED_WORKFLOW if args.keyframe_every else WORKFLOW)
+    try:
+        workflow = json.loads(Path(workflow_path).expanduser().read_text())
+    except (OSError, ValueError) as error:
+        raise InputRefusedError(
+            f"--workflow: {workflow_path} is not a readable API-form workflow ({error})"
+        ) from None
+    if args.keyframe_every and not any(n.get("class_type") == KEYFRAMES for n in workflow.values()):
+        raise InputRefusedError(
+            f"--keyframe-every: the workflow {workflow_path} has no Select Keyframes (DiffFERV) node; leave "
+            f"--workflow out to run the shipped speed-mode workflow ({SPEED_WORKFLOW.name})"
+        )
+    return workflow, workflow_path
+
+
+def preflight(args: argparse.Namespace, comfyui: Path) -> Checked:
+    """Check every value and file before ComfyUI starts. Raises InputRefusedError (all problems of the
+    values; else the first problem of the files)."""
+    problems = value_problems(args)
+    if problems:
+        raise InputRefusedError("\n".join(problems))
+    if args.mask != "none":
+        missing = missing_reason()
+        if missing:
+            raise InputRefusedError(f"--mask {args.mask}: {missing}")
+    video = check_video(args.video)
+    formats = output_formats(args, video)
+    checkpoint, unet = check_models(args, comfyui)
+    workflow, workflow_path = read_workflow(args)
+    return Checked(video, checkpoint, unet, formats, workflow, workflow_path)

@@ -1,0 +1,41 @@
+"""The `edit` command's outputs: the files ComfyUI wrote copied to the user's paths, all or none, and the
+Edit Report printed and written beside the video."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from .graph import ApiGraph
+from .workflow import EDIT_REPORT
+
+
+def write_outputs(targets: list[tuple[Path, str]]) -> None:
+    """Copy each produced file to its target, all or none: each goes to a hidden file next to its target
+    first, and is renamed into place only when every copy succeeded."""
+    staged = []
+    try:
+        for produced, target in targets:
+            path = Path(target).expanduser().resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.partial")
+            staged.append((partial, path))
+            shutil.copyfile(produced, partial)
+        for partial, path in staged:
+            os.replace(partial, path)
+            print(f"wrote {path}", file=sys.stderr)
+    finally:
+        for partial, _ in staged:
+            partial.unlink(missing_ok=True)
+
+
+def write_report(prompt: dict, outputs: dict, video: Path) -> Path:
+    """Prints the Edit Report node's text and writes its JSON beside ``video`` (``NAME.report.json``)."""
+    shown = outputs[ApiGraph(prompt).only(EDIT_REPORT)]
+    print(shown["text"][0])
+    target = video.expanduser().resolve().with_suffix(".report.json")
+    target.write_text(shown["report"][0] + "\n")
+    print(f"wrote {target}", file=sys.stderr)
+    return target

@@ -1,0 +1,151 @@
+"""The plan of an `edit` run, from the prepared workflow and the clip, before ComfyUI starts: frames and
+size, keyframes, windows, UNet calls, the largest UNet batch and the cache (`plan_run`, the lines the
+command prints), and the run's stages with their estimated work for the progress line (`stages`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..editing.preservation import STORE, recompute_bytes, resolve_cache_mode, store_bytes
+from ..keyframes.selection import Keyframes
+from ..video.decode import MAX_FRAME_CAP, SIZE_MULTIPLE, fitted_size, picked_frames, probe_clip
+from ..windows.schedule import RunPlan, frame_evaluations, static_windows
+from .graph import ApiGraph
+from .progress import Stage
+from .workflow import (
+    CHECKPOINT_LOADER,
+    EDIT_REPORT,
+    FACE_MASK,
+    INVERT,
+    KEYFRAMES,
+    LOAD_VIDEO,
+    PROPAGATE,
+    SAMPLER,
+    TRAJECTORIES,
+    UNET_LOADER,
+    VIDEO_COMBINE,
+    WINDOWS,
+)
+
+
+def byte_size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[str], int]:
+    """What the prepared workflow will do with `video`: the RunPlan of its UNet part (in speed mode, of
+    the keyframes), the lines that describe it (frames and size, keyframes, windows, UNet calls, the
+    largest UNet batch, the cache mode and its size) and the clip's frame count. `auto` is resolved as
+    the inversion node resolves it, against `free_ram` bytes of free system memory."""
+    graph = ApiGraph(prompt)
+    load = graph.inputs(LOAD_VIDEO)
+    invert = graph.inputs(INVERT)
+    info = probe_clip(video, count_up_to=MAX_FRAME_CAP * load["every_nth"] + load["skip_first_frames"])
+    frames = picked_frames(info.frames, load["max_frames"], load["skip_first_frames"], load["every_nth"])
+    height, width = fitted_size(info.height, info.width, load["short_side"], SIZE_MULTIPLE, load["fit"])
+    keyframes = keyframes_of(graph, frames)
+    windows = windows_of(graph, len(keyframes.indices))
+    steps, latent = invert["steps"], (height // 8, width // 8)
+    store_need = store_bytes(frame_evaluations(windows), steps, latent)
+    mode = resolve_cache_mode(invert["cache_mode"], store_need, free_ram)
+    plan = RunPlan(
+        len(keyframes.indices),
+        tuple(windows),
+        steps,
+        2 if mode == STORE else 3,
+        store_final_call=mode == STORE,
+    )
+    cache = (
+        f"store: {byte_size(store_need)} of features in RAM"
+        if mode == STORE
+        else f"recompute: {byte_size(recompute_bytes(frames, steps, latent))} of inverted latents "
+        f"(store would need {byte_size(store_need)})"
+    )
+    lines = [
+        f"video: {video.name}, {info.frames} frames of {info.width}x{info.height}",
+        f"edit: {frames} frames at {width}x{height}, {steps} + {steps} DDIM steps, cache {cache}",
+        *speed_mode_lines(graph, keyframes),
+        *plan.describe()[1:],
+        *mask_lines(graph),
+    ]
+    return plan, lines, frames
+
+
+def windows_of(graph: ApiGraph, frames: int) -> list[tuple[int, ...]]:
+    """The windows the workflow samples `frames` frames in: those of its Context Windows (DiffFERV) node
+    (the static schedule), or the whole clip in one batch."""
+    key = graph.find(WINDOWS)
+    if key is None:
+        return [tuple(range(frames))]
+    inputs = graph.prompt[key]["inputs"]
+    return static_windows(frames, inputs["context_length"], inputs["context_overlap"])
+
+
+def keyframes_of(graph: ApiGraph, frames: int) -> Keyframes:
+    """The frames of the clip the UNet edits: the workflow's Select Keyframes (DiffFERV) keyframes (speed
+    mode), or all of them."""
+    key = graph.find(KEYFRAMES)
+    return Keyframes.every(frames, graph.prompt[key]["inputs"]["keyframe_every"] if key else 1)
+
+
+def speed_mode_lines(graph: ApiGraph, keyframes: Keyframes) -> list[str]:
+    """The plan's line on speed mode (none without a Select Keyframes node)."""
+    key = graph.find(KEYFRAMES)
+    if key is None:
+        return []
+    every, edited = graph.prompt[key]["inputs"]["keyframe_every"], len(keyframes.indices)
+    return [
+        f"speed mode: {edited} keyframes (one every {every} frames, and the last) go through the UNet, the other "
+        f"{keyframes.frames - edited} take their edit along the optical flow"
+    ]
+
+
+def mask_lines(graph: ApiGraph) -> list[str]:
+    """The plan's line on the face mask (none without a Face Mask node)."""
+    key = graph.find(FACE_MASK)
+    if key is None:
+        return []
+    mask = graph.prompt[key]["inputs"]
+    feather = graph.inputs(SAMPLER).get("mask_feather_px", 8)
+    return [
+        f"mask: the {mask['region']} of face {mask['face_index']} (counted {mask['pick']}), grown "
+        f"{mask['grow_px']} px, edge feathered {feather} px; outside it the clip stays as it is"
+    ]
+
+
+STAGES = (
+    ("load", 0.05, (LOAD_VIDEO, CHECKPOINT_LOADER, UNET_LOADER, KEYFRAMES)),
+    ("optical flow", 0.1, (TRAJECTORIES,)),
+    ("face mask", 0.3, (FACE_MASK,)),
+    ("encode", 0.3, ("VAEEncode",)),
+    ("inversion", None, (INVERT,)),
+    ("sampling", None, (SAMPLER,)),
+    ("decode", 0.6, ("VAEDecode",)),
+    ("propagate", 0.2, (PROPAGATE,)),
+    ("write", 0.05, (VIDEO_COMBINE, "ImageStitch")),
+    ("report", 0.2, (EDIT_REPORT,)),
+)
+"""The run's stages in order: name, estimated work per frame in UNet frame-evaluations (rough: the ETA
+settles once the inversion runs; None for the UNet stages, counted from the plan) and node classes."""
+
+
+def stages(plan: RunPlan, clip_frames: int | None = None) -> list[Stage]:
+    """The run's stages and their estimated work (see headless/progress.py); `clip_frames`: the frames of
+    the whole clip when the UNet edits fewer (speed mode: `plan` holds the keyframes)."""
+    per_step = frame_evaluations(list(plan.windows))
+    unet = {
+        "inversion": per_step * (plan.steps + int(plan.store_final_call)),
+        "sampling": per_step * plan.steps * plan.sampling_chunks,
+    }
+    whole = clip_frames or plan.frames
+    return [
+        Stage(name, frozenset(types), unet[name] if per_frame is None else per_frame * whole)
+        for name, per_frame, types in STAGES
+    ]
+
+
+def free_ram() -> int:
+    """Free system memory in bytes, as ComfyUI measures it for the CPU (psutil's available memory)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)

@@ -1,0 +1,380 @@
+"""IP-FaceDiff's identity and edit branches of `specialize`: the losses reach the UNet, training with the
+identity loss brings the prediction's identity closer to the real face than epsilon-only training, files
+are checked before training, and each branch runs end to end through the command, resumed exactly."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import safetensors
+import safetensors.torch
+import torch
+from onnx_fixtures import TinyIResNet, export
+from specialize_fixtures import run_command, train_arguments
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+RESOLUTION = 64
+
+
+def write_tiny_clip(path: Path, parts: str = "both") -> Path:
+    """A random two-tower CLIP in transformers' layout (CLIP-L's vocabulary, 32 wide, 32 px images), saved
+    as a .safetensors file; ``parts`` 'vision' keeps the image tower only (an IPAdapter-style encoder),
+    'text' the text tower without projection (an SD1.5-style text encoder)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    small = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 1}
+    config = CLIPConfig(
+        text_config={**small, "vocab_size": 49408, "max_position_embeddings": 77},
+        vision_config={**small, "image_size": 32, "patch_size": 8},
+        projection_dim=24,
+    )
+    torch.manual_seed(5)
+    weights = CLIPModel(config).eval().state_dict()
+    if parts == "vision":
+        weights = {k: v for k, v in weights.items() if k.startswith(("vision_model.", "visual_projection"))}
+    elif parts == "text":
+        weights = {k: v for k, v in weights.items() if k.startswith("text_model.")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in weights.items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def parts_factory(tiny_checkpoint):
+    from comfyui_diffferv.specialize.sd15_diffusers import load_base
+
+    return lambda: load_base(tiny_checkpoint.path, tiny_checkpoint.comfyui / "comfy" / "sd1_tokenizer")
+
+
+@pytest.fixture(scope="module")
+def face_pairs(portraits):
+    from comfyui_diffferv.specialize.data import scan_folder
+
+    return sorted(scan_folder(portraits.faces).pairs, key=lambda p: p.image)
+
+
+def test_tiny_clip_loads_and_the_edit_loss_reaches_the_unet(tmp_path, parts_factory, face_pairs):
+    from comfyui_diffferv.specialize.clip_direction import DirectionalClipLoss, load_clip
+    from comfyui_diffferv.specialize.data import PairDataset, face_augmentation
+    from comfyui_diffferv.specialize.objectives import EditObjective
+    from comfyui_diffferv.specialize.train import TrainSettings, micro_batch_loss
+    from transformers import CLIPModel
+
+    path = write_tiny_clip(tmp_path / "clip_vision_l.safetensors")
+    clip = load_clip(path)
+    assert clip.config.vision_config.image_size == 32 and clip.config.projection_dim == 24
+    reference = CLIPModel(clip.config)
+    reference.load_state_dict(safetensors.torch.load_file(str(path)))
+    ids = torch.randint(0, 49407, (2, 77))
+    torch.testing.assert_close(
+        clip.text_model(input_ids=ids).pooler_output, reference.eval().text_model(input_ids=ids).pooler_output
+    )
+
+    parts = parts_factory()
+    objective = EditObjective(DirectionalClipLoss(clip), parts.tokenizer, ("with eyeglasses", "old"))
+    dataset = PairDataset(face_pairs[:2], [], RESOLUTION)
+    batch = torch.utils.data.default_collate([dataset[0], dataset[1]])
+    settings = TrainSettings(steps=1, branch="edit", max_image_timestep=999)  # every sample gets the loss
+    torch.manual_seed(0)
+    parts.unet.requires_grad_(True)
+    augment = face_augmentation(0.0, (1.0, 1.0), 0.0)
+    loss, image_loss = micro_batch_loss(
+        parts, batch, augment, torch.device("cpu"), torch.float32, torch.autocast("cpu", enabled=False),
+        settings, objective,
+    )  # fmt: skip
+    assert 0 < image_loss.item() < loss.item()
+    gradients = torch.autograd.grad(image_loss, list(parts.unet.parameters()), allow_unused=True)
+    reached = [g for g in gradients if g is not None and g.abs().sum() > 0]
+    assert len(reached) > 0.9 * len(gradients), (
+        f"{len(reached)} of {len(gradients)} UNet tensors get a gradient"
+    )
+    assert all(torch.isfinite(g).all() for g in reached)
+    assert objective.edited(["a photo of a woman."])[0] in {
+        "a photo of a woman, with eyeglasses",
+        "a photo of a woman, old",
+    }
+
+
+@pytest.mark.parametrize(
+    "parts, message",
+    [
+        (
+            "vision",
+            "a vision-only CLIP (image encoder, e.g. IPAdapter's): the edit loss needs the text tower",
+        ),
+        ("text", "a CLIP text encoder without its projection (like SD1.5's)"),
+    ],
+)
+def test_clip_files_without_both_towers_are_refused_before_training(
+    parts, message, tmp_path, tiny_checkpoint, portraits, capsys
+):
+    from comfyui_diffferv.specialize.command import main
+
+    path = write_tiny_clip(tmp_path / f"clip_{parts}.safetensors", parts)
+    arguments = train_arguments(tiny_checkpoint, portraits, tmp_path / "out", 2, "--branch", "edit")
+    assert main([*arguments, "--clip", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--clip clip_{parts}.safetensors: {message}" in err
+    assert not (tmp_path / "out" / "loss.csv").exists()  # refused before any training
+
+
+def test_options_of_another_branch_and_unknown_onnx_operators_are_refused(
+    tmp_path, tiny_checkpoint, portraits, capsys
+):
+    from comfyui_diffferv.specialize.command import main
+
+    arguments = train_arguments(tiny_checkpoint, portraits, tmp_path / "out", 2)
+    assert main([*arguments, "--lambda1", "0.5"]) == 2
+    assert "--lambda1 belong to --branch edit, not --branch specialization" in capsys.readouterr().err
+    assert main([*arguments, "--branch", "edit"]) == 2
+    assert "--branch edit needs --clip" in capsys.readouterr().err
+    assert main([*arguments, "--branch", "identity", "--identity-weight", "-1"]) == 2
+    assert "loss weights must be 0 or more: identity weight -1.0" in capsys.readouterr().err
+    assert main([*arguments, "--branch", "identity", "--max-image-timestep", "1000"]) == 2
+    assert "the image-loss timestep cap must be in 0..999 (got 1000)" in capsys.readouterr().err
+
+    class Softplus(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.softplus(x).mean((2, 3))
+
+    export(Softplus(), tmp_path / "odd.onnx")
+    identity = [*arguments, "--branch", "identity", "--identity-model"]
+    assert main([*identity, str(tmp_path / "odd.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--identity-model " in err and "odd.onnx: uses ONNX operators this converter does not know: " in err
+    )
+    assert "Softplus" in err.split("(known:")[0]
+    assert main([*identity, str(tmp_path / "missing.onnx")]) == 2
+    assert "missing.onnx: file not found" in capsys.readouterr().err
+
+
+def identity_distances(parts, network, images, landmarks, probes) -> torch.Tensor:
+    """Mean over the fixed (t, noise) probes of the identity network's cosine distance between the decoded
+    one-step prediction and the real face: [faces]."""
+    from comfyui_diffferv.specialize.objectives import decode, predicted_x0
+
+    with torch.no_grad():
+        latents = parts.vae.encode(images).latent_dist.mean * parts.vae.config.scaling_factor
+        context = parts.encode_text(["a photo of a woman"] * len(images))
+        out = []
+        for t, noise in probes:
+            timesteps = torch.full((len(images),), t)
+            noisy = parts.scheduler.add_noise(latents, noise, timesteps)
+            eps = parts.unet(noisy, timesteps, encoder_hidden_states=context).sample
+            decoded = decode(parts.vae, predicted_x0(parts.scheduler.alphas_cumprod, noisy, eps, timesteps))
+            out.append(network.cosine_distance(decoded, images, landmarks))
+    return torch.stack(out).mean(0)
+
+
+CURVE_STEPS = (0, 15, 30, 45, 60)
+
+
+def test_identity_training_brings_the_predicted_face_closer_than_epsilon_only(
+    tmp_path, parts_factory, face_pairs
+):
+    """The tiny SD1.5 (random weights) trained 60 steps on one face crop with the identity branch (the real
+    dlib network) and, beside it, with the epsilon loss only: the identity distance (1 - cos) of the
+    decoded one-step prediction to the real face, mean over fixed (t, noise) pairs, every 15 steps.
+
+    Two settings fit the random weights: the VAE's posterior is narrowed to SD1.5's (a random encoder has
+    a standard deviation of 1, three times its mean: the latents would be mostly noise), and the L1 weight
+    is 0 (a random decoder cannot reproduce the pixels, so the L1 term pulls elsewhere; the identity weight
+    is raised to 30 against the epsilon anchor instead)."""
+    from comfyui_diffferv.faces.dlib_models import face_models
+    from comfyui_diffferv.faces.identity import DlibIdentity
+    from comfyui_diffferv.specialize.data import load_image
+    from comfyui_diffferv.specialize.objectives import IdentityObjective, find_landmarks
+    from comfyui_diffferv.specialize.train import TrainSettings, train
+
+    network = DlibIdentity(face_models().resnet)
+    face = face_pairs[:1]
+    landmarks, missed = find_landmarks(face, RESOLUTION, print)
+    assert not missed
+    images = load_image(face[0].image, RESOLUTION)[None].expand(2, -1, -1, -1)
+    generator = torch.Generator().manual_seed(1)
+    probes = [(t, torch.randn(2, 4, 8, 8, generator=generator)) for t in (50, 200, 350, 500)]
+    curves = {}
+    for branch in ("identity", "specialization"):
+        parts = parts_factory()
+        with torch.no_grad():  # log-variance channels of the encoder's output: std e^-6
+            parts.vae.quant_conv.weight[4:] = 0.0
+            parts.vae.quant_conv.bias[4:] = -12.0
+        curve = curves[branch] = []
+
+        def measure(step, loss, parts=parts, curve=curve):
+            if step in CURVE_STEPS:
+                distances = identity_distances(parts, network, images, landmarks.expand(2, -1, -1), probes)
+                curve.append(round(distances.mean().item(), 4))
+
+        measure(0, None)
+        settings = TrainSettings(
+            steps=CURVE_STEPS[-1], batch_size=2, micro_batch=2, learning_rate=1e-3, resolution=RESOLUTION,
+            general_share=0.0, augment_probability=0.0, save_every=10**6, workers=0, branch=branch,
+        )  # fmt: skip
+        objective = (
+            IdentityObjective(network, l1_weight=0.0, identity_weight=30.0) if branch == "identity" else None
+        )
+        train(
+            parts, face, [], settings, tmp_path / branch, device=torch.device("cpu"), log=lambda _: None,
+            on_step=measure, objective=objective, landmarks=landmarks if objective else None,
+        )  # fmt: skip
+    print(f"identity distance at steps {CURVE_STEPS}: identity branch {curves['identity']}, "
+          f"epsilon only {curves['specialization']}")  # fmt: skip
+    identity, baseline = curves["identity"], curves["specialization"]
+    assert identity[0] == baseline[0]  # the same start
+    assert identity[-1] < identity[0] - 0.01, curves
+    assert identity[-1] < baseline[-1] - 0.008, curves
+
+
+def test_augmentation_moves_the_landmarks_with_the_face():
+    from comfyui_diffferv.specialize.data import augment_faces, face_augmentation
+    from comfyui_diffferv.specialize.objectives import move_landmarks
+
+    torch.manual_seed(3)
+    images = torch.full((2, 3, 64, 64), -1.0)
+    points = torch.tensor([[20.0, 30.0], [41.0, 22.0], [33.0, 45.0], [25.0, 18.0], [44.0, 40.0]])
+    for x, y in points.long().tolist():
+        images[:, :, y - 1 : y + 2, x - 1 : x + 2] = 1.0
+    out, matrices = augment_faces(
+        face_augmentation(25.0, (0.8, 1.2), 1.0), images, torch.tensor([True, True])
+    )
+    moved = move_landmarks(points.expand(2, 5, 2), matrices)
+    for image, where in zip(out, moved, strict=True):
+        for x, y in where.round().long().tolist():
+            assert image[0, y - 1 : y + 2, x - 1 : x + 2].max() > 0.3, (x, y)
+
+
+@pytest.fixture(scope="module")
+def branch_inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("branch_files")
+    torch.manual_seed(0)
+    export(TinyIResNet(), folder / "w600k_r50.onnx")
+    (folder / "edits.txt").write_text("# edits\nwith eyeglasses\n\nold\n")
+    return {
+        "identity": ["--identity-model", str(folder / "w600k_r50.onnx"), "--identity-weight", "0.5"],
+        "edit": ["--clip", str(write_tiny_clip(folder / "clip_l.safetensors")), "--edit-phrases", str(folder / "edits.txt")],
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def branch_runs(branch_inputs, tiny_checkpoint, portraits, tmp_path_factory) -> dict[str, Path]:
+    """Each branch's two steps through the command (identity exports in diffusers' key layout, edit in
+    ComfyUI's)."""
+    runs = {}
+    for branch in ("identity", "edit"):
+        output = tmp_path_factory.mktemp(f"branch_{branch}")
+        run_command(
+            train_arguments(tiny_checkpoint, portraits, output, 2, *branch_arguments(branch, branch_inputs))
+        )
+        runs[branch] = output
+    return runs
+
+
+def branch_arguments(branch: str, branch_inputs) -> list[str]:
+    layout = "diffusers" if branch == "identity" else "comfyui"
+    small = ["--batch-size", "2", "--micro-batch", "1", "--save-layout", layout, "--name", branch]
+    return [*small, "--branch", branch, "--max-image-timestep", "999", *branch_inputs[branch]]
+
+
+@pytest.mark.parametrize("branch", ["identity", "edit"])
+def test_each_branch_trains_through_the_command_and_resumes_exactly(
+    branch, branch_inputs, branch_runs, comfy, tiny_checkpoint, portraits, tmp_path, capsys, monkeypatch
+):
+    """Two steps in one go, and one step then resumed to two: same losses (image term included) and
+        weights; the export says which branch and losses made it, and Load Specialized UNet loads it and shows
+        that. The InsightFace licence is printed once per run (identity branch with an ONNX file); the faces
+    are found once per image (OUTPUT/face_landmarks.json), not again when resuming."""
+    common = branch_arguments(branch, branch_inputs)
+    straight, resumed = branch_runs[branch], tmp_path / "resumed"
+    capsys.readouterr()
+    run_command(train_arguments(tiny_checkpoint, portraits, resumed, 1, *common))
+    err = capsys.readouterr().err
+    assert err.count("non-commercial research use only") == (1 if branch == "identity" else 0)
+    from comfyui_diffferv.faces.dlib_models import FaceModels
+
+    searches = []
+    monkeypatch.setattr(FaceModels, "main_face", lambda self, image: searches.append(image))
+    run_command(train_arguments(tiny_checkpoint, portraits, resumed, 2, *common, "--resume"))
+    assert searches == []  # the landmarks found by the first run are reused (identity) or never needed (edit)
+    if branch == "identity":
+        found = json.loads((resumed / "face_landmarks.json").read_text())
+        assert len(found) == 6 and all(len(points) == 5 for points in found.values())
+    rows = {p: list(csv.reader(open(p / "loss.csv"))) for p in (straight, resumed)}  # noqa: SIM115
+    assert [r[0] for r in rows[straight]] == [r[0] for r in rows[resumed]] == ["1", "2"]
+    assert all(len(r) == 3 for r in rows[straight])  # step, total loss, image-space term
+    assert sum(float(r[2]) for r in rows[straight]) > 0  # max timestep 999: the image term acts
+    for a, b in zip(rows[straight], rows[resumed], strict=True):
+        assert [float(x) for x in b[1:]] == pytest.approx([float(x) for x in a[1:]], rel=1e-4)
+    a = safetensors.torch.load_file(str(straight / f"{branch}.safetensors"))
+    b = safetensors.torch.load_file(str(resumed / f"{branch}.safetensors"))
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6, msg=key)
+    with safetensors.safe_open(str(straight / f"{branch}.safetensors"), "pt") as f:
+        metadata = f.metadata()
+    assert metadata["diffferv.branch"] == branch
+    expected = "0.5 identity cosine distance (w600k_r50.onnx)" if branch == "identity" else "directional CLIP"
+    assert expected in metadata["diffferv.losses"] and "t <= 999" in metadata["diffferv.losses"]
+    state = json.loads((resumed / "training_state" / "state.json").read_text())
+    assert state["settings"]["branch"] == branch
+
+    name = f"branch-{branch}.safetensors"
+    shutil.copy(straight / f"{branch}.safetensors", comfy.workdir / "models" / "diffusion_models" / name)
+    (model,), ui = comfy.run_node("DiffFERV_LoadSpecializedUNet", unet_name=name)
+    assert model.model.diffusion_model.model_channels == 32
+    text = ui["text"][0]
+    use = "for the inversion (DDIM Invert" if branch == "identity" else "for the sampler (Preservation Inject"
+    assert f"{branch} branch: IP-FaceDiff's" in text and use in text and metadata["diffferv.losses"] in text
+    assert "step 2, base tiny_sd15.safetensors, 6 face / 2 general pairs" in text
+
+
+def test_identity_and_edit_unets_run_in_the_two_unet_graph(comfy, tiny_sd15, input_clip, branch_runs):
+    """The identity export into DDIM Invert With Cache, the edit export into Preservation Inject Sampler
+    (both through Load Specialized UNet and Apply Temporal Attention), on the demo clip's frames: the edit
+    runs in both cache modes, and the two modes agree (the features come from the identity UNet either way:
+    stored during the inversion, or recomputed by it at each sampling step)."""
+    from test_context_windows import edit, invert, load_clip, temporal
+
+    clip = load_clip(comfy, tiny_sd15, input_clip, 4)
+    models = {}
+    for branch, output in branch_runs.items():
+        name = f"graph-{branch}.safetensors"
+        shutil.copy(output / f"{branch}.safetensors", comfy.workdir / "models" / "diffusion_models" / name)
+        (loaded,), _ = comfy.run_node("DiffFERV_LoadSpecializedUNet", unet_name=name)
+        models[branch] = temporal(comfy, loaded, clip.trajectories)
+    edits = {}
+    for mode in ("store", "recompute"):
+        inversion, _ = invert(comfy, clip, models["identity"], mode, steps=3)
+        edits[mode] = edit(comfy, clip, models["edit"], inversion)
+        assert edits[mode].shape == clip.latent["samples"].shape and torch.isfinite(edits[mode]).all()
+    scale = edits["recompute"].abs().max()  # these UNets' latents reach about 20: the tolerance is relative
+    assert (edits["store"] - edits["recompute"]).abs().max() < 1e-3 * scale  # fp16 store vs fp32 recompute
+
+
+def test_gradient_checkpointing_in_the_decode_gives_the_same_training(
+    branch_inputs, branch_runs, tiny_checkpoint, portraits, tmp_path, monkeypatch
+):
+    """With --gradient-checkpointing on (the default on a GPU) the VAE decode of the prediction runs under
+    checkpointing too, and the identity branch's losses are those of the run without it."""
+    import torch.utils.checkpoint
+
+    calls = []
+    checkpoint = torch.utils.checkpoint.checkpoint
+
+    def counted(function, *args, **kwargs):
+        calls.append(type(getattr(function, "__self__", function)).__name__)
+        return checkpoint(function, *args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counted)
+    arguments = [*branch_arguments("identity", branch_inputs), "--gradient-checkpointing", "on"]
+    run_command(train_arguments(tiny_checkpoint, portraits, tmp_path, 2, *arguments))
+    assert {"UpDecoderBlock2D", "BasicTransformerBlock"} <= set(calls), sorted(set(calls))  # VAE and UNet
+    with open(tmp_path / "loss.csv") as a, open(branch_runs["identity"] / "loss.csv") as b:
+        checkpointed, plain = list(csv.reader(a)), list(csv.reader(b))
+    for x, y in zip(checkpointed, plain, strict=True):
+        assert [float(v) for v in x[1:]] == pytest.approx([float(v) for v in y[1:]], rel=1e-4)
