@@ -263,3 +263,25 @@ def test_comfy_sizes_memory_for_the_rows_the_unet_really_runs(comfy, clip, mode,
             FRAMES, tuple(shape[-2:]), model.model_dtype().itemsize, cached
         )
         assert 2 * shape[0] >= rows and estimate >= real, (mode, shape, rows)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("mode", ["store", "recompute"])
+def test_the_edit_in_half_precision_stays_close_to_fp32(comfy, clip, mode, dtype):
+    """The whole inversion + edit with the UNet in fp16 / bf16 (the store in the UNet's dtype): no dtype
+    error, finite, and within half precision's rounding of the fp32 run (bf16 has 8 mantissa bits)."""
+    edits = {}
+    for run_dtype in (torch.float32, dtype):
+        model = build_unet(seed=5, output_scale=0.02, dtype=run_dtype)
+        run = Clip(clip.frames, clip.trajectories, clip.latent, model, clip.clip)
+        inversion, _ = invert(comfy, run, mode, steps=4)
+        if mode == "store":
+            assert {
+                t.dtype for items in inversion.store._items.values() for ts in items.values() for t in ts
+            } == {run_dtype}
+        edits[run_dtype] = edit(comfy, run, inversion, "a photo of an old woman").float()
+    half, full = edits[dtype], edits[torch.float32]
+    assert torch.isfinite(half).all()
+    difference = float((half - full).abs().mean()) / float(full.abs().mean())
+    print(f"\n{mode} {dtype}: mean |half - fp32| / mean |fp32| = {difference:.4f}")
+    assert difference < (0.02 if dtype == torch.float16 else 0.08)
