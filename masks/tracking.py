@@ -45,10 +45,12 @@ class FrameFaces:
 @dataclass(frozen=True)
 class FaceTrack:
     """One face through the clip: landmarks [F, 68, 2] px; state [F] uint8: 0 no face, DETECTED (fused
-    with a detection), CARRIED (by the flow alone)."""
+    with a detection), CARRIED (by the flow alone); `most_faces`: the most faces found in one frame (0:
+    no face anywhere)."""
 
     landmarks: np.ndarray
     state: np.ndarray
+    most_faces: int = 0
 
     @property
     def present(self) -> np.ndarray:
@@ -131,4 +133,4 @@ def track_face(
             propagated = landmarks[s + 1] + sample_flow(backward_before_anchor[s], landmarks[s + 1])
             landmarks[s], state[s] = fuse(propagated, detections[s], detection_weight, gate)
         backward_before_anchor.clear()
-    return FaceTrack(landmarks, state)
+    return FaceTrack(landmarks, state, max((len(faces.boxes) for faces in detections), default=0))

@@ -98,9 +98,20 @@ class FaceMask(io.ComfyNode):
             frames, face_models(), DISFlow(), region, grow_px, pick, face_index, progress(2 * count - 1)
         )
         if not track.present.any():
-            raise ValueError(
-                f"face_index: no face number {face_index} (counted {pick}, from 0) was found in any of the "
-                f"{count} frames; give a lower number, or check that the faces are frontal and at least 40 px "
-                "wide"
-            )
+            raise ValueError(no_face_sentence(track.most_faces, face_index, pick, count))
         return io.NodeOutput(masks, mask_preview(frames, masks))
+
+
+def no_face_sentence(most_faces: int, face_index: int, pick: str, frames: int) -> str:
+    """Why no mask could be drawn: no face at all in the clip (named by `region`, which asks for the mask),
+    or fewer faces than `face_index` needs (named by `face_index`)."""
+    visible = "check that the faces are frontal and at least 40 px wide"
+    if most_faces == 0:
+        return (
+            f"region: no face was found in any of the {frames} frames searched; {visible}, or edit without a "
+            "mask"
+        )
+    return (
+        f"face_index: no face number {face_index} (counted {pick}, from 0) was found in any of the {frames} "
+        f"frames (at most {most_faces} in one frame); give a number up to {most_faces - 1}, or {visible}"
+    )

@@ -1,14 +1,16 @@
-"""VideoCombine: IMAGE frames (+ optional AUDIO) -> a video file in ComfyUI's output folder, with a preview."""
+"""VideoCombine: IMAGE frames (+ optional AUDIO) -> a video file in ComfyUI's output folder, with a preview,
+and the result as ComfyUI's VIDEO (for core Save Video, Get Video Components, ...)."""
 
 from __future__ import annotations
 
 import json
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import folder_paths
 from comfy.cli_args import args
-from comfy_api.latest import io, ui
+from comfy_api.latest import InputImpl, Types, io, ui
 
 from ..video.encode import FORMATS, write_video
 from .common import CATEGORY, PREFIX, input_problem, progress
@@ -72,7 +74,13 @@ class VideoCombine(io.ComfyNode):
                 ),
             ],
             outputs=[
-                io.String.Output("path", display_name="path", tooltip="Absolute path of the written file.")
+                io.String.Output("path", display_name="path", tooltip="Absolute path of the written file."),
+                io.Video.Output(
+                    "video",
+                    display_name="video",
+                    tooltip="The written video as ComfyUI's VIDEO, for core Save Video, Get Video Components "
+                    "and other VIDEO nodes (mp4/webm: the file itself; gif/webp: the frames, rate and audio).",
+                ),
             ],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
             is_output_node=True,
@@ -120,7 +128,17 @@ class VideoCombine(io.ComfyNode):
             on_frame=progress(int(images.shape[0])),
         )
         preview = ui.PreviewVideo([ui.SavedResult(file, subfolder, folder_type)])
-        return io.NodeOutput(os.fspath(path), ui=preview)
+        return io.NodeOutput(os.fspath(path), cls._video(path, images, fps, audio, video_format), ui=preview)
+
+    @staticmethod
+    def _video(path: Path, images, fps: float, audio, video_format):
+        """The VIDEO value: the file where PyAV reads it back (mp4, webm), else the frames themselves."""
+        if video_format.codec is not None:
+            return InputImpl.VideoFromFile(os.fspath(path))
+        rate = Fraction(fps).limit_denominator(1001)
+        return InputImpl.VideoFromComponents(
+            Types.VideoComponents(images=images, frame_rate=rate, audio=audio)
+        )
 
     @classmethod
     def _metadata(cls) -> dict[str, str]:

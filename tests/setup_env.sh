@@ -38,8 +38,11 @@ if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing Debian's chromium for the browser test"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq chromium >/dev/null
+    # another apt-get or an unattended upgrade may hold the dpkg lock: wait for it (up to 10 minutes)
+    # instead of failing at once
+    apt=(apt-get -o DPkg::Lock::Timeout=600)
+    "${apt[@]}" update -qq >/dev/null
+    "${apt[@]}" install -y -qq chromium >/dev/null
   else
     echo "note: /usr/bin/chromium is missing and this is not root: tests/test_browser.py will fail until" \
       "Debian's chromium is installed (sudo apt-get install -y chromium)" >&2

@@ -118,9 +118,25 @@ def test_node_outputs_mask_frames_and_a_preview(comfy):
 
 def test_node_says_which_face_is_missing(comfy):
     with pytest.raises(
-        Exception, match=r"face_index: no face number 3 \(counted largest, from 0\) was found in any of the 2"
+        Exception,
+        match=r"face_index: no face number 3 \(counted largest, from 0\) was found in any of the 2 frames \(at "
+        r"most 1 in one frame\); give a number up to 0, or",
     ):
         comfy.run_node(
             "DiffFERV_FaceMask", frames=shifted_portrait_clip(2), region="face", grow_px=0, pick="largest",
             face_index=3,
         )  # fmt: skip
+
+
+def test_node_says_when_no_frame_shows_a_face(comfy):
+    """A clip without any face: the sentence says none was found in any frame and how many were searched
+    (not "give a lower number", when there is none)."""
+    sky = torch.linspace(0, 1, 96).view(1, 96, 1, 1).expand(3, 96, 128, 3).contiguous()
+    with pytest.raises(Exception) as refused:
+        comfy.run_node(
+            "DiffFERV_FaceMask", frames=sky, region="face", grow_px=0, pick="largest", face_index=0
+        )
+    assert str(refused.value) == (
+        "region: no face was found in any of the 3 frames searched; check that the faces are frontal and at "
+        "least 40 px wide, or edit without a mask"
+    )

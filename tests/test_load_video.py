@@ -35,7 +35,7 @@ def test_cap_skip_and_thin_pick_the_right_frames(comfy, input_clip):
 def test_sides_are_multiples_of_64(comfy, tmp_path, fit, short_side):
     """A 16:9 clip (not square, not a multiple of 64) comes out at multiples of 64 either way."""
     frames = torch.rand(3, 90, 160, 3)
-    (path,), _ = comfy.run_node(
+    (path, _), _ = comfy.run_node(
         "DiffFERV_VideoCombine",
         images=frames,
         fps=10.0,
@@ -65,7 +65,7 @@ def test_all_frames_when_uncapped(comfy, input_clip):
 def test_animated_webp_and_gif_inputs(comfy):
     frames = torch.rand(4, 64, 64, 3)
     for fmt in ("webp (animated)", "gif"):
-        (path,), _ = comfy.run_node(
+        (path, _), _ = comfy.run_node(
             "DiffFERV_VideoCombine",
             images=frames,
             fps=20.0,
@@ -85,7 +85,7 @@ def test_audio_comes_back_trimmed_to_the_kept_frames(comfy):
     rate = 22050
     t = torch.arange(rate * 2) / rate
     audio = {"waveform": (0.2 * torch.sin(2 * torch.pi * 330 * t)).view(1, 1, -1), "sample_rate": rate}
-    (path,), _ = comfy.run_node(
+    (path, _), _ = comfy.run_node(
         "DiffFERV_VideoCombine",
         images=torch.rand(50, 64, 64, 3),
         fps=25.0,

@@ -12,7 +12,7 @@ NODE = "DiffFERV_VideoCombine"
 
 
 def combine(comfy, images, fmt="mp4 (h264)", prefix="tests/clip", fps=25.0, quality=65, **extra):
-    (path,), ui = comfy.run_node(
+    (path, _), ui = comfy.run_node(
         NODE,
         images=images,
         fps=fps,
@@ -132,7 +132,7 @@ def test_prefix_cannot_leave_the_output_folder(comfy):
 
 
 def test_preview_only_goes_to_temp(comfy):
-    (path,), ui = comfy.run_node(
+    (path, _), ui = comfy.run_node(
         NODE,
         images=gradient_frames(frames=2),
         fps=8.0,

@@ -297,8 +297,8 @@ def test_edit_command_edits_one_face_of_two(sd15_checkpoint, tmp_path):
     result = run("1")
     said = [line for line in result.stderr.splitlines() if line.startswith("edit:")]
     assert result.returncode == 1 and said == [
-        "edit: --mask-face: no face number 1 (counted left-to-right, from 0) was found in any of the 3 frames; "
-        "give a lower number, or check that the faces are frontal and at least 40 px wide (run with --verbose "
-        "for the traceback)"
+        "edit: --mask-face: no face number 1 (counted left-to-right, from 0) was found in any of the 3 frames "
+        "(at most 1 in one frame); give a number up to 0, or check that the faces are frontal and at least 40 px "
+        "wide (run with --verbose for the traceback)"
     ]
     assert not output.exists()

@@ -436,7 +436,10 @@ def ordered_inputs(info: dict) -> list[tuple[str, tuple]]:
 
 
 def is_widget(spec: tuple) -> bool:
-    kind = spec[0]
+    """Whether the frontend draws the input as a widget: a value type not forced to a socket."""
+    kind, options = spec[0], spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if options.get("forceInput"):
+        return False
     return isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 
 

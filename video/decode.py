@@ -17,7 +17,20 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from PIL import Image, ImageSequence
 
+from .container import (
+    ClipError,
+    NoVideoStreamError,
+    Source,
+    decoded_frames,
+    open_source,
+    own_rate,
+    read_timing,
+    video_stream,
+)
+from .damage import DamagedClipError, damage_at
 from .frames import FrameHook
+from .orientation import UPRIGHT, Orientation, frame_orientation
+from .timing import Picking, constant_timing
 
 ANIMATED_IMAGES = (".gif", ".webp")
 SIZE_MULTIPLE = 64
@@ -28,26 +41,41 @@ MIN_EDIT_FRAMES = 2
 """A video edit (SWCFA, trajectories) needs at least this many frames."""
 
 
-class ClipError(ValueError):
-    """A video file that cannot be read: the message names the file, what was found and what to do."""
-
-
 @dataclass(frozen=True)
 class ClipInfo:
-    """What `probe_clip` found: the first frame's size, the rate, and the frame count (None if not
-    counted)."""
+    """What `probe_clip` found: the upright size of the frames (after the display orientation), the
+    constant rate the clip is taken at, and its frame count at that rate (None if not counted);
+    `orientation` turns the coded frames upright; `variable_rate`: the source's frames are unevenly
+    spaced (so they are taken at `fps` by their timestamps)."""
 
     width: int
     height: int
     fps: float
     frames: int | None
+    orientation: Orientation = UPRIGHT
+    variable_rate: bool = False
+    duration: float | None = None  # seconds, when counted
+
+    def describe(self) -> str:
+        """e.g. "48 frames of 256x350 (shown turned 90 degrees clockwise: coded 350x256), variable frame
+        rate: taken at a constant 14.55 fps (its average, 3.30 s)"."""
+        text = f"{self.frames} frames of {self.width}x{self.height}"
+        if not self.orientation.identity:
+            coded = self.orientation.upright_size(self.width, self.height)
+            text += f" (shown {self.orientation.describe()}: coded {coded[0]}x{coded[1]})"
+        if self.variable_rate:
+            text += f", variable frame rate: taken at a constant {self.fps:.2f} fps by timestamps"
+            if self.duration is not None:
+                text += f" ({self.duration:.2f} s, as long as the source)"
+        return text
 
 
-def probe_clip(path: Path, name: str | None = None, count_up_to: int = 0) -> ClipInfo:
+def probe_clip(path: Path, name: str | None = None, count_up_to: int = 0, rate: float = 0.0) -> ClipInfo:
     """Open a video or animated image and decode its first frame (cheap: no other frame is decoded).
-    With `count_up_to` > 0 it also counts the frames, up to that many, from the container's frame
-    count or else by reading packets (no decoding). Raises ClipError naming the file as `name`
-    (default: its file name) when it is empty, unreadable or holds no frame."""
+    With `count_up_to` > 0 it also reads when every frame is shown (packets, not decoded) and counts the
+    frames at the rate the clip is taken at (`rate`, else its own, the average for a variable-rate
+    clip), up to that many. Raises ClipError naming the file as `name` (default: its file name) when it
+    is empty, unreadable or holds no frame."""
     path = Path(path)
     name = name or path.name
     size = path.stat().st_size if path.is_file() else None
@@ -58,9 +86,11 @@ def probe_clip(path: Path, name: str | None = None, count_up_to: int = 0) -> Cli
     try:
         if path.suffix.lower() in ANIMATED_IMAGES:
             return _probe_animated_image(path, count_up_to)
-        return _probe_video(path, name, count_up_to)
+        return _probe_video(path, name, count_up_to, rate)
     except ClipError:
         raise
+    except NoVideoStreamError:
+        raise ClipError(f"{name} has no video stream (is it an audio file?): give a video file") from None
     except Exception as error:  # PyAV and Pillow raise many types for a file they cannot parse
         reason = getattr(error, "strerror", None) or str(error)  # FFmpeg's reason without the path
         raise ClipError(
@@ -69,31 +99,24 @@ def probe_clip(path: Path, name: str | None = None, count_up_to: int = 0) -> Cli
         ) from error
 
 
-def _probe_video(path: Path, name: str, count_up_to: int) -> ClipInfo:
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ClipError(f"{name} has no video stream (is it an audio file?): give a video file")
-        stream = container.streams.video[0]
+def _probe_video(path: Path, name: str, count_up_to: int, rate: float) -> ClipInfo:
+    with open_source(path) as container:
+        stream = video_stream(container)
         first = next(container.decode(stream), None)
         if first is None:
             raise ClipError(f"{name} holds no video frame: export the video again")
-        fps = float(stream.average_rate or stream.guessed_rate or 25)
-        listed = stream.frames
-    frames = None
-    if count_up_to > 0:
-        frames = min(listed, count_up_to) if listed else _count_packets(path, count_up_to)
-    return ClipInfo(first.width, first.height, fps, frames)
-
-
-def _count_packets(path: Path, up_to: int) -> int:
-    """Video packets (one frame each) in the file, up to `up_to`; reads, does not decode."""
-    count = 0
-    with av.open(str(path)) as container:
-        for packet in container.demux(container.streams.video[0]):
-            count += packet.size > 0
-            if count >= up_to:
-                break
-    return count
+        orientation = frame_orientation(first)
+        fps = own_rate(stream)
+    width, height = orientation.upright_size(first.width, first.height)
+    if count_up_to <= 0:
+        return ClipInfo(width, height, rate or fps, None, orientation)
+    timing = read_timing(path)
+    picking = Picking(rate=rate)
+    frames = len(picking.sources(timing, fps)) if timing is not None else 0
+    clip_rate = picking.clip_rate(timing, fps) if timing is not None else fps
+    duration = frames / clip_rate if timing is not None and picking.resamples(timing) else None
+    variable = timing is not None and timing.variable
+    return ClipInfo(width, height, clip_rate, min(frames, count_up_to), orientation, variable, duration)
 
 
 def _probe_animated_image(path: Path, count_up_to: int) -> ClipInfo:
@@ -119,60 +142,108 @@ def size_problem(short_side: int, name: str = "short_side") -> str | None:
 
 @dataclass
 class Clip:
-    """Frames picked from a file: IMAGE [N, H, W, 3] float, their rate, the audio they cover."""
+    """Frames picked from a file: IMAGE [N, H, W, 3] float (upright), their rate, the audio they cover."""
 
     frames: torch.Tensor
     fps: float
     audio: dict | None
-    source_frames: int  # frames decoded from the file (before picking)
+    source_frames: int  # frames of the file (before picking)
+    orientation: Orientation = UPRIGHT
+    variable_rate: bool = False
 
 
 def picked_frames(available: int, max_frames: int, skip_first: int = 0, every_nth: int = 1) -> int:
-    """How many frames `read_clip` keeps of `available` with these settings."""
+    """How many frames `read_clip` keeps of `available` (at the rate the clip is taken at) with these
+    settings."""
     left = max(available - skip_first, 0)
     kept = -(-left // every_nth)
     return min(kept, max_frames) if max_frames else kept
 
 
 def read_clip(
-    path: Path,
+    path: Source,
     max_frames: int,
     skip_first: int = 0,
     every_nth: int = 1,
     on_frame: FrameHook | None = None,
+    rate: float = 0.0,
 ) -> Clip:
-    """Decode `path`, skipping `skip_first` frames, then keeping every `every_nth` frame, at most
-    `max_frames` of them (0 = no cap). Decoding stops once the cap is reached, so memory is
-    O(kept frames). The returned fps is the source rate / every_nth; the audio covers the kept span.
+    """Decode `path` (a path, or a binary file object holding a video) upright, taken at a constant
+    `rate` (0: the clip's own; a variable-rate clip is taken at its average rate by its timestamps),
+    skipping `skip_first` frames, then keeping every `every_nth` frame, at most `max_frames` of them
+    (0 = no cap). Decoding stops once the last kept frame is reached, so memory is O(kept frames). The
+    returned fps is the rate / every_nth; the audio covers the kept span. A file that stops decoding
+    before that raises DamagedClipError.
     """
-    if path.suffix.lower() in ANIMATED_IMAGES:
-        return _read_animated_image(path, max_frames, skip_first, every_nth, on_frame)
+    name = Path(path).name if isinstance(path, (str, Path)) else "the video"
+    if isinstance(path, (str, Path)) and Path(path).suffix.lower() in ANIMATED_IMAGES:
+        return _read_animated_image(Path(path), max_frames, skip_first, every_nth, on_frame)
+    picking = Picking(max_frames, skip_first, every_nth, rate)
+    timing = read_timing(path)
+    if timing is None:
+        raise ClipError(f"{name} holds no video frame: export the video again")
+    with open_source(path) as container:
+        stream = video_stream(container)
+        nominal = own_rate(stream)
+        wanted = picking.sources(timing, nominal)
+        if not len(wanted):
+            raise ValueError(
+                f"{name}: no frames left after skipping {skip_first} of {timing.frames} (lower skip_first_frames)"
+            )
+        kept, orientation = _decode_picked(container, stream, timing, wanted, on_frame, name)
+    start, end = picking.span(timing, nominal, len(kept))
+    audio = _read_audio(path, start, end)
+    fps = picking.clip_rate(timing, nominal) / every_nth
+    return Clip(_to_image(kept), fps, audio, timing.frames, orientation, timing.variable)
+
+
+def _decode_picked(container, stream, timing, wanted, on_frame, name) -> tuple[list[np.ndarray], Orientation]:
+    """The upright RGB frames [H, W, 3] uint8 for each wanted clip frame index (non-decreasing; a
+    repeated index repeats the frame, converted once). When the stream ends early the last frame
+    repeats."""
     kept: list[np.ndarray] = []
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ValueError(f"{path.name} has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        source_fps = float(stream.average_rate or stream.guessed_rate or 25)
-        decoded = 0
-        for frame in container.decode(stream):
-            position = decoded - skip_first
-            decoded += 1
-            if position < 0 or position % every_nth:
+    orientation, last, position, decoded = UPRIGHT, None, 0, -1
+    try:
+        for index, frame in decoded_frames(container, stream, timing):
+            if decoded < 0:
+                orientation = frame_orientation(frame)
+            decoded = index
+            if index < wanted[position]:
                 continue
-            kept.append(frame.to_ndarray(format="rgb24"))
-            if on_frame is not None:
-                on_frame(len(kept))
-            if max_frames and len(kept) >= max_frames:
+            last = orientation.apply(frame.to_ndarray(format="rgb24"))
+            while position < len(wanted) and wanted[position] <= index:
+                kept.append(last)
+                position += 1
+                if on_frame is not None:
+                    on_frame(len(kept))
+            if position == len(wanted):
                 break
-    if not kept:
+    except av.error.FFmpegError as error:
+        damage = damage_at(decoded + 1, timing, wanted, getattr(error, "strerror", None) or str(error))
+        raise DamagedClipError(damage, name, "max_frames") from None
+    if last is None:
+        raise ClipError(f"{name} holds no video frame: export the video again")
+    kept.extend(last for _ in range(len(wanted) - position))
+    return kept, orientation
+
+
+def pick_images(images: torch.Tensor, fps: float, audio: dict | None, picking: Picking) -> Clip:
+    """The frames `picking` keeps of decoded IMAGE frames [N, H, W, C] shown 1 / `fps` apart (a VIDEO's
+    components), with the audio of their span (AUDIO {"waveform": [B, C, T], "sample_rate"} starting with
+    the first frame). Frames are indexed, not copied beyond the kept ones."""
+    timing = constant_timing(int(images.shape[0]), fps)
+    wanted = picking.sources(timing, fps)
+    if not len(wanted):
         raise ValueError(
-            f"{path.name}: no frames left after skipping {skip_first} of {decoded} (lower skip_first_frames)"
+            f"no frames left after skipping {picking.skip_first} of {images.shape[0]} (lower skip_first_frames)"
         )
-    fps = source_fps / every_nth
-    start = skip_first / source_fps
-    audio = _read_audio(path, start, start + len(kept) * every_nth / source_fps)
-    return Clip(_to_image(kept), fps, audio, decoded)
+    kept = images[torch.from_numpy(wanted)]
+    if audio is not None:
+        start, end = picking.span(timing, fps, len(wanted))
+        rate = int(audio["sample_rate"])
+        waveform = audio["waveform"][..., round(start * rate) : math.ceil(end * rate)]
+        audio = {"waveform": waveform, "sample_rate": rate}
+    return Clip(kept.float(), picking.clip_rate(timing, fps) / picking.every_nth, audio, int(images.shape[0]))
 
 
 def _read_animated_image(path, max_frames, skip_first, every_nth, on_frame) -> Clip:
@@ -199,26 +270,34 @@ def _to_image(frames: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(frames)).float().div_(255.0)
 
 
-def _read_audio(path: Path, start: float, end: float) -> dict | None:
-    """The audio between `start` and `end` seconds as AUDIO {"waveform": [1, C, T], "sample_rate"},
-    or None when the file has no audio stream."""
-    with av.open(str(path)) as container:
+def _read_audio(path: Source, start: float, end: float) -> dict | None:
+    """The audio between `start` and `end` seconds of the file's clock (the video's timestamps) as AUDIO
+    {"waveform": [1, C, T], "sample_rate"}, silence where the audio starts later; None when the file has
+    no audio stream."""
+    with open_source(path) as container:
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
         sample_rate = stream.codec_context.sample_rate
-        chunks = [
-            frame.to_ndarray().reshape(frame.layout.nb_channels, -1)
-            if frame.format.is_planar
-            else frame.to_ndarray().reshape(-1, frame.layout.nb_channels).T
-            for frame in container.decode(stream)
-        ]
+        chunks, first_time = [], None
+        for frame in container.decode(stream):
+            if first_time is None:
+                first_time = frame.time or 0.0
+            chunks.append(
+                frame.to_ndarray().reshape(frame.layout.nb_channels, -1)
+                if frame.format.is_planar
+                else frame.to_ndarray().reshape(-1, frame.layout.nb_channels).T
+            )
     if not chunks:
         return None
     waveform = torch.from_numpy(np.concatenate(chunks, axis=1)).float()
     if not np.issubdtype(chunks[0].dtype, np.floating):
         waveform /= float(np.iinfo(chunks[0].dtype).max)
-    waveform = waveform[:, int(start * sample_rate) : math.ceil(end * sample_rate)]
+    first = round((start - first_time) * sample_rate)
+    if first < 0:  # the audio starts after the first kept frame: silence until it does
+        waveform = F.pad(waveform, (-first, 0))
+        first = 0
+    waveform = waveform[:, first : first + math.ceil((end - start) * sample_rate)]
     return {"waveform": waveform.unsqueeze(0), "sample_rate": sample_rate}
 
 

@@ -1,0 +1,245 @@
+"""Clips as phones and the internet make them, through Load Video (DiffFERV) in a real ComfyUI: a display
+matrix turns frames upright, a variable frame rate is taken at a constant one by timestamps (duration and
+audio kept), a damaged file is refused at validation saying where and what to do, ComfyUI's VIDEO type in
+and out. The clips are made here, tiny (tests/real_clips.py)."""
+
+from __future__ import annotations
+
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from real_clips import damage, display_matrix, onset, pattern, shown, tone, write_clip
+from video_probe import probe, psnr
+
+NODE = "DiffFERV_LoadVideo"
+LOAD = {"max_frames": 0, "skip_first_frames": 0, "every_nth": 1, "short_side": 64, "fit": "crop"}
+
+
+def into_input(comfy, path: Path) -> str:
+    shutil.copy(path, comfy.workdir / "input" / path.name)
+    return path.name
+
+
+def load(comfy, video: str, **overrides):
+    (images, fps, count, audio), _ = comfy.run_node(NODE, video=video, **{**LOAD, **overrides})
+    return images, fps, count, audio
+
+
+def uint8(images: torch.Tensor) -> np.ndarray:
+    return (images * 255).round().to(torch.uint8).numpy()
+
+
+ORIENTATIONS = [(90, False), (180, False), (270, False), (0, True), (90, True), (180, True), (270, True)]
+
+
+@pytest.mark.parametrize(("degrees", "mirrored"), ORIENTATIONS)
+def test_a_display_matrix_turns_the_frames_upright(comfy, tmp_path, caplog, degrees, mirrored):
+    """Coded 128x64 frames with a display matrix come out as a player shows them (numpy's turn of the
+    decoded coded frames), not as coded; the node says it turned them."""
+    coded = pattern(2, 64, 128)
+    name = f"phone_{degrees}_{int(mirrored)}.mp4"
+    path = write_clip(tmp_path / name, coded, matrix=display_matrix(degrees, mirrored))
+    if not mirrored:  # FFmpeg's own reading of the matrix: counter-clockwise degrees
+        with av.open(str(path)) as container:
+            assert round(next(container.decode(video=0)).rotation) % 360 == degrees
+    expected = shown(probe(path).frames, degrees, mirrored)  # the decoded coded frames, turned by numpy
+    with caplog.at_level("INFO"):
+        images, _, count, _ = load(comfy, into_input(comfy, path), short_side=64)
+    got = uint8(images)
+    assert got.shape == expected.shape and count == 2
+    assert psnr(got, expected) > 40
+    unturned = probe(path).frames
+    if unturned.shape == got.shape:
+        assert psnr(got, unturned) < 25  # the pattern shows any turn
+    said = [r.getMessage() for r in caplog.records if "Load Video (DiffFERV)" in r.getMessage()]
+    assert said and "by its display matrix: frames turned upright" in said[0]
+    assert ("mirrored" in said[0]) == mirrored and (f"turned {(-degrees) % 360}" in said[0]) == bool(
+        degrees % 360
+    )
+
+
+def test_a_phone_clip_is_portrait_at_validation_and_in_the_probe(comfy, tmp_path):
+    """A phone's portrait clip (coded 350x256 landscape, turned 90 degrees clockwise) is 256x350: the
+    working size is the upright one."""
+    from comfyui_diffferv.video.decode import probe_clip
+
+    path = write_clip(tmp_path / "portrait.mp4", pattern(3, 256, 350), matrix=display_matrix(-90))
+    info = probe_clip(path, count_up_to=100)
+    assert (info.width, info.height, info.frames) == (256, 350, 3)
+    assert info.describe() == "3 frames of 256x350 (shown turned 90 degrees clockwise: coded 350x256)"
+    images, *_ = load(comfy, into_input(comfy, path), short_side=256)
+    assert images.shape == (3, 320, 256, 3)
+
+
+VFR_TIMES = [0.04 * i for i in range(24)] + [0.96 + 0.1 * i for i in range(24)]
+VFR_END = 0.96 + 2.4  # 48 frames over 3.36 s: 14.29 fps on average
+FLASH = 30  # the frame shown from 1.56 s, white, when the tone starts
+
+
+def vfr_clip(tmp_path: Path) -> Path:
+    frames = np.full((48, 64, 64, 3), 40, np.uint8)
+    frames[FLASH] = 255
+    return write_clip(tmp_path / "vfr.mp4", frames, VFR_TIMES, VFR_END, audio=tone(VFR_END, VFR_TIMES[FLASH]))
+
+
+def flash_and_tone(path: Path) -> tuple[float, float, float, float]:
+    """(duration, time of the white frame, tone onset, frame interval) of a written clip, by PyAV."""
+    written = probe(path)
+    index = int(np.flatnonzero(written.frames.reshape(len(written.frames), -1).mean(axis=1) > 200)[0])
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        samples = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(stream)])
+        sound_onset = onset(samples, stream.codec_context.sample_rate)
+    return len(written.frames) / written.fps, index / written.fps, sound_onset, 1 / written.fps
+
+
+def test_a_variable_rate_clip_keeps_its_duration_and_its_sound_in_sync(comfy, tmp_path, caplog):
+    """Frames 0.04 s apart, then 0.1 s (48 over 3.36 s), a tone starting with a white frame at 1.56 s.
+    Load Video -> Video Combine writes 3.36 s at the clip's average rate and the white frame within a
+    frame of the tone; the node says the clip was variable-rate and the rate it took."""
+    name = into_input(comfy, vfr_clip(tmp_path))
+    prompt = {
+        "1": {"class_type": NODE, "inputs": {"video": name, **LOAD}},
+        "2": {
+            "class_type": "DiffFERV_VideoCombine",
+            "inputs": {
+                "images": ["1", 0], "fps": ["1", 1], "audio": ["1", 3], "filename_prefix": "tests/vfr",
+                "format": "mp4 (h264)", "quality": 60, "save_output": True,
+            },
+        },
+    }  # fmt: skip
+    with caplog.at_level("INFO"):
+        outputs = comfy.run_prompt(prompt)
+    saved = outputs["2"]["images"][0]
+    duration, flash, sound, frame = flash_and_tone(
+        comfy.workdir / "output" / saved["subfolder"] / saved["filename"]
+    )
+    assert duration == pytest.approx(VFR_END, abs=frame)
+    assert frame == pytest.approx(VFR_END / 48, rel=0.01)  # the average rate
+    assert abs(flash - VFR_TIMES[FLASH]) <= frame and abs(sound - flash) <= frame
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "variable frame rate: taken at a constant 14.29 fps by the frames' timestamps" in said
+
+
+def test_a_chosen_rate_takes_frames_by_their_timestamps(comfy, tmp_path):
+    """frame_rate 10 on the variable-rate clip: 34 frames (3.36 s), each the one shown at its middle."""
+    images, fps, count, audio = load(comfy, into_input(comfy, vfr_clip(tmp_path)), frame_rate=10.0)
+    assert fps == 10.0 and count == 34
+    white = int(np.flatnonzero(uint8(images).reshape(count, -1).mean(axis=1) > 200)[0])
+    assert (
+        white == 16
+    )  # slot 15's middle (1.55 s) is before the white frame (1.56 s), slot 16's (1.65 s) in it
+    assert audio["waveform"].shape[-1] / audio["sample_rate"] == pytest.approx(VFR_END, abs=0.05)
+
+
+@pytest.fixture(scope="module")
+def damaged_clip(comfy, tmp_path_factory) -> str:
+    """48 frames of noise-like content (so the damage lands in the frames' data), bytes 30%..70% random."""
+    rng = np.random.default_rng(3)
+    frames = (pattern(48, 64, 64).astype(np.int16) + rng.integers(-60, 60, (48, 64, 64, 3))).clip(0, 255)
+    path = write_clip(tmp_path_factory.mktemp("damaged") / "damaged.mp4", frames.astype(np.uint8))
+    return into_input(comfy, damage(path))
+
+
+def load_prompt(video: str, **overrides) -> dict:
+    return {
+        "1": {"class_type": NODE, "inputs": {"video": video, **LOAD, **overrides}},
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
+
+
+def test_a_damaged_clip_is_refused_at_validation_saying_where(comfy, damaged_clip):
+    problems, _ = comfy.validate(load_prompt(damaged_clip))
+    assert len(problems) == 1 and problems[0].input_name == "video"
+    sentence = problems[0].message
+    frame = int(sentence.split("decoding stops at frame ")[1].split(" ")[0])
+    assert 0 < frame < 40
+    assert sentence.startswith(
+        f"video: damaged.mp4 is damaged: decoding stops at frame {frame} ({frame / 25:.2f} s) of 48 ("
+    )
+    assert sentence.endswith(
+        f"); keep the {frame} frames before it with max_frames {frame}, or re-encode the file (e.g. ffmpeg -i "
+        "damaged.mp4 -c:v libx264 -crf 18 fixed.mp4) to edit all of it"
+    )
+    # what it says works: those frames load
+    _, _, count, _ = load(comfy, damaged_clip, max_frames=frame)
+    assert count == frame and comfy.validate(load_prompt(damaged_clip, max_frames=frame))[0] == []
+    # and the advice counts kept frames when frames are skipped
+    problems, _ = comfy.validate(load_prompt(damaged_clip, skip_first_frames=1, every_nth=2))
+    assert f"with max_frames {frame // 2}," in problems[0].message
+
+
+def test_a_clip_damaged_after_the_frames_asked_for_runs(comfy, damaged_clip):
+    assert comfy.validate(load_prompt(damaged_clip, max_frames=4))[0] == []
+    images, _, count, _ = load(comfy, damaged_clip, max_frames=4)
+    assert count == 4 and images.shape == (4, 64, 64, 3)
+
+
+def test_reading_past_the_damage_says_where(comfy, damaged_clip):
+    """Without the check (the node run directly), decoding fails with the same sentence."""
+    with pytest.raises(Exception, match=r"damaged.mp4 is damaged: decoding stops at frame \d+ "):
+        load(comfy, damaged_clip)
+
+
+# ------------------------------------------------------------------------------------------------------
+# ComfyUI's VIDEO type
+
+
+def test_load_video_reads_a_connected_video_upright(comfy, tmp_path):
+    """Core Load Video (a file-backed VIDEO) -> Load Video (DiffFERV) decodes it here: a phone clip comes
+    out upright; Video Combine's VIDEO goes to core Save Video."""
+    path = write_clip(tmp_path / "core_phone.mp4", pattern(3, 64, 128), matrix=display_matrix(-90))
+    name = into_input(comfy, path)
+    prompt = {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": name}},
+        "2": {"class_type": NODE, "inputs": {"video": name, **LOAD, "short_side": 64, "source": ["1", 0]}},
+        "3": {
+            "class_type": "DiffFERV_VideoCombine",
+            "inputs": {
+                "images": ["2", 0], "fps": ["2", 1], "filename_prefix": "tests/core_in", "format": "mp4 (h264)",
+                "quality": 80, "save_output": True,
+            },
+        },
+        "4": {
+            "class_type": "SaveVideo",
+            "inputs": {"video": ["3", 1], "filename_prefix": "tests/core_out", "format": "auto", "codec": "auto"},
+        },
+    }  # fmt: skip
+    outputs = comfy.run_prompt(prompt)
+    saved = outputs["4"]["images"][0]
+    written = probe(comfy.workdir / "output" / saved["subfolder"] / saved["filename"])
+    expected = shown(probe(path).frames, -90)
+    assert written.frames.shape == expected.shape == (3, 128, 64, 3)
+    assert psnr(written.frames, expected) > 30 and written.fps == pytest.approx(25.0)
+
+
+def test_load_video_picks_and_sizes_a_video_made_of_frames(comfy):
+    """A VIDEO from frames (core Create Video's kind): skipped, thinned, capped and sized like a file,
+    with its audio cut to the kept span."""
+    from comfy_api.latest import InputImpl, Types
+
+    frames = torch.rand(10, 90, 160, 3)
+    audio = {"waveform": torch.rand(1, 1, 16000), "sample_rate": 16000}  # 1 s for 10 frames at 10 fps
+    video = InputImpl.VideoFromComponents(
+        Types.VideoComponents(images=frames, frame_rate=Fraction(10), audio=audio)
+    )
+    (images, fps, count, cut), _ = comfy.run_node(
+        NODE, video=None, **{**LOAD, "max_frames": 3, "skip_first_frames": 2, "every_nth": 2}, source=video
+    )
+    assert count == 3 and fps == 5.0 and images.shape == (3, 64, 64 * 160 // 90 // 64 * 64, 3)
+    assert torch.equal(cut["waveform"], audio["waveform"][..., 3200:12800])  # 0.2 s .. 0.8 s
+
+
+def test_video_combine_gives_a_video_for_gif_too(comfy):
+    frames = torch.rand(4, 64, 64, 3)
+    (_, video), _ = comfy.run_node(
+        "DiffFERV_VideoCombine", images=frames, fps=8.0, filename_prefix="tests/vid", format="gif", quality=50,
+        save_output=True,
+    )  # fmt: skip
+    components = video.get_components()
+    assert torch.equal(components.images, frames) and float(components.frame_rate) == 8.0
