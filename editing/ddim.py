@@ -45,6 +45,14 @@ def inversion_sigmas(sampling_sigmas: torch.Tensor) -> torch.Tensor:
     return flipped
 
 
+def sampling_sigmas(inversion_schedule: torch.Tensor) -> torch.Tensor:
+    """The sampling schedule of an inversion schedule: reversed, ending at 0 (DDIM's last step returns
+    the denoised latent)."""
+    sigmas = inversion_schedule.flip(0).clone()
+    sigmas[-1] = 0.0
+    return sigmas
+
+
 def invert(
     model,
     x: torch.Tensor,

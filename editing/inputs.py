@@ -1,4 +1,4 @@
-"""The valid ranges of the editing settings and what a prompt must be, shared by the nodes (their input
+"""The editing settings, declared once (settings.Number: default, range, advice), and what a prompt must be, shared by the nodes (their input
 limits and validation) and the `edit` command (its flags), so both refuse the same values with the same
 words.
 """
@@ -7,14 +7,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..settings import Choice, Number
+from .preservation import CACHE_MODES
 from .token_alignment import trailing_run_start
 
-STEPS = (2, 1000)
-"""DDIM steps of the inversion (the sampler uses the same schedule); the paper uses 50."""
-TAU_APP = (0.0, 1.0)
+STEPS = Number(50, 2, 1000, advice="50 is the paper's; 10 for a first try")
+"""DDIM steps of the inversion (the sampler uses the same schedule)."""
+TAU_APP = Number(
+    0.9,
+    0.0,
+    1.0,
+    step=0.01,
+    advice="0.9 for texture edits such as age or make-up, 0.7 for shape edits such as glasses or hair",
+)
 """Share of the sampling during which the appearance features are injected."""
-GUIDANCE = (1.0, 30.0)
-"""Classifier-free guidance scale of the editing sampler; the paper uses 5."""
+GUIDANCE = Number(5.0, 1.0, 30.0, step=0.1, advice="5 is the paper's")
+"""Classifier-free guidance scale of the editing sampler."""
+CACHE_MODE = Choice("auto", tuple(CACHE_MODES))
+"""How the inversion's features reach the sampler (editing.preservation)."""
+SOURCE_PROMPT = "a photo of a woman"
+"""The default source prompt (what the demo clip shows)."""
+EDIT_PROMPT = "a photo of an old woman"
+"""The default edit prompt (the source prompt with the change)."""
 MAX_PROMPT_TOKENS = 75
 """Text tokens in one CLIP chunk (77 with the start and end tokens)."""
 
@@ -41,3 +55,25 @@ def prompt_problem(name: str, text: str, chunks: Sequence[Sequence[int]] | None 
             f"of {MAX_PROMPT_TOKENS} tokens: shorten it by at least {max(count - MAX_PROMPT_TOKENS, 1)} tokens"
         )
     return None
+
+
+def check_clip_frames(samples, trajectories) -> None:
+    """The latent batch must be the clip the TRAJECTORIES came from: same frame count and size."""
+    if samples.ndim != 4 or samples.shape[1] != 4:
+        raise ValueError(
+            f"latent: expected an SD1.5 latent batch [frames, 4, h, w], got {list(samples.shape)}"
+        )
+    frames, _, h, w = samples.shape
+    if frames < 2:
+        raise ValueError("latent: holds 1 frame; a video edit needs at least 2 (encode the clip's frames)")
+    if trajectories.frames != frames:
+        raise ValueError(
+            f"trajectories: computed from {trajectories.frames} frames, but the latent holds {frames}; compute "
+            "them from the same frames that were encoded"
+        )
+    if tuple(trajectories.image_size) != (h * 8, w * 8):
+        th, tw = trajectories.image_size
+        raise ValueError(
+            f"trajectories: computed on {tw}x{th} frames, but the latent is of {w * 8}x{h * 8} frames; compute "
+            "them from the same (resized) frames that were encoded"
+        )

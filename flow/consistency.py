@@ -6,6 +6,11 @@ import cv2
 import numpy as np
 import torch
 
+from ..settings import Number
+
+CONSISTENCY_THRESHOLD = Number(1.0, 0.0, 64.0, step=0.1, advice="0 turns the check off")
+"""The forward-backward check's threshold in pixels (trajectories, keyframe propagation, the report)."""
+
 
 def consistent_pixels(forward: torch.Tensor, backward: torch.Tensor, threshold: float) -> torch.Tensor:
     """Pixels of the first frame whose flow can be trusted, as bool [N, H, W].

@@ -48,6 +48,15 @@ LATENT_FACTORS = (8, 16, 32, 64)
 """Image-to-grid downscale factors of SD1.5's attention blocks (input/output 1/8, 1/16, 1/32; middle 1/64)."""
 
 
+def level_grid(image_size: tuple[int, int], level: int) -> tuple[int, int]:
+    """Latent grid (h, w) of a resolution level for frames of image_size (H, W) pixels: the VAE divides
+    by 8, each UNet downsampling (stride-2 conv, padding 1) halves rounding up."""
+    h, w = image_size[0] // 8, image_size[1] // 8
+    for _ in range(level):
+        h, w = -(-h // 2), -(-w // 2)
+    return h, w
+
+
 def check_frames(
     frames: torch.Tensor | np.ndarray | Sequence, multiple: int = max(LATENT_FACTORS)
 ) -> torch.Tensor:

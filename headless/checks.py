@@ -12,15 +12,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..editing.inputs import GUIDANCE, STEPS, TAU_APP, prompt_problem
+from ..editing.inputs import prompt_problem
 from ..faces.dlib_models import missing_reason
-from ..masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX
+from ..settings import Number
 from ..unet.files import UNetFileError, check_sd15_checkpoint, check_sd15_file
 from ..video.decode import MAX_FRAME_CAP, MIN_EDIT_FRAMES, ClipError, probe_clip, size_problem
 from ..video.encode import format_of
-from ..windows.schedule import check_window_settings
+from ..windows.schedule import CONTEXT_LENGTH, overlap_problem
 from .cli import InputRefusedError
-from .flags import EXTENSIONS, MAX_KEYFRAME_EVERY, MAX_WINDOW
+from .flags import DECLARED, EXTENSIONS
 from .workflow import CHECKPOINT, CHECKPOINT_URL, KEYFRAMES, SPEED_WORKFLOW, WORKFLOW
 
 CHECKPOINT_HELP = f"""No Stable Diffusion 1.5 checkpoint was found.
@@ -48,47 +48,22 @@ class Checked:
 
 def value_problems(args: argparse.Namespace) -> list[str]:
     """The command-line values outside their ranges, and empty prompts, one sentence each."""
-    problems = []
-    for flag, value, (low, high), advice in (
-        ("--tau-app", args.tau_app, TAU_APP, " (0.9 for texture edits, 0.7 for shape edits)"),
-        ("--guidance", args.guidance, GUIDANCE, " (5 is the paper's)"),
-        ("--steps", args.steps, STEPS, " (50 is the paper's; 10 for a first try)"),
-    ):
-        if not low <= value <= high:
-            problems.append(f"{flag} is {value:g}; use a value from {low:g} to {high:g}{advice}")
+    problems = [
+        setting.declared.problem(setting.flag, value, setting.off)
+        for setting in DECLARED.values()
+        if isinstance(setting.declared, Number) and setting.flag != "--overlap"
+        for value in [getattr(args, setting.flag[2:].replace("-", "_"))]
+    ]
+    if args.window and CONTEXT_LENGTH.problem("--window", args.window) is None:  # the overlap goes with it
+        problems.append(overlap_problem(args.window, args.overlap, "--window", "--overlap"))
     if args.frames != 0 and not MIN_EDIT_FRAMES <= args.frames <= MAX_FRAME_CAP:
         problems.append(
             f"--frames is {args.frames}; a video edit needs 0 (all frames) or {MIN_EDIT_FRAMES} to "
             f"{MAX_FRAME_CAP} frames"
         )
-    if args.window != 0 and not 2 <= args.window <= MAX_WINDOW:
-        problems.append(
-            f"--window is {args.window}; use 0 (one batch) or 2 to {MAX_WINDOW} frames (16 is the default)"
-        )
-    elif args.window:
-        try:
-            check_window_settings(args.window, args.overlap)
-        except ValueError:
-            problems.append(
-                f"--overlap is {args.overlap}; use 0 to {args.window - 1} (less than --window {args.window})"
-            )
-    if args.keyframe_every != 0 and not 2 <= args.keyframe_every <= MAX_KEYFRAME_EVERY:
-        problems.append(
-            f"--keyframe-every is {args.keyframe_every}; use 0 (edit every frame) or 2 to {MAX_KEYFRAME_EVERY} "
-            "(4 is the usual choice)"
-        )
-    for flag, value, (low, high) in (
-        ("--mask-face", args.mask_face, FACE_INDEX),
-        ("--mask-grow", args.mask_grow, GROW_PX),
-        ("--mask-feather", args.mask_feather, FEATHER_PX),
-    ):
-        if not low <= value <= high:
-            problems.append(f"{flag} is {value}; use {low} to {high}")
-    problems += [p for p in [size_problem(args.size, "--size")] if p]
-    problems += [
-        p for p in (prompt_problem("--source", args.source), prompt_problem("--edit", args.edit)) if p
-    ]
-    return problems
+    problems.append(size_problem(args.size, "--size"))
+    problems += [prompt_problem("--source", args.source), prompt_problem("--edit", args.edit)]
+    return [problem for problem in problems if problem]
 
 
 def output_format(flag: str, given: str, video: Path) -> str:
@@ -170,14 +145,14 @@ def check_models(args: argparse.Namespace, comfyui: Path) -> tuple[Path, Path | 
 
 def read_workflow(args: argparse.Namespace) -> tuple[dict, str]:
     """The API-form workflow to run (--workflow, else the shipped one for the mode) and its path."""
-    workflow_path = args.workflow or str(SPEED_WORKFLOW if args.keyframe_every else WORKFLOW)
+    workflow_path = args.workflow or str(SPEED_WORKFLOW if args.keyframe_every > 1 else WORKFLOW)
     try:
         workflow = json.loads(Path(workflow_path).expanduser().read_text())
     except (OSError, ValueError) as error:
         raise InputRefusedError(
             f"--workflow: {workflow_path} is not a readable API-form workflow ({error})"
         ) from None
-    if args.keyframe_every and not any(n.get("class_type") == KEYFRAMES for n in workflow.values()):
+    if args.keyframe_every > 1 and not any(n.get("class_type") == KEYFRAMES for n in workflow.values()):
         raise InputRefusedError(
             f"--keyframe-every: the workflow {workflow_path} has no Select Keyframes (DiffFERV) node; leave "
             f"--workflow out to run the shipped speed-mode workflow ({SPEED_WORKFLOW.name})"

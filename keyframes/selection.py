@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..settings import Number
+
+KEYFRAME_EVERY = Number(4, 1, 64, advice="4 is the usual choice")
+"""Select Keyframes' gap: every k-th frame (and the last) is a keyframe; 1 edits every frame."""
+
 
 @dataclass(frozen=True)
 class Keyframes:

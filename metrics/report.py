@@ -18,13 +18,14 @@ import torch
 
 from ..faces.dlib_models import SAME_PERSON_DISTANCE, FaceModels, to_uint8
 from ..flow.backends import DISFlow
+from ..flow.consistency import CONSISTENCY_THRESHOLD
 from ..flow.source_flow import SourceFlow
 from ..flow.trajectories import compute_source_flow
 from . import identity as ids
 from .image_quality import mse, psnr_of, ssim
 from .warping import warping_errors
 
-DEFAULT_THRESHOLD = 1.0
+DEFAULT_THRESHOLD = CONSISTENCY_THRESHOLD.default
 """Forward-backward tolerance (px) of the flow the report computes itself (Compute Flow Trajectories' default)."""
 
 

@@ -25,6 +25,7 @@ import comfy.ldm.modules.attention as comfy_attention_module
 
 from ..attention.control import CONTROL_KEY, PreservationControl
 from ..attention.patches import CrossAttentionControl, TemporalSelfAttention
+from ..flow.trajectories import level_grid
 from ..flow.trajectory_set import TrajectorySet
 
 SD15_SELF_ATTENTION_LEVELS: dict[tuple[str, int], int] = {
@@ -53,15 +54,6 @@ LEVELS = 4
 def comfy_attention(q, k, v, heads, mask=None, **kwargs):
     """ComfyUI's optimized attention, looked up at each call (other nodes may swap the global)."""
     return comfy_attention_module.optimized_attention(q, k, v, heads, mask=mask, **kwargs)
-
-
-def level_grid(image_size: tuple[int, int], level: int) -> tuple[int, int]:
-    """Latent grid (h, w) of a resolution level for frames of image_size (H, W) pixels: the VAE divides
-    by 8, each UNet downsampling (stride-2 conv, padding 1) halves rounding up."""
-    h, w = image_size[0] // 8, image_size[1] // 8
-    for _ in range(level):
-        h, w = -(-h // 2), -(-w // 2)
-    return h, w
 
 
 def is_ours(patch, name: str) -> bool:

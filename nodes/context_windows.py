@@ -6,11 +6,10 @@ from __future__ import annotations
 import comfy.context_windows as core
 from comfy_api.latest import io
 
+from ..windows.schedule import CONTEXT_LENGTH, CONTEXT_OVERLAP, overlap_problem
 from .common import CATEGORY, PREFIX
 from .window_glue import install, static_handler
 
-DEFAULT_LENGTH = 16
-DEFAULT_OVERLAP = 4
 DEFAULT_FUSE = core.ContextFuseMethods.PYRAMID
 
 
@@ -36,21 +35,19 @@ class ContextWindows(io.ComfyNode):
                 ),
                 io.Int.Input(
                     "context_length",
-                    default=DEFAULT_LENGTH,
-                    min=2,
-                    max=256,
-                    tooltip="Frames per window: the UNet batch holds this many frames per prompt chunk "
-                    "(2 chunks in sampling, 3 in the recompute cache mode). GPU memory and the span of the "
-                    "trajectory attention grow with it.",
+                    **CONTEXT_LENGTH.widget(),
+                    tooltip=CONTEXT_LENGTH.tooltip(
+                        "Frames per window: the UNet batch holds this many frames per prompt chunk "
+                        "(2 chunks in sampling, 3 in the recompute cache mode)."
+                    ),
                 ),
                 io.Int.Input(
                     "context_overlap",
-                    default=DEFAULT_OVERLAP,
-                    min=0,
-                    max=255,
-                    tooltip="Frames shared by neighbouring windows, where their outputs are blended. Must be "
-                    "smaller than context_length. More overlap: smoother seams, more UNet work "
-                    "(length / (length - overlap) times the frames).",
+                    **CONTEXT_OVERLAP.widget(),
+                    tooltip=CONTEXT_OVERLAP.tooltip(
+                        "Frames shared by neighbouring windows, where their outputs are blended "
+                        "(length / (length - overlap) times the frames)."
+                    ),
                 ),
                 io.Combo.Input(
                     "fuse_method",
@@ -72,9 +69,7 @@ class ContextWindows(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, context_length, context_overlap, fuse_method) -> io.NodeOutput:
-        if context_overlap >= context_length:
-            raise ValueError(
-                f"context_overlap ({context_overlap}) must be smaller than context_length ({context_length}): "
-                "windows advance by context_length - context_overlap frames"
-            )
+        problem = overlap_problem(context_length, context_overlap)
+        if problem:
+            raise ValueError(problem)
         return io.NodeOutput(install(model, static_handler(context_length, context_overlap, fuse_method)))

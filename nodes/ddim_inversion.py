@@ -13,14 +13,13 @@ from comfy_api.latest import io
 
 from ..attention.control import FeatureStore, PreservationControl
 from ..editing.ddim import invert
-from ..editing.inputs import STEPS
+from ..editing.inputs import SOURCE_PROMPT, STEPS, check_clip_frames
 from ..editing.preservation import CACHE_MODES, STORE, InversionResult
 from .attention_patches import with_control
 from .common import CATEGORY, PREFIX, Inversion, Trajectories, input_problem, progress
 from .memory_glue import count_real_rows
 from .preservation_glue import (
     SOURCE_ROLE,
-    check_clip_frames,
     encode_prompt,
     pick_cache_mode,
     schedule,
@@ -55,7 +54,7 @@ class DDIMInvertWithCache(io.ComfyNode):
                 io.String.Input(
                     "source_prompt",
                     multiline=True,
-                    default="a photo of a woman",
+                    default=SOURCE_PROMPT,
                     tooltip="What the video shows, in the words the edit will change (e.g. 'a photo of a "
                     "woman' for the edit 'a photo of an old woman'). Under 75 tokens.",
                 ),
@@ -64,11 +63,10 @@ class DDIMInvertWithCache(io.ComfyNode):
                 ),
                 io.Int.Input(
                     "steps",
-                    default=50,
-                    min=STEPS[0],
-                    max=STEPS[1],
-                    tooltip="DDIM steps (the paper uses 50). The sampler uses the same schedule. Time grows "
-                    "linearly; the store cache too.",
+                    **STEPS.widget(),
+                    tooltip=STEPS.tooltip(
+                        "DDIM steps. The sampler uses the same schedule. Time grows linearly; the store cache too."
+                    ),
                 ),
                 io.Combo.Input(
                     "cache_mode",

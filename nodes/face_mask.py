@@ -9,7 +9,7 @@ from comfy_api.latest import io
 from ..faces.dlib_models import FaceModelsMissingError, face_models
 from ..flow.backends import DISFlow
 from ..masks.face_mask import face_masks
-from ..masks.inputs import FACE_INDEX, GROW_PX, PICK_RULES, REGIONS
+from ..masks.inputs import FACE_INDEX, GROW_PX, PICK, REGION
 from ..masks.preview import mask_preview
 from .common import CATEGORY, PREFIX, input_problem, progress
 
@@ -32,32 +32,26 @@ class FaceMask(io.ComfyNode):
                 io.Image.Input("frames", tooltip="The video frames (Load Video's frames)."),
                 io.Combo.Input(
                     "region",
-                    options=list(REGIONS),
-                    default="face",
+                    **REGION.widget(),
                     tooltip="face: the hull of the 68 landmarks, brows to chin (make-up, age, expression). "
                     "face+hair: up to the top of the head and the hair beside it (hair colour, hats, "
                     "glasses reaching the temples).",
                 ),
                 io.Int.Input(
                     "grow_px",
-                    default=8,
-                    min=GROW_PX[0],
-                    max=GROW_PX[1],
+                    **GROW_PX.widget(),
                     tooltip="Grow the region by this many pixels on every side (room for glasses, a beard, "
                     "a changed jaw line). The sampler's feather softens the edge on top of this.",
                 ),
                 io.Combo.Input(
                     "pick",
-                    options=list(PICK_RULES),
-                    default="largest",
+                    **PICK.widget(),
                     tooltip="How faces are counted in the first frame that shows the wanted one: largest "
                     "first, or from the left.",
                 ),
                 io.Int.Input(
                     "face_index",
-                    default=0,
-                    min=FACE_INDEX[0],
-                    max=FACE_INDEX[1],
+                    **FACE_INDEX.widget(),
                     tooltip="Which face, counted as `pick` says, from 0: with pick left-to-right, 0 is the "
                     "leftmost face, 1 the next.",
                 ),

@@ -11,9 +11,9 @@ from comfy_api.latest import io
 
 from ..attention.control import SOURCE_CACHE, Feature, FeatureStore, Injection, PreservationControl
 from ..editing.blending import SourceBlend
-from ..editing.ddim import sample
+from ..editing.ddim import sample, sampling_sigmas
 from ..editing.identity import IN_BATCH, SEPARATE
-from ..editing.inputs import GUIDANCE, TAU_APP
+from ..editing.inputs import EDIT_PROMPT, GUIDANCE, TAU_APP
 from ..editing.preservation import InversionResult, appearance_steps, store_bytes
 from ..editing.token_alignment import align_tokens
 from ..masks.inputs import FEATHER_PX
@@ -28,7 +28,6 @@ from .preservation_glue import (
     add_source_chunk,
     encode_prompt,
     identity_path,
-    sampling_sigmas,
     temporal_model,
 )
 from .prompts import check_prompt
@@ -69,7 +68,7 @@ class PreservationInjectSampler(io.ComfyNode):
                 io.String.Input(
                     "edit_prompt",
                     multiline=True,
-                    default="a photo of an old woman",
+                    default=EDIT_PROMPT,
                     tooltip="The source prompt with the change, e.g. 'a photo of a woman' -> 'a photo of an "
                     "old woman with glasses'. Words shared with the source prompt keep the source's layout; "
                     "new words act freely. Under 75 tokens.",
@@ -83,23 +82,19 @@ class PreservationInjectSampler(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "guidance",
-                    default=5.0,
-                    min=GUIDANCE[0],
-                    max=GUIDANCE[1],
-                    step=0.1,
-                    tooltip="Classifier-free guidance scale (the paper uses 5). Higher: stronger edit, less "
-                    "faithful.",
+                    **GUIDANCE.widget(),
+                    tooltip=GUIDANCE.tooltip(
+                        "Classifier-free guidance scale. Higher: stronger edit, less faithful."
+                    ),
                 ),
                 io.Float.Input(
                     "tau_app",
-                    default=0.9,
-                    min=TAU_APP[0],
-                    max=TAU_APP[1],
-                    step=0.01,
-                    tooltip="Share of the sampling (from the noisy end) during which the appearance features "
-                    "are injected: higher keeps identity and details closer to the input, lower lets the edit "
-                    "change more. 0.9 for texture edits (age, make-up, lipstick); 0.7 for shape edits (glasses, "
-                    "hair, man -> woman). 0 turns appearance injection off.",
+                    **TAU_APP.widget(),
+                    tooltip=TAU_APP.tooltip(
+                        "Share of the sampling (from the noisy end) during which the appearance features are "
+                        "injected: higher keeps identity and details closer to the input, lower lets the edit "
+                        "change more; 0 turns appearance injection off."
+                    ),
                 ),
                 io.Boolean.Input(
                     "inject_motion",
@@ -122,9 +117,7 @@ class PreservationInjectSampler(io.ComfyNode):
                 ),
                 io.Int.Input(
                     "mask_feather_px",
-                    default=8,
-                    min=FEATHER_PX[0],
-                    max=FEATHER_PX[1],
+                    **FEATHER_PX.widget(),
                     optional=True,
                     tooltip="Soften the mask's edge over about this many pixels on each side, so the edit "
                     "fades into the untouched area (the latent works in 8x8-pixel cells: below 8 the edge "
@@ -160,7 +153,7 @@ class PreservationInjectSampler(io.ComfyNode):
         inject_motion,
         inject_semantic,
         mask=None,
-        mask_feather_px=8,
+        mask_feather_px=FEATHER_PX.default,
     ) -> io.NodeOutput:
         model = prepare_windows(temporal_model(model, inversion.trajectories))
         edit_cond, edit_tokens = encode_prompt(clip, edit_prompt, "edit_prompt")

@@ -6,7 +6,9 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..flow.backends import make_backend
+from ..flow.consistency import CONSISTENCY_THRESHOLD
 from ..keyframes.propagation import propagate_edit
+from ..keyframes.selection import KEYFRAME_EVERY
 from ..keyframes.selection import Keyframes as KeyframeSet
 from .common import CATEGORY, PREFIX, Keyframes, input_problem, progress
 
@@ -30,12 +32,11 @@ class SelectKeyframes(io.ComfyNode):
                 io.Image.Input("frames", tooltip="The whole clip (Load Video's frames)."),
                 io.Int.Input(
                     "keyframe_every",
-                    default=4,
-                    min=1,
-                    max=64,
-                    tooltip="Edit every k-th frame (and the last). 4 is about 4x faster than editing every "
-                    "frame; larger gaps save more but ask more of the flow (fast motion, occlusions). 1 edits "
-                    "every frame.",
+                    **KEYFRAME_EVERY.widget(),
+                    tooltip=KEYFRAME_EVERY.tooltip(
+                        "Edit every k-th frame (and the last): about k times fewer UNet evaluations; larger gaps "
+                        "ask more of the flow (fast motion, occlusions). 1 edits every frame."
+                    ),
                 ),
             ],
             outputs=[
@@ -87,13 +88,11 @@ class PropagateKeyframeEdit(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "consistency_threshold",
-                    default=1.0,
-                    min=0.0,
-                    max=64.0,
-                    step=0.1,
-                    tooltip="Forward-backward check, in pixels: where the flow to a keyframe and back misses by "
-                    "more, the pixel counts as hidden in that keyframe and takes the other keyframe's change. "
-                    "0 turns the check off.",
+                    **CONSISTENCY_THRESHOLD.widget(),
+                    tooltip=CONSISTENCY_THRESHOLD.tooltip(
+                        "Forward-backward check, in pixels: where the flow to a keyframe and back misses by "
+                        "more, the pixel counts as hidden in that keyframe and takes the other keyframe's change."
+                    ),
                 ),
             ],
             outputs=[

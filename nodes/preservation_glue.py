@@ -83,28 +83,6 @@ def identity_path(model, inversion: InversionResult) -> str:
     return source_path(model.model is identity.model, same_weights, inversion.store is not None)
 
 
-def check_clip_frames(samples: torch.Tensor, trajectories) -> None:
-    """The latent batch must be the clip the TRAJECTORIES came from: same frame count and size."""
-    if samples.ndim != 4 or samples.shape[1] != 4:
-        raise ValueError(
-            f"latent: expected an SD1.5 latent batch [frames, 4, h, w], got {list(samples.shape)}"
-        )
-    frames, _, h, w = samples.shape
-    if frames < 2:
-        raise ValueError("latent: holds 1 frame; a video edit needs at least 2 (encode the clip's frames)")
-    if trajectories.frames != frames:
-        raise ValueError(
-            f"trajectories: computed from {trajectories.frames} frames, but the latent holds {frames}; compute "
-            "them from the same frames that were encoded"
-        )
-    if tuple(trajectories.image_size) != (h * 8, w * 8):
-        th, tw = trajectories.image_size
-        raise ValueError(
-            f"trajectories: computed on {tw}x{th} frames, but the latent is of {w * 8}x{h * 8} frames; compute "
-            "them from the same (resized) frames that were encoded"
-        )
-
-
 def temporal_model(model, trajectories):
     """`model` if it already carries DiffFERV temporal attention (Apply Temporal Attention), else a clone
     with it at the default settings (window 3, SWCFA and TTA at every resolution)."""
@@ -120,14 +98,6 @@ def schedule(model, steps: int) -> torch.Tensor:
         model.get_model_object("model_sampling"), "ddim_uniform", steps
     )
     return inversion_sigmas(sampling.cpu().to(torch.float32))
-
-
-def sampling_sigmas(inversion_schedule: torch.Tensor) -> torch.Tensor:
-    """The sampling schedule of an inversion schedule: reversed, ending at 0 (DDIM's last step returns
-    the denoised latent)."""
-    sigmas = inversion_schedule.flip(0).clone()
-    sigmas[-1] = 0.0
-    return sigmas
 
 
 def pick_cache_mode(model, mode: str, frames: int, steps: int, latent_hw: tuple[int, int]) -> tuple[str, str]:

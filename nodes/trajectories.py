@@ -14,6 +14,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..flow.backends import BACKENDS, make_backend
+from ..flow.consistency import CONSISTENCY_THRESHOLD
 from ..flow.preview import render_trajectories
 from ..flow.trajectories import LATENT_FACTORS, build_trajectories
 from .common import CATEGORY, PREFIX, Trajectories, input_problem, progress
@@ -62,14 +63,13 @@ class ComputeFlowTrajectories(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "consistency_threshold",
-                    default=1.0,
-                    min=0.0,
-                    max=64.0,
-                    step=0.1,
-                    tooltip="Forward-backward check, in pixels: a pixel whose flow to the next frame and back "
-                    "misses its start by more than this counts as occluded, and a latent cell with over half "
-                    "its pixels occluded ends its trajectory. Lower: stricter, shorter trajectories. "
-                    "0 turns the check off (only cells leaving the frame end).",
+                    **CONSISTENCY_THRESHOLD.widget(),
+                    tooltip=CONSISTENCY_THRESHOLD.tooltip(
+                        "Forward-backward check, in pixels: a pixel whose flow to the next frame and back "
+                        "misses its start by more than this counts as occluded, and a latent cell with over half "
+                        "its pixels occluded ends its trajectory (cells leaving the frame always end). Lower: "
+                        "stricter, shorter trajectories."
+                    ),
                 ),
                 io.Combo.Input(
                     "flow_model",

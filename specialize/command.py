@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ..headless import host
+from ..headless.cli import CommandParser, InputRefusedError, run_command
 from . import BRANCHES
 
 TOKENIZER = Path("comfy") / "sd1_tokenizer"
@@ -26,7 +27,7 @@ LANDMARKS = "face_landmarks.json"  # the identity branch's landmarks, found once
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="specialize",
         description="Fine-tune an SD1.5 UNet on face images (DiffFERV's specialization stage). Exports UNet "
         ".safetensors files that the Load Specialized UNet (DiffFERV) node loads.",
@@ -240,6 +241,7 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--tokenizer", type=Path, help="CLIP tokenizer folder (vocab.json, merges.txt) instead of ComfyUI's"
     )
+    where.add_argument("--verbose", action="store_true", help="show the traceback of a failure")
     return p
 
 
@@ -490,10 +492,10 @@ def run(args) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 for bad input, with the reason on stderr)."""
+    """Entry point; returns the exit status in the pack's command-line style (headless/cli.py): 2 for bad
+    input, with one sentence on stderr, 1 for a failure, 130 for an interruption."""
     os.environ["HF_HUB_OFFLINE"] = "1"  # read at import time by huggingface_hub: set before any import
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    args = parser().parse_args(argv)
     from ..faces.dlib_models import FaceModelsMissingError
     from ..faces.onnx_graph import UnsupportedOnnxError
     from ..unet.files import UNetFileError
@@ -501,9 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .train import SettingsError
 
-    try:
-        run(args)
-    except (
+    refusals = (
         DataError,
         UNetFileError,
         SettingsError,
@@ -511,7 +511,19 @@ def main(argv: list[str] | None = None) -> int:
         UnsupportedOnnxError,
         ClipFileError,
         FaceModelsMissingError,
-    ) as error:
-        print(f"specialize: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    )
+
+    def body() -> None:
+        args = parser().parse_args(argv)
+        try:
+            run(args)
+        except refusals as error:
+            raise InputRefusedError(str(error)) from None
+
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command(
+        "specialize",
+        body,
+        verbose="--verbose" in argv,
+        interrupted="the exports and the training state saved so far are in OUTPUT (continue with --resume)",
+    )

@@ -17,15 +17,16 @@ import pytest
 from conftest import ROOT
 
 RULES = {
-    "flow": (),
-    "windows": (),
+    "settings": (),
+    "flow": ("settings",),
+    "windows": ("settings",),
     "attention": ("flow", "windows"),
-    "editing": ("attention", "flow", "windows"),
+    "editing": ("attention", "flow", "windows", "settings"),
     "video": (),
-    "masks": ("flow", "faces"),
-    "keyframes": ("flow",),
+    "masks": ("flow", "faces", "settings"),
+    "keyframes": ("flow", "settings"),
     "unet": (),
-    "specialize": ("unet.files", "headless.host", "faces"),
+    "specialize": ("unet.files", "headless.host", "headless.cli", "faces"),
     "headless": (
         "editing.inputs",
         "editing.preservation",
@@ -35,6 +36,7 @@ RULES = {
         "windows",
         "masks.inputs",
         "faces.dlib_models",
+        "settings",
     ),
     "faces": (),
     "metrics": ("flow", "faces"),
@@ -49,6 +51,7 @@ RULES = {
         "faces",
         "masks",
         "keyframes",
+        "settings",
     ),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""

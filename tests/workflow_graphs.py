@@ -12,11 +12,17 @@ the browser test checks that the real frontend turns the graph into the same API
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import conftest  # noqa: F401  (registers the pack as comfyui_diffferv, also when this runs as a script)
+from comfyui_diffferv.editing.inputs import CACHE_MODE, EDIT_PROMPT, GUIDANCE, SOURCE_PROMPT, STEPS, TAU_APP
+from comfyui_diffferv.flow.consistency import CONSISTENCY_THRESHOLD
+from comfyui_diffferv.keyframes.selection import KEYFRAME_EVERY
+from comfyui_diffferv.masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK, REGION
+from comfyui_diffferv.windows.schedule import CONTEXT_LENGTH, CONTEXT_OVERLAP
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
@@ -74,8 +80,8 @@ Edits a face video with a text prompt while keeping identity, motion and backgro
 
 Headless: `python ComfyUI/custom_nodes/<this pack> edit --help`."""
 
-KNOBS = """### The knobs
-- **tau_app** (sampler): how long the input's appearance is injected. 0.9 for texture edits (age, make-up, lipstick), 0.7 for shape edits (glasses, hair, man -> woman). Higher = closer to the input.
+KNOBS = f"""### The knobs
+- **tau_app** (sampler): how long the input's appearance is injected. {TAU_APP.advice[0].upper()}{TAU_APP.advice[1:]}. Higher = closer to the input.
 - **guidance** (sampler): 5 as in the paper. Higher = stronger edit, less faithful.
 - **edit prompt**: keep the source prompt's words and add or swap a few: shared words keep the input's layout, new words act freely.
 - **window** (Apply Temporal Attention): frames each frame sees (3). The trajectory attention follows optical flow over the whole clip."""
@@ -152,7 +158,7 @@ def edit_graph(
     max_frames: int = 16,
     windows: bool = False,
     keyframes: bool = False,
-    source_prompt: str = "a photo of a woman",
+    source_prompt: str = SOURCE_PROMPT,
     face_mask: bool = False,
 ) -> Graph:
     """The DiffFERV pipeline: checkpoint (+ optional specialized UNet) -> trajectories -> temporal
@@ -170,7 +176,11 @@ def edit_graph(
                 15,
                 "DiffFERV_ContextWindows",
                 (800, 520),
-                {"context_length": 16, "context_overlap": 4, "fuse_method": "pyramid"},
+                {
+                    "context_length": CONTEXT_LENGTH.default,
+                    "context_overlap": CONTEXT_OVERLAP.default,
+                    "fuse_method": "pyramid",
+                },
                 {"model": (6, 0)},
                 size=(340, 130),
             )
@@ -181,7 +191,7 @@ def edit_graph(
                 18,
                 "DiffFERV_SelectKeyframes",
                 (420, 980),
-                {"keyframe_every": 4},
+                {"keyframe_every": KEYFRAME_EVERY.default},
                 {"frames": (3, 0)},
                 size=(320, 80),
             ),
@@ -189,7 +199,7 @@ def edit_graph(
                 19,
                 "DiffFERV_PropagateKeyframeEdit",
                 (1180, 620),
-                {"backend": "dis", "consistency_threshold": 1.0},
+                {"backend": "dis", "consistency_threshold": CONSISTENCY_THRESHOLD.default},
                 {"source": (3, 0), "edited_keyframes": (10, 0), "keyframe_set": (18, 1)},
                 size=(340, 130),
             ),
@@ -199,7 +209,12 @@ def edit_graph(
             16,
             "DiffFERV_FaceMask",
             (800, 620),
-            {"region": "face", "grow_px": 8, "pick": "largest", "face_index": 0},
+            {
+                "region": REGION.default,
+                "grow_px": GROW_PX.default,
+                "pick": PICK.default,
+                "face_index": FACE_INDEX.default,
+            },
             {"frames": (3, 0)},
             size=(340, 180),
         ),
@@ -240,7 +255,7 @@ def edit_graph(
                 (420, 420),
                 {
                     "backend": "dis",
-                    "consistency_threshold": 1.0,
+                    "consistency_threshold": CONSISTENCY_THRESHOLD.default,
                     "flow_model": "none",
                     "preview_grid": "1/16",
                 },
@@ -268,7 +283,7 @@ def edit_graph(
                 8,
                 "DiffFERV_DDIMInvertWithCache",
                 (800, 120),
-                {"source_prompt": source_prompt, "steps": 50, "cache_mode": "auto"},
+                {"source_prompt": source_prompt, "steps": STEPS.default, "cache_mode": CACHE_MODE.default},
                 {"model": model, "clip": (1, 1), "latent": (7, 0), "trajectories": (4, 0)},
                 size=(340, 240),
             ),
@@ -279,11 +294,11 @@ def edit_graph(
                 {
                     "edit_prompt": edit_prompt,
                     "negative_prompt": "",
-                    "guidance": 5.0,
-                    "tau_app": 0.9,
+                    "guidance": GUIDANCE.default,
+                    "tau_app": TAU_APP.default,
                     "inject_motion": True,
                     "inject_semantic": True,
-                    "mask_feather_px": 8,
+                    "mask_feather_px": FEATHER_PX.default,
                 },
                 {"model": model, "clip": (1, 1), "inversion": (8, 0)}
                 | ({"mask": (16, 0)} if face_mask else {}),
@@ -351,7 +366,7 @@ def edit_graph(
 GRAPHS = [
     edit_graph(
         "diffferv_face_edit",
-        "a photo of an old woman",
+        EDIT_PROMPT,
         [
             Note(20, (40, -420), (520, 420), OVERVIEW),
             Note(21, (800, -420), (520, 300), KNOBS),
@@ -362,7 +377,7 @@ GRAPHS = [
     ),
     edit_graph(
         "diffferv_long_clip",
-        "a photo of an old woman",
+        EDIT_PROMPT,
         [
             Note(20, (40, -420), (520, 420), LONG_CLIP),
             Note(21, (800, -420), (520, 300), KNOBS),
@@ -375,7 +390,7 @@ GRAPHS = [
     ),
     edit_graph(
         "diffferv_speed_mode",
-        "a photo of an old woman",
+        EDIT_PROMPT,
         [
             Note(20, (40, -420), (520, 420), SPEED_MODE),
             Note(21, (800, -420), (520, 300), KNOBS),
@@ -600,8 +615,6 @@ def write_all(comfy, folder: Path = WORKFLOWS) -> list[Path]:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT / "tests"))
-    import conftest  # noqa: F401
     from comfy_harness import InProcessComfy
 
     for path in write_all(InProcessComfy(Path(tempfile.mkdtemp()))):

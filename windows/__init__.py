@@ -10,5 +10,6 @@ Everything that holds per-clip data (trajectories, cached features, inverted lat
 window with these frame tuples; a later mode that runs the UNet on a subset of frames (keyframes) uses
 the same form.
 
-Pure Python / torch; imports no ComfyUI module and nothing else of the pack.
+Pure Python / torch; imports no ComfyUI module and nothing else of the pack but the
+settings declaration (the window settings are declared in schedule.py).
 """

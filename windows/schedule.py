@@ -16,19 +16,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..settings import Number
 from .frames import FrameWindow, describe
+
+CONTEXT_LENGTH = Number(
+    16, 2, 256, advice="16 is the default; GPU memory and the span of the trajectory attention grow with it"
+)
+"""Frames per context window (Context Windows (DiffFERV)'s context_length, the edit's --window)."""
+CONTEXT_OVERLAP = Number(
+    4,
+    0,
+    CONTEXT_LENGTH.high - 1,
+    advice="more overlap: smoother seams, more UNet work; always less than the window",
+)
+"""Frames neighbouring windows share (context_overlap, --overlap); less than the window."""
+
+
+def overlap_problem(
+    length: int, overlap: int, length_name: str = "context_length", overlap_name: str = "context_overlap"
+) -> str | None:
+    """Why `overlap` cannot go with windows of `length` frames (None when it can): it must be 0 ..
+    length - 1, since windows advance by length - overlap frames (ComfyUI's schedules loop forever or
+    return no window otherwise)."""
+    if 0 <= overlap < length:
+        return None
+    return f"{overlap_name} is {overlap}; use 0 to {length - 1} (less than {length_name} {length})"
 
 
 def check_window_settings(length: int, overlap: int) -> None:
-    """A clear error unless 1 <= overlap < length (ComfyUI's schedules loop forever or return no window
-    otherwise) or overlap is 0."""
+    """A clear error unless length >= 1 and 0 <= overlap < length."""
     if length < 1:
         raise ValueError(f"context window length must be at least 1 frame, got {length}")
-    if overlap < 0 or overlap >= length:
-        raise ValueError(
-            f"context overlap must be 0 .. {length - 1} (less than the window length {length}), got {overlap}: "
-            "windows advance by length - overlap frames"
-        )
+    problem = overlap_problem(length, overlap)
+    if problem:
+        raise ValueError(problem)
 
 
 def static_windows(frames: int, length: int, overlap: int) -> list[FrameWindow]:

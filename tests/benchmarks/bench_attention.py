@@ -82,7 +82,8 @@ def memory(frames: int, size: int = 64, inner: int = 160, heads: int = 8, dtype=
 
 
 def trajectories_for(frames: int, size: int) -> TrajectorySet:
-    from comfyui_diffferv.nodes.attention_patches import LEVELS, level_grid
+    from comfyui_diffferv.flow.trajectories import level_grid
+    from comfyui_diffferv.nodes.attention_patches import LEVELS
 
     grids = {}
     for level in range(LEVELS):
