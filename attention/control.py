@@ -68,6 +68,7 @@ from enum import Enum
 import torch
 
 from ..windows.frames import FrameWindow, call_frames, describe
+from .functional import MapEdit
 
 CONTROL_KEY = "diffferv_control"
 """transformer_options key of the run's PreservationControl."""
@@ -105,12 +106,12 @@ def chunk_rows(x: torch.Tensor, chunk: int, frames: int) -> torch.Tensor:
 
 class FeatureStore:
     """Recorded features keyed by (step, block, feature) and context window (None: the whole clip), kept
-    on `device` in `dtype` (the paper's store: CPU, fp16; None: where and as they were computed). Memory
-    per step and self-attention block: 2 * F * N * heads*d values for SELF_QK; per cross-attention block:
-    F * heads * N * context tokens for CROSS_MAPS, with F the frames of the window (overlapping windows
-    each keep their own)."""
+    on `device` (None: where they were computed) in `dtype` (None, the default: the UNet's own dtype, so a
+    bf16 model's features keep bf16's range; the paper stores fp16). Memory per step and self-attention
+    block: 2 * F * N * heads*d values for SELF_QK; per cross-attention block: F * heads * N * context
+    tokens for CROSS_MAPS, with F the frames of the window (overlapping windows each keep their own)."""
 
-    def __init__(self, dtype: torch.dtype | None = torch.float16, device: torch.device | str | None = "cpu"):
+    def __init__(self, dtype: torch.dtype | None = None, device: torch.device | str | None = "cpu"):
         self.dtype = dtype
         self.device = None if device is None else torch.device(device)
         self._items: dict[FrameWindow | None, dict[tuple[int, BlockKey, Feature], tuple[torch.Tensor, ...]]]
@@ -128,6 +129,28 @@ class FeatureStore:
             t.detach().to(device=self.device or t.device, dtype=self.dtype or t.dtype, copy=True)
             for t in tensors
         )
+
+    def put_part(
+        self,
+        step: int,
+        block: BlockKey,
+        feature: Feature,
+        part: torch.Tensor,
+        where: slice,
+        length: int,
+        window: FrameWindow | None = None,
+    ) -> None:
+        """Record one slice of a feature along dimension 2 (query tokens of cross-attention maps
+        [F, heads, N, tokens]): `part` holds positions `where` of `length`; the whole tensor is allocated
+        at the first slice, so a feature recorded in slices is never held twice."""
+        items = self._items.setdefault(window, {})
+        key = (step, block, feature)
+        if where.start == 0 or key not in items:
+            shape = (*part.shape[:2], length, *part.shape[3:])
+            items[key] = (
+                torch.empty(shape, dtype=self.dtype or part.dtype, device=self.device or part.device),
+            )
+        items[key][0][:, :, where].copy_(part.detach(), non_blocking=True)
 
     def clear(self) -> None:
         self._items.clear()
@@ -244,6 +267,14 @@ class PreservationControl:
         for role, inj in self.injections.items():
             if inj.source == role:
                 raise ValueError(f"PreservationControl: role {role!r} cannot take features from itself")
+            if inj.source in self.injections:
+                raise ValueError(
+                    f"PreservationControl: role {role!r} takes features from {inj.source!r}, which is itself "
+                    "injected; sources must be chunks whose features are their own"
+                )
+            if inj.token_map is not None and inj.token_map.ndim != 1:
+                raise ValueError(f"PreservationControl: the token map of role {role!r} must be 1-D")
+        self._token_maps: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor, int]] = {}
         self._memo: tuple | None = None
 
     def __deepcopy__(self, memo) -> PreservationControl:
@@ -310,39 +341,48 @@ class PreservationControl:
         self._memo = (sigmas, roles, window, plan)
         return plan
 
-    def _source(
+    def _sources(
         self,
         plan: CallPlan,
-        source: int | None,
+        injected: Sequence[tuple[int, Injection, int | None]],
         block: BlockKey,
         feature: Feature,
-        batch: Sequence,
+        batch: Sequence[torch.Tensor],
         frames: int,
-    ) -> tuple[torch.Tensor, ...]:
-        """The source features for one injected chunk: the rows of the source chunk in `batch`, or the
-        store's entry moved to the batch's device and dtype (cross-attention maps may have another token
-        count than the injected chunk: only their leading dimensions must match)."""
-        if source is not None:
-            return tuple(chunk_rows(x, source, frames) for x in batch)
-        cached = self.store.get(plan.step, block, feature, plan.window)
-        for have, want in zip(cached, batch, strict=True):
-            need = (frames, *want.shape[1:])
-            fits = have.shape == need if feature is Feature.SELF_QK else have.shape[:-1] == need[:-1]
-            if not fits:
-                raise ValueError(
-                    f"cached {feature.value} at block {block} ({describe(plan.window)}) has shape "
-                    f"{list(have.shape)}, the run needs "
-                    f"{list(need)}: the cache comes from another clip size, resolution or model"
-                )
-        return tuple(
-            t.to(device=b.device, dtype=b.dtype, non_blocking=True)
-            for t, b in zip(cached, batch, strict=True)
-        )
+        shapes: Sequence[tuple[int, ...]],
+        dtype: torch.dtype | None,
+    ) -> dict[int | None, tuple[torch.Tensor, ...]]:
+        """The source features of the injected chunks, once per source: the rows of a source chunk of
+        `batch` (views), or (key None) the store's entry moved to the batch's device (in `dtype`; None: as
+        stored) once for the block, however many chunks take it. `shapes`: the shape of one frame of each
+        feature tensor in this call (cross-attention maps may have another token count than the injected
+        chunk: only their leading dimensions must match)."""
+        out: dict[int | None, tuple[torch.Tensor, ...]] = {}
+        for _, _, source in injected:
+            if source in out:
+                continue
+            if source is not None:
+                out[source] = tuple(chunk_rows(x, source, frames) for x in batch)
+                continue
+            cached = self.store.get(plan.step, block, feature, plan.window)
+            for have, shape in zip(cached, shapes, strict=True):
+                need = (frames, *shape)
+                fits = have.shape == need if feature is Feature.SELF_QK else have.shape[:-1] == need[:-1]
+                if not fits:
+                    raise ValueError(
+                        f"cached {feature.value} at block {block} ({describe(plan.window)}) has shape "
+                        f"{list(have.shape)}, the run needs "
+                        f"{list(need)}: the cache comes from another clip size, resolution or model"
+                    )
+            device = batch[0].device
+            out[None] = tuple(t.to(device=device, dtype=dtype or t.dtype, non_blocking=True) for t in cached)
+        return out
 
     def self_attention(
         self, plan: CallPlan, block: BlockKey, q: torch.Tensor, k: torch.Tensor, frames: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Record and override SELF_QK: returns (q, k) for SWCFA and (q, k) for TTA, [chunks*F, N, C]."""
+    ) -> QKStages:
+        """Record SELF_QK and say which (q, k) SWCFA and TTA take: q, k [chunks*F, N, C] as the patch got
+        them (they are overwritten in place; see `QKStages`)."""
         if plan.capture is not None and Feature.SELF_QK in self.capture_features:
             self.store.put(
                 plan.step,
@@ -351,71 +391,121 @@ class PreservationControl:
                 *(chunk_rows(x, plan.capture, frames) for x in (q, k)),
                 window=plan.window,
             )
-        swcfa, tta = [], []
-        for chunk, inj, source in plan.injections:
-            at_swcfa, at_tta = _at(inj.swcfa_steps, plan.step), _at(inj.tta_steps, plan.step)
-            if not (at_swcfa or at_tta):
-                continue
-            pair = self._source(plan, source, block, Feature.SELF_QK, (q, k), frames)
-            if at_swcfa:
-                swcfa.append((chunk, pair))
-            if at_tta:
-                tta.append((chunk, pair))
-        return (*_replace_rows((q, k), swcfa, frames), *_replace_rows((q, k), tta, frames))
+        injected = [
+            (chunk, inj, source)
+            for chunk, inj, source in plan.injections
+            if _at(inj.swcfa_steps, plan.step) or _at(inj.tta_steps, plan.step)
+        ]
+        shapes = (tuple(q.shape[1:]), tuple(k.shape[1:]))
+        sources = self._sources(plan, injected, block, Feature.SELF_QK, (q, k), frames, shapes, q.dtype)
+        swcfa = {c: sources[s] for c, inj, s in injected if _at(inj.swcfa_steps, plan.step)}
+        tta = {c: sources[s] for c, inj, s in injected if _at(inj.tta_steps, plan.step)}
+        return QKStages(q, k, frames, swcfa, tta)
 
     def wants_cross_maps(self, plan: CallPlan) -> bool:
         """Whether this call needs explicit cross-attention maps (recorded or injected)."""
         if plan.capture is not None and Feature.CROSS_MAPS in self.capture_features:
             return True
+        return self.injects_cross_maps(plan)
+
+    def injects_cross_maps(self, plan: CallPlan) -> bool:
+        """Whether this call replaces cross-attention map columns of some chunk."""
         return any(
             inj.token_map is not None and _at(inj.cross_steps, plan.step) for _, inj, _ in plan.injections
         )
 
-    def cross_attention(
-        self, plan: CallPlan, block: BlockKey, probs: torch.Tensor, frames: int
-    ) -> torch.Tensor:
-        """Record and override CROSS_MAPS. probs: [chunks*F, heads, N, tokens]. Returns `probs` itself when
-        nothing was replaced, else a new tensor where each injected chunk's mapped columns come from its
-        source (no renormalisation, as in prompt-to-prompt)."""
-        if plan.capture is not None and Feature.CROSS_MAPS in self.capture_features:
-            self.store.put(
-                plan.step,
-                block,
-                Feature.CROSS_MAPS,
-                chunk_rows(probs, plan.capture, frames),
-                window=plan.window,
+    def _token_map(self, inj: Injection, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(gather index, keep-own mask, largest source token) of an injection's token map on `device`,
+        made once per device (no host-device traffic in the UNet call after the first)."""
+        key = (id(inj), device)
+        if key not in self._token_maps:
+            token_map = inj.token_map.cpu()
+            self._token_maps[key] = (
+                token_map.clamp(min=0).to(device),
+                (token_map >= 0).to(device),
+                int(token_map.max()),
             )
-        out = probs
-        for chunk, inj, source in plan.injections:
-            if inj.token_map is None or not _at(inj.cross_steps, plan.step):
-                continue
-            (src,) = self._source(plan, source, block, Feature.CROSS_MAPS, (probs,), frames)
-            token_map = inj.token_map.to(probs.device)
-            if (
-                token_map.ndim != 1
-                or token_map.numel() != probs.shape[-1]
-                or int(token_map.max()) >= src.shape[-1]
-            ):
-                raise ValueError(
-                    f"token map of length {token_map.numel()} (max {int(token_map.max())}) does not fit "
-                    f"{probs.shape[-1]} edit tokens and {src.shape[-1]} source tokens"
+        return self._token_maps[key]
+
+    def cross_maps(
+        self, plan: CallPlan, block: BlockKey, frames: int, tokens: int, dtype: torch.dtype
+    ) -> MapEdit:
+        """The map edit of one cross-attention call (``functional.attention_with_maps``): records CROSS_MAPS
+        of the recorded chunk (in `dtype`, the UNet's, unless the store has its own) and, in the injected
+        chunks, replaces the columns of tokens the token map links to the source's, in place (no
+        renormalisation, as in prompt-to-prompt). tokens: the query tokens N of the block."""
+        record = plan.capture is not None and Feature.CROSS_MAPS in self.capture_features
+        injected = [
+            (chunk, inj, source)
+            for chunk, inj, source in plan.injections
+            if inj.token_map is not None and _at(inj.cross_steps, plan.step)
+        ]
+        cached = [item for item in injected if item[2] is None]
+        sources: dict[int | None, tuple[torch.Tensor, ...]] = {}
+
+        def edit(maps: torch.Tensor, where: slice) -> torch.Tensor:
+            if record:
+                part = chunk_rows(maps, plan.capture, frames).to(dtype)
+                self.store.put_part(plan.step, block, Feature.CROSS_MAPS, part, where, tokens, plan.window)
+            if cached and not sources:  # the store's maps of the whole block, moved to the device once
+                shape = (maps.shape[1], tokens, maps.shape[3])
+                sources.update(
+                    self._sources(plan, cached, block, Feature.CROSS_MAPS, (maps,), frames, (shape,), None)
                 )
-            own = chunk_rows(probs, chunk, frames)
-            mixed = torch.where(token_map >= 0, src[..., token_map.clamp(min=0)], own)
-            if out is probs:
-                out = probs.clone()
-            out[chunk * frames : (chunk + 1) * frames] = mixed
-        return out
+            for chunk, inj, source in injected:
+                # the store's maps of this slice, or the source chunk's
+                src = sources[None][0][:, :, where] if source is None else chunk_rows(maps, source, frames)
+                index, keep, largest = self._token_map(inj, maps.device)
+                if index.numel() != maps.shape[-1] or largest >= src.shape[-1]:
+                    raise ValueError(
+                        f"token map of length {index.numel()} (max {largest}) does not fit "
+                        f"{maps.shape[-1]} edit tokens and {src.shape[-1]} source tokens"
+                    )
+                own = chunk_rows(maps, chunk, frames)
+                own.copy_(torch.where(keep, src.index_select(-1, index).to(own.dtype), own))
+            return maps
+
+        return edit
 
 
-def _replace_rows(
-    batch: tuple[torch.Tensor, ...], replacements: list[tuple[int, tuple[torch.Tensor, ...]]], frames: int
-) -> tuple[torch.Tensor, ...]:
-    """Copies of the batch tensors with the given chunks' rows replaced (the inputs when none are)."""
-    if not replacements:
-        return batch
-    out = tuple(x.clone() for x in batch)
-    for chunk, sources in replacements:
-        for x, src in zip(out, sources, strict=True):
-            x[chunk * frames : (chunk + 1) * frames] = src
-    return out
+class QKStages:
+    """The (q, k) SWCFA takes, then the (q, k) TTA takes, made by overwriting the injected chunks' rows of
+    the patch's own q and k (ComfyUI hands a replacement freshly projected q and k that nothing reads
+    after it): no copy of q and k when both attentions take the same chunks from the same sources (every
+    appearance step) or only one of them injects; the rows SWCFA replaced but TTA keeps are saved and put
+    back between the stages. Call `swcfa` first, then `tta`.
+
+    swcfa / tta: chunk -> its source (q, k) rows [F, N, C]."""
+
+    def __init__(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        frames: int,
+        swcfa: Mapping[int, tuple[torch.Tensor, ...]],
+        tta: Mapping[int, tuple[torch.Tensor, ...]],
+    ):
+        self.q, self.k, self.frames = q, k, frames
+        self._swcfa, self._tta = swcfa, tta
+        self._saved: dict[int, tuple[torch.Tensor, ...]] = {}
+
+    def _write(self, chunk: int, rows: tuple[torch.Tensor, ...]) -> None:
+        for x, src in zip((self.q, self.k), rows, strict=True):
+            chunk_rows(x, chunk, self.frames).copy_(src)
+
+    def swcfa(self) -> tuple[torch.Tensor, torch.Tensor]:
+        for chunk, rows in self._swcfa.items():
+            if self._tta.get(chunk) is not rows:
+                self._saved[chunk] = tuple(
+                    chunk_rows(x, chunk, self.frames).clone() for x in (self.q, self.k)
+                )
+            self._write(chunk, rows)
+        return self.q, self.k
+
+    def tta(self) -> tuple[torch.Tensor, torch.Tensor]:
+        for chunk, rows in self._saved.items():
+            self._write(chunk, rows)
+        for chunk, rows in self._tta.items():
+            if self._swcfa.get(chunk) is not rows:
+                self._write(chunk, rows)
+        return self.q, self.k

@@ -12,10 +12,13 @@ is frame f of chunk c.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+
+from .memory import pieces
 
 
 class AttentionFn(Protocol):
@@ -48,18 +51,29 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, heads * d)
 
 
-def attention_probs(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
-    """The attention maps softmax(q k^T / sqrt(d)) per head, [B, heads, Nq, Nk], computed in float32 and
-    returned in q's dtype. Memory: B*heads*Nq*Nk floats (used for cross-attention, where Nk is the
-    prompt's token count)."""
-    qh, kh = split_heads(q, heads).float(), split_heads(k, heads).float()
-    scale = qh.shape[-1] ** -0.5
-    return torch.softmax(qh @ kh.transpose(-1, -2) * scale, dim=-1).to(q.dtype)
+MapEdit = Callable[[torch.Tensor, slice], torch.Tensor]
+"""(maps [B, heads, n, Nk] of the query tokens `slice`, float32; that slice) -> the maps to apply to v."""
 
 
-def apply_probs(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Attention output from maps [B, heads, Nq, Nk] and values v [B, Nk, heads*d] -> [B, Nq, heads*d]."""
-    return merge_heads(probs.to(v.dtype) @ split_heads(v, probs.shape[1]))
+def attention_with_maps(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, edit: MapEdit, max_bytes: int
+) -> torch.Tensor:
+    """Attention whose maps softmax(q k^T / sqrt(d)) per head are made explicit, so that `edit` may record
+    or replace them, computed over slices of the query tokens: q [B, Nq, heads*d], k and v
+    [B, Nk, heads*d] -> [B, Nq, heads*d] in v's dtype. Each slice's maps are computed in float32 and
+    handed to `edit` before they are applied. Memory: the output plus one slice's scores, maps and edited
+    maps (about 4 * B * heads * n * Nk floats, n query tokens chosen so that this stays under
+    `max_bytes`; used for cross-attention, where Nk is the prompt's token count)."""
+    batch, tokens, inner = q.shape
+    out = torch.empty(batch, tokens, v.shape[-1], dtype=v.dtype, device=v.device)
+    kt, vh = split_heads(k, heads).transpose(-1, -2).float(), split_heads(v, heads)
+    scale = (inner // heads) ** -0.5
+    step = pieces(tokens, 4 * batch * heads * k.shape[1] * 4, max_bytes)
+    for start in range(0, tokens, step):
+        part = slice(start, min(start + step, tokens))
+        maps = torch.softmax(torch.matmul(split_heads(q[:, part], heads).float(), kt) * scale, dim=-1)
+        out[:, part] = merge_heads(torch.matmul(edit(maps, part).to(v.dtype), vh))
+    return out
 
 
 def frames_per_chunk(batch: int, chunks: int) -> int:

@@ -34,9 +34,10 @@ import torch
 from ..flow.trajectory_set import TrajectorySet
 from ..windows.frames import FrameWindow, call_frames, describe, is_whole_clip
 from .control import CONTROL_KEY, block_key, chunk_count
-from .functional import AttentionFn, apply_probs, attention_probs, frames_per_chunk, sdpa_attention
+from .functional import AttentionFn, attention_with_maps, frames_per_chunk, sdpa_attention
+from .memory import WORK_BYTES
 from .swcfa import check_window, sliding_window_attention
-from .tta import DEFAULT_MAX_ELEMENTS, TrajectoryGroups, trajectory_attention
+from .tta import TrajectoryGroups, trajectory_attention
 
 ReplacePatch = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Mapping], torch.Tensor]
 GROUPS_KEPT = 64
@@ -70,7 +71,7 @@ class TemporalSelfAttention:
         tta: bool = True,
         trajectories: TrajectorySet | None = None,
         attention_fn: AttentionFn = sdpa_attention,
-        max_elements: int = DEFAULT_MAX_ELEMENTS,
+        max_bytes: int = WORK_BYTES,
     ):
         if tta and trajectories is None:
             raise ValueError("trajectory attention (TTA) needs TRAJECTORIES")
@@ -80,7 +81,7 @@ class TemporalSelfAttention:
         self.tta = tta
         self.trajectories = trajectories
         self.attention_fn = attention_fn
-        self.max_elements = max_elements
+        self.max_bytes = max_bytes
         self._groups: OrderedDict[tuple, TrajectoryGroups] = OrderedDict()
 
     def __deepcopy__(self, memo) -> TemporalSelfAttention:
@@ -133,18 +134,16 @@ class TemporalSelfAttention:
         frames = frames_per_chunk(q.shape[0], chunks)
         heads = extra_options["n_heads"]
         kwargs = _attention_kwargs(extra_options)
-        q_swcfa = q_tta = q
-        k_swcfa = k_tta = k
         control = extra_options.get(CONTROL_KEY)
         plan = control.plan(extra_options) if control is not None else None
-        if plan is not None:
-            q_swcfa, k_swcfa, q_tta, k_tta = control.self_attention(
-                plan, block_key(extra_options), q, k, frames
-            )
+        stages = (
+            None if plan is None else control.self_attention(plan, block_key(extra_options), q, k, frames)
+        )
 
+        q_swcfa, k_swcfa = (q, k) if stages is None else stages.swcfa()
         if self.swcfa:
             out = sliding_window_attention(
-                q_swcfa, k_swcfa, v, chunks, self.window, heads, self.attention_fn, **kwargs
+                q_swcfa, k_swcfa, v, chunks, self.window, heads, self.attention_fn, self.max_bytes, **kwargs
             )
         else:
             out = self.attention_fn(q_swcfa, k_swcfa, v, heads, **kwargs)
@@ -153,8 +152,9 @@ class TemporalSelfAttention:
             self.check_frames(frames, window)
             height, width = extra_options["activations_shape"][-2:]
             groups = self.groups(int(height), int(width), q.device, window)
+            q_tta, k_tta = (q, k) if stages is None else stages.tta()
             out = trajectory_attention(
-                q_tta, k_tta, out, groups, chunks, heads, self.attention_fn, self.max_elements, **kwargs
+                q_tta, k_tta, out, groups, chunks, heads, self.attention_fn, self.max_bytes, out=out, **kwargs
             )
         return out
 
@@ -164,16 +164,23 @@ class CrossAttentionControl:
 
     Without a control asking for maps at this call it is the plain attention (or `previous`, the attn2
     replacement another node had installed on this block, which keeps working). When maps are needed it
-    computes them explicitly (memory: chunks*F * heads * N * context tokens floats), hands them to the
-    control, and returns maps @ v. If the control only records, the output is `previous`'s (when there
-    is one); if it replaces maps, `previous` is bypassed for that call.
+    computes them explicitly, a slice of query tokens at a time (``functional.attention_with_maps``,
+    memory bounded by `max_bytes`), hands each slice to the control, and returns maps @ v. If the control
+    only records, the output is `previous`'s (when there is one); if it replaces maps, `previous` is
+    bypassed for that call.
     """
 
     diffferv_patch: ClassVar[str] = "attn2"
 
-    def __init__(self, attention_fn: AttentionFn = sdpa_attention, previous: ReplacePatch | None = None):
+    def __init__(
+        self,
+        attention_fn: AttentionFn = sdpa_attention,
+        previous: ReplacePatch | None = None,
+        max_bytes: int = WORK_BYTES,
+    ):
         self.attention_fn = attention_fn
         self.previous = previous
+        self.max_bytes = max_bytes
 
     def __deepcopy__(self, memo) -> CrossAttentionControl:
         return self
@@ -186,11 +193,11 @@ class CrossAttentionControl:
         if plan is None or not control.wants_cross_maps(plan):
             return self._plain(q, k, v, extra_options)
         frames = frames_per_chunk(q.shape[0], chunk_count(extra_options))
-        probs = attention_probs(q, k, extra_options["n_heads"])
-        mixed = control.cross_attention(plan, block_key(extra_options), probs, frames)
-        if mixed is probs and self.previous is not None:
+        edit = control.cross_maps(plan, block_key(extra_options), frames, q.shape[1], q.dtype)
+        out = attention_with_maps(q, k, v, extra_options["n_heads"], edit, self.max_bytes)
+        if self.previous is not None and not control.injects_cross_maps(plan):
             return self.previous(q, k, v, extra_options)
-        return apply_probs(mixed, v)
+        return out
 
     def _plain(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Mapping

@@ -6,8 +6,10 @@ frames (the window is clipped, not shifted and not padded with repeats). With w 
 per-frame self-attention.
 
 Frames are grouped by how many frames their window holds (at most w//2 + 1 distinct counts), and each
-group is one call of the attention function over all chunks, so the Python loop runs over window sizes,
-never over frames or tokens; ComfyUI's optimized attention does the work unmodified (no mask).
+group is one call of the attention function over all chunks (split into pieces of query frames when its
+gathered keys and values would pass the memory budget, ``memory.WORK_BYTES``), so the Python loop runs
+over window sizes and pieces, never over frames or tokens; ComfyUI's optimized attention does the work
+unmodified (no mask). The index tensors of the groups are built once per frame count, window and device.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from functools import lru_cache
 import torch
 
 from .functional import AttentionFn, frames_per_chunk, sdpa_attention
+from .memory import WORK_BYTES, pieces
 
 
 def window_problem(window: int, name: str = "window") -> str | None:
@@ -55,6 +58,17 @@ def window_groups(
     )
 
 
+@lru_cache(maxsize=64)
+def group_indices(
+    frames: int, window: int, device: torch.device
+) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """`window_groups` as index tensors on `device`: per group (query frames [G], key frames [G, n])."""
+    return tuple(
+        (torch.tensor(rows, device=device), torch.tensor(cols, device=device))
+        for rows, cols in window_groups(frames, window)
+    )
+
+
 def sliding_window_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -63,6 +77,7 @@ def sliding_window_attention(
     window: int,
     heads: int,
     attention_fn: AttentionFn = sdpa_attention,
+    max_bytes: int = WORK_BYTES,
     **attention_kwargs,
 ) -> torch.Tensor:
     """SWCFA over a chunked batch.
@@ -71,23 +86,27 @@ def sliding_window_attention(
     [chunks * F, N, heads*d]. A frame attends only to frames of its own chunk. Extra keyword arguments
     go to `attention_fn`.
 
-    Memory: the gathered keys and values, 2 * chunks * F * w * N * heads*d elements (linear in frames
-    and in w), plus what `attention_fn` needs for queries of N tokens against up to w*N keys.
+    Memory: the output (what the plain attention returns too) plus one piece at a time: the gathered
+    queries, window keys and values and the attention output of as many query frames (of every chunk)
+    as fit in `max_bytes` (at least one), plus what `attention_fn` needs for queries of N tokens against
+    up to w*N keys (nothing quadratic with ComfyUI's flash/SDPA attention).
     """
     frames = frames_per_chunk(q.shape[0], chunks)
-    groups = window_groups(frames, window)
-    if len(groups) == 1 and len(groups[0][1][0]) == 1:  # every window holds only its own frame
+    groups = group_indices(frames, window, q.device)
+    if len(groups) == 1 and groups[0][1].shape[1] == 1:  # every window holds only its own frame
         return attention_fn(q, k, v, heads, **attention_kwargs)
 
     tokens, inner = q.shape[1], q.shape[2]
     q4, k4, v4 = (x.reshape(chunks, frames, tokens, inner) for x in (q, k, v))
     out = torch.empty_like(q4)
-    for query_frames, key_frames in groups:
-        rows = torch.tensor(query_frames, device=q.device)
-        cols = torch.tensor(key_frames, device=q.device)  # [G, n]
+    for rows, cols in groups:
         count, span = cols.shape
-        kg = k4[:, cols].reshape(chunks * count, span * tokens, inner)
-        vg = v4[:, cols].reshape(chunks * count, span * tokens, inner)
-        qg = q4[:, rows].reshape(chunks * count, tokens, inner)
-        out[:, rows] = attention_fn(qg, kg, vg, heads, **attention_kwargs).view(chunks, count, tokens, inner)
+        step = pieces(count, chunks * (2 * span + 2) * tokens * inner * q.element_size(), max_bytes)
+        for start in range(0, count, step):
+            r, c = rows[start : start + step], cols[start : start + step]
+            n = c.shape[0]
+            kg = k4[:, c].reshape(chunks * n, span * tokens, inner)
+            vg = v4[:, c].reshape(chunks * n, span * tokens, inner)
+            qg = q4[:, r].reshape(chunks * n, tokens, inner)
+            out[:, r] = attention_fn(qg, kg, vg, heads, **attention_kwargs).view(chunks, n, tokens, inner)
     return out.view(chunks * frames, tokens, inner)

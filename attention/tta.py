@@ -10,8 +10,10 @@ keys exist once (O(F * HW)).
 Trajectories are grouped by length (the tokens on them; in a context window a trajectory may skip
 frames of the batch, see ``TrajectoryGrid.restrict``), so each group is a dense [T_L, L] block: no
 padding, no key mask, and ComfyUI's optimized attention runs unmodified with a batch of trajectories
-and L tokens each. The loop runs over distinct lengths (at most F) and memory
-chunks, never over tokens.
+and L tokens each. The loop runs over distinct lengths (at most F) and pieces that fit the memory budget
+(``memory.WORK_BYTES``), never over tokens. Every token lies on one trajectory, so the output may be
+written over the values themselves (``out=v``): each piece gathers its trajectories' values before it
+writes their results, and no other piece reads them.
 
 What Q, K and V are (the patch in ``patches.py`` passes them in):
 
@@ -35,9 +37,7 @@ import torch
 
 from ..flow.trajectory_set import TrajectoryGrid
 from .functional import AttentionFn, frames_per_chunk, sdpa_attention
-
-DEFAULT_MAX_ELEMENTS = 1 << 25
-"""Work-set cap per attention call, in tensor elements (32 Mi: 64 MiB at fp16): bounds TTA's peak."""
+from .memory import WORK_BYTES, pieces
 
 
 @dataclass(frozen=True)
@@ -99,20 +99,21 @@ def trajectory_attention(
     chunks: int,
     heads: int,
     attention_fn: AttentionFn = sdpa_attention,
-    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    max_bytes: int = WORK_BYTES,
+    out: torch.Tensor | None = None,
     **attention_kwargs,
 ) -> torch.Tensor:
     """TTA over a chunked batch.
 
     q, k, v: [chunks * F, N, heads*d] with N = the grid's cells (row c*F + f = frame f of chunk c);
-    returns [chunks * F, N, heads*d]. Trajectories never cross chunks. A trajectory of one frame
-    returns its value unchanged (attention over a single key). Extra keyword arguments go to
-    `attention_fn`.
+    returns [chunks * F, N, heads*d], written into `out` when given (it may be `v` itself; a new tensor
+    otherwise). Trajectories never cross chunks. A trajectory of one frame returns its value unchanged
+    (attention over a single key). Extra keyword arguments go to `attention_fn`.
 
-    Memory: the output (chunks * F * N * heads*d) plus one work set at a time: the gathered q, k, v
-    and the attention scores of a batch of trajectories, kept under about `max_elements` elements by
-    splitting large buckets. Peak memory is therefore linear in frames; time is proportional to
-    sum over trajectories of L^2 (at most F * the token count).
+    Memory: the output (none with ``out=v``) plus one piece at a time: the gathered q, k, v, the result
+    and the attention scores of as many trajectories as fit in `max_bytes` (at least one). Peak memory is
+    therefore linear in frames; time is proportional to sum over trajectories of L^2 (at most F * the
+    token count).
     """
     frames = frames_per_chunk(q.shape[0], chunks)
     tokens, inner = q.shape[1], q.shape[2]
@@ -123,19 +124,21 @@ def trajectory_attention(
             "latent"
         )
     qf, kf, vf = (x.reshape(chunks, frames * tokens, inner) for x in (q, k, v))
-    out = torch.empty_like(vf)
+    result = torch.empty_like(vf) if out is None else out.view(chunks, frames * tokens, inner)
+    in_place = result.data_ptr() == vf.data_ptr()
     for bucket in groups.buckets:
         count, length = bucket.shape
         if length == 1:
-            flat = bucket.reshape(-1)
-            out.index_copy_(1, flat, vf.index_select(1, flat))
+            if not in_place:
+                flat = bucket.reshape(-1)
+                result.index_copy_(1, flat, vf.index_select(1, flat))
             continue
-        per_trajectory = chunks * length * (3 * inner + heads * length)
-        step = max(1, max_elements // per_trajectory)
+        per_trajectory = chunks * length * (4 * inner + heads * length) * q.element_size()
+        step = pieces(count, per_trajectory, max_bytes)
         for start in range(0, count, step):
             flat = bucket[start : start + step].reshape(-1)
             n = flat.numel() // length
             qg, kg, vg = (x.index_select(1, flat).view(chunks * n, length, inner) for x in (qf, kf, vf))
-            result = attention_fn(qg, kg, vg, heads, **attention_kwargs)
-            out.index_copy_(1, flat, result.reshape(chunks, n * length, inner))
-    return out.view(chunks * frames, tokens, inner)
+            attended = attention_fn(qg, kg, vg, heads, **attention_kwargs)
+            result.index_copy_(1, flat, attended.reshape(chunks, n * length, inner))
+    return result.view(chunks * frames, tokens, inner)

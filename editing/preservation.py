@@ -77,8 +77,10 @@ class InversionResult:
         return self.latents[-1]
 
 
-def store_bytes(frames: int, steps: int, latent_hw: tuple[int, int], base_channels: int = 320) -> int:
-    """Bytes the store mode keeps for a clip (fp16): per frame, per recorded step (T + 1, see
+def store_bytes(
+    frames: int, steps: int, latent_hw: tuple[int, int], base_channels: int = 320, element_size: int = 2
+) -> int:
+    """Bytes the store mode keeps for a clip (in the UNet's dtype, `element_size` bytes: fp16 2): per frame, per recorded step (T + 1, see
     ``ddim.invert``) and per SD1.5 attention block at level l with N_l tokens and C_l channels:
     2 * N_l * C_l values for (q, k) plus heads * N_l * 77 values for the cross-attention maps.
     `frames`: the frames the UNet evaluates per step; with context windows the sum of the window lengths
@@ -88,7 +90,7 @@ def store_bytes(frames: int, steps: int, latent_hw: tuple[int, int], base_channe
     for level, (blocks, multiplier) in enumerate(SD15_LEVELS):
         tokens = -(-h // 2**level) * -(-w // 2**level)
         per_step += blocks * tokens * (2 * base_channels * multiplier + SD15_HEADS * SD15_CONTEXT_TOKENS)
-    return 2 * per_step * frames * (steps + 1)
+    return element_size * per_step * frames * (steps + 1)
 
 
 def recompute_bytes(frames: int, steps: int, latent_hw: tuple[int, int]) -> int:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +17,25 @@ from ..editing.inputs import prompt_problem
 from ..faces.dlib_models import missing_reason
 from ..settings import Number
 from ..unet.files import UNetFileError, check_sd15_checkpoint, check_sd15_file
-from ..video.decode import MAX_FRAME_CAP, MIN_EDIT_FRAMES, ClipError, probe_clip, size_problem
+from ..video.damage import find_damage
+from ..video.decode import (
+    ANIMATED_IMAGES,
+    MAX_FRAME_CAP,
+    MIN_EDIT_FRAMES,
+    SIZE_MULTIPLE,
+    ClipError,
+    ClipInfo,
+    fitted_size,
+    picked_frames,
+    probe_clip,
+    size_problem,
+)
 from ..video.encode import format_of
+from ..video.timing import Picking
 from ..windows.schedule import CONTEXT_LENGTH, overlap_problem
 from .cli import InputRefusedError
 from .flags import DECLARED, EXTENSIONS
+from .plan import byte_size
 from .workflow import CHECKPOINT, CHECKPOINT_URL, KEYFRAMES, SPEED_WORKFLOW, WORKFLOW
 
 CHECKPOINT_HELP = f"""No Stable Diffusion 1.5 checkpoint was found.
@@ -76,10 +91,33 @@ def output_format(flag: str, given: str, video: Path) -> str:
         )
     if path.resolve() == video:
         raise InputRefusedError(f"{flag}: {given} is the input video; write the edit to another file")
-    folder = next(parent for parent in path.resolve().parents if parent.exists())
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise InputRefusedError(f"{flag}: {given} cannot be written ({folder} is not a writable folder)")
     return name
+
+
+def check_writable(flag: str, given: str | Path, need: int) -> None:
+    """Refuses (naming `flag` and the path) an output that cannot be written: its folder is not there and
+    cannot be made (a file stands in the way), no file can be created in it or its nearest existing
+    parent (read-only, no permission, a virtual file system), or it has less than `need` bytes free."""
+    path = Path(given).expanduser().resolve()
+    if path.is_dir():
+        raise InputRefusedError(f"{flag}: {path} is a folder; give a file name")
+    folder = next(parent for parent in path.parents if parent.exists())
+    if not folder.is_dir():
+        raise InputRefusedError(f"{flag}: {path} cannot be written: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise InputRefusedError(
+            f"{flag}: {path} cannot be written: no file can be created in {folder} ({error.strerror}); "
+            "give a path in a writable folder"
+        ) from None
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise InputRefusedError(
+            f"{flag}: {path} needs about {byte_size(need)} and {folder} has {byte_size(free)} free; free some "
+            "space or write it elsewhere"
+        )
 
 
 def find_checkpoint(given: str | None, comfyui: Path) -> Path:
@@ -96,30 +134,54 @@ def find_checkpoint(given: str | None, comfyui: Path) -> Path:
     raise InputRefusedError(CHECKPOINT_HELP.format(checkpoints=folder))
 
 
-def check_video(given: str) -> Path:
-    """The video to edit, resolved; refuses a missing file, one that is no clip, one too short."""
+def check_video(given: str, frames: int) -> tuple[Path, ClipInfo]:
+    """The video to edit, resolved, and what its probe found; refuses a missing file, one that is no
+    clip, one too short, and one that stops decoding before the last of the `frames` the edit takes (0:
+    all), saying where and what to do."""
     video = Path(given).expanduser().resolve()
     if not video.is_file():
         raise InputRefusedError(f"--video: no file at {video}")
     try:
-        clip = probe_clip(video, name=str(video), count_up_to=MIN_EDIT_FRAMES)
+        clip = probe_clip(video, name=str(video), count_up_to=MAX_FRAME_CAP)
     except ClipError as error:
         raise InputRefusedError(f"--video: {error}") from None
     if clip.frames < MIN_EDIT_FRAMES:
         raise InputRefusedError(
             f"--video: {video} holds {clip.frames} frame; a video edit needs at least {MIN_EDIT_FRAMES}"
         )
-    return video
+    if video.suffix.lower() not in ANIMATED_IMAGES:
+        damage = find_damage(video, Picking(max_frames=frames))
+        if damage is not None:
+            raise InputRefusedError(f"--video: {damage.sentence(str(video), '--frames')}")
+    return video, clip
 
 
-def output_formats(args: argparse.Namespace, video: Path) -> tuple[str, str]:
-    """The VideoCombine formats of --output and --compare (mp4 when there is no comparison)."""
+def output_formats(args: argparse.Namespace, video: Path, clip: ClipInfo) -> tuple[str, str]:
+    """The VideoCombine formats of --output and --compare (mp4 when there is no comparison), each output
+    (and --report's JSON) checked writable with room for an estimate of its size."""
+    frames = picked_frames(clip.frames, args.frames)
+    height, width = fitted_size(clip.height, clip.width, args.size, SIZE_MULTIPLE, "crop")
     formats = (output_format("--output", args.output, video), "mp4 (h264)")
+    check_writable("--output", args.output, estimated_bytes(formats[0], frames, height, width))
     if args.compare:
         formats = (formats[0], output_format("--compare", args.compare, video))
         if Path(args.compare).expanduser().resolve() == Path(args.output).expanduser().resolve():
             raise InputRefusedError("--compare: it names the same file as --output; give it another name")
+        check_writable("--compare", args.compare, estimated_bytes(formats[1], frames, height, 2 * width))
+    if args.report:
+        check_writable(
+            "--report", Path(args.output).expanduser().resolve().with_suffix(".report.json"), 2**16
+        )
     return formats
+
+
+BYTES_PER_PIXEL = {"mp4 (h264)": 0.5, "webm (vp9)": 0.5, "gif": 1.0, "webp (animated)": 1.0}
+"""A generous size of a written frame per pixel, by format (h264 at the default quality stays far below)."""
+
+
+def estimated_bytes(video_format: str, frames: int, height: int, width: int) -> int:
+    """About how large an output of `frames` frames of height x width gets (on the generous side)."""
+    return int(BYTES_PER_PIXEL[video_format] * frames * height * width) + 2**16
 
 
 def check_models(args: argparse.Namespace, comfyui: Path) -> tuple[Path, Path | None]:
@@ -170,8 +232,8 @@ def preflight(args: argparse.Namespace, comfyui: Path) -> Checked:
         missing = missing_reason()
         if missing:
             raise InputRefusedError(f"--mask {args.mask}: {missing}")
-    video = check_video(args.video)
-    formats = output_formats(args, video)
+    video, clip = check_video(args.video, args.frames)
+    formats = output_formats(args, video, clip)
     checkpoint, unet = check_models(args, comfyui)
     workflow, workflow_path = read_workflow(args)
     return Checked(video, checkpoint, unet, formats, workflow, workflow_path)

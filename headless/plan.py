@@ -62,7 +62,7 @@ def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[st
         f"(store would need {byte_size(store_need)})"
     )
     lines = [
-        f"video: {video.name}, {info.frames} frames of {info.width}x{info.height}",
+        f"video: {video.name}, {info.describe()}",
         f"edit: {frames} frames at {width}x{height}, {steps} + {steps} DDIM steps, cache {cache}",
         *speed_mode_lines(graph, keyframes),
         *plan.describe()[1:],

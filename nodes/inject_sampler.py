@@ -14,12 +14,13 @@ from ..editing.blending import SourceBlend
 from ..editing.ddim import sample, sampling_sigmas
 from ..editing.identity import IN_BATCH, SEPARATE
 from ..editing.inputs import EDIT_PROMPT, GUIDANCE, TAU_APP
-from ..editing.preservation import InversionResult, appearance_steps
+from ..editing.preservation import InversionResult, appearance_steps, store_bytes
 from ..editing.token_alignment import align_tokens
 from ..masks.inputs import FEATHER_PX
 from ..masks.latent import check_masks, latent_masks
 from .attention_patches import with_control
 from .common import CATEGORY, PREFIX, Inversion, progress
+from .memory_glue import count_real_rows
 from .preservation_glue import (
     ROLE_OF_COND,
     SOURCE_ROLE,
@@ -188,6 +189,10 @@ class PreservationInjectSampler(io.ComfyNode):
                 features = [Feature.SELF_QK] if appearance or inject_motion else []
                 features += [Feature.CROSS_MAPS] if inject_semantic else []
                 add_identity_source(run_model, inversion, control, tuple(features))
+        height, width = inversion.latents.shape[-2:]
+        held = store_bytes(1, 0, (height, width)) if path == SEPARATE else 0
+        chunks = 3 if path == IN_BATCH and run_model is not model else 2
+        run_model = count_real_rows(run_model, chunks, cached_source=path != IN_BATCH, held_per_frame=held)
         steps = inversion.steps
         options = {"on_step": progress(None)}
         if mask is not None:

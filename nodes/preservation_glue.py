@@ -107,7 +107,7 @@ def pick_cache_mode(model, mode: str, frames: int, steps: int, latent_hw: tuple[
     channels = int(model.get_model_object("diffusion_model").model_channels)
     evaluated = frame_evaluations(windows_of(model, frames))
     steady = steady_windows(model, frames)
-    need = store_bytes(evaluated, steps, latent_hw, channels)
+    need = store_bytes(evaluated, steps, latent_hw, channels, model.model_dtype().itemsize)
     free = comfy.model_management.get_free_memory(torch.device("cpu"))
     resolved = resolve_cache_mode(mode, need, free, steady)
     if resolved == STORE and not steady:
@@ -206,9 +206,13 @@ def add_identity_source(
         store=control.store,
     )
     model.set_additional_models(IDENTITY_MODELS_KEY, [identity])
+    recorded: list[tuple] = []  # the (step, window) the store holds: the identity UNet runs once per step
 
     def with_identity_source(apply_model, args):
         source_x, source_context, window = _source_path_input(inversion, control, args)
+        key = (control.step_of(float(args["timestep"][0])), window)
+        if recorded == [key]:  # ComfyUI split this step's chunks: the features are there already
+            return _call(previous, apply_model, args)
         timestep = args["timestep"][: source_x.shape[0]]
         options = {
             **identity.model_options["transformer_options"],
@@ -223,8 +227,14 @@ def add_identity_source(
         identity.model.apply_model(
             source_x, timestep, c_crossattn=source_context, transformer_options=options
         )
-        if previous is not None:
-            return previous(apply_model, args)
-        return apply_model(args["input"], args["timestep"], **args["c"])
+        recorded[:] = [key]
+        return _call(previous, apply_model, args)
 
     model.set_model_unet_function_wrapper(with_identity_source)
+
+
+def _call(previous, apply_model, args):
+    """Run the UNet call `args` through the earlier model-function wrapper, if any."""
+    if previous is not None:
+        return previous(apply_model, args)
+    return apply_model(args["input"], args["timestep"], **args["c"])

@@ -18,6 +18,7 @@ SMALLEST = {
     "bench_attention.py": ["--frames", "2", "--size", "64", "--repeats", "1", "--memory-frames", "2", "4"],
     "bench_editing.py": ["--size", "64", "--steps", "2", "--frames", "2"],
     "bench_identity_model.py": ["--frames", "3", "--size", "64", "--steps", "2", "--repeats", "1"],
+    "bench_memory.py": ["--frames", "2", "--size", "64"],
     "bench_long_clips.py": [
         *("--frames", "6", "10", "--size", "64", "--steps", "1", "--window", "4", "--overlap", "1"),
         *("--seams", "--seam-frames", "10", "--seam-size", "64", "--seam-steps", "1", "--fuses", "pyramid"),

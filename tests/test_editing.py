@@ -225,3 +225,63 @@ def test_mismatched_inputs_are_clear_errors(comfy, clip, recomputed, tiny_sd15):
         invert(comfy, clip, "recompute", latent={"samples": clip.latent["samples"][:1]})
     with pytest.raises(ValueError, match="edit_prompt is 80 tokens long"):
         edit(comfy, clip, inversion, " ".join(["woman"] * 80))
+
+
+@pytest.mark.parametrize("mode", ["store", "recompute"])
+def test_comfy_sizes_memory_for_the_rows_the_unet_really_runs(comfy, clip, mode, monkeypatch):
+    """ComfyUI's loader is given an estimate (``estimate_memory``'s noise shape) that covers every UNet call
+    of the run: its rows (the recompute mode's source chunk included) and the patches' working memory."""
+    import comfy.sampler_helpers as helpers
+    from comfyui_diffferv.attention.memory import patch_bytes
+
+    estimated, ran = [], []
+    original = helpers.estimate_memory
+
+    def spy(model, noise_shape, conds):
+        estimated.append((model, list(noise_shape)))
+        return original(model, noise_shape, conds)
+
+    monkeypatch.setattr(helpers, "estimate_memory", spy)
+    unet = clip.model.get_model_object("diffusion_model")
+    hook = unet.register_forward_pre_hook(lambda module, args: ran.append(args[0].shape[0]))
+    try:
+        inversion, _ = invert(comfy, clip, mode, steps=3)
+        inverted_rows, estimated_inversion = max(ran), estimated[-1]
+        ran.clear()
+        edit(comfy, clip, inversion)
+        edited_rows, estimated_edit = max(ran), estimated[-1]
+    finally:
+        hook.remove()
+    assert inverted_rows == FRAMES and edited_rows == FRAMES * (3 if mode == "recompute" else 2)
+    for (model, shape), rows, cached in (
+        (estimated_inversion, inverted_rows, False),
+        (estimated_edit, edited_rows, mode == "store"),
+    ):
+        base = model.model
+        estimate = base.memory_required([2 * shape[0], *shape[1:]])  # what estimate_memory asks for
+        real = base.memory_required([rows, *shape[1:]]) + patch_bytes(
+            FRAMES, tuple(shape[-2:]), model.model_dtype().itemsize, cached
+        )
+        assert 2 * shape[0] >= rows and estimate >= real, (mode, shape, rows)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("mode", ["store", "recompute"])
+def test_the_edit_in_half_precision_stays_close_to_fp32(comfy, clip, mode, dtype):
+    """The whole inversion + edit with the UNet in fp16 / bf16 (the store in the UNet's dtype): no dtype
+    error, finite, and within half precision's rounding of the fp32 run (bf16 has 8 mantissa bits)."""
+    edits = {}
+    for run_dtype in (torch.float32, dtype):
+        model = build_unet(seed=5, output_scale=0.02, dtype=run_dtype)
+        run = Clip(clip.frames, clip.trajectories, clip.latent, model, clip.clip)
+        inversion, _ = invert(comfy, run, mode, steps=4)
+        if mode == "store":
+            assert {
+                t.dtype for items in inversion.store._items.values() for ts in items.values() for t in ts
+            } == {run_dtype}
+        edits[run_dtype] = edit(comfy, run, inversion, "a photo of an old woman").float()
+    half, full = edits[dtype], edits[torch.float32]
+    assert torch.isfinite(half).all()
+    difference = float((half - full).abs().mean()) / float(full.abs().mean())
+    print(f"\n{mode} {dtype}: mean |half - fp32| / mean |fp32| = {difference:.4f}")
+    assert difference < (0.02 if dtype == torch.float16 else 0.08)

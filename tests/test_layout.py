@@ -73,7 +73,15 @@ COMFY_MODULES = {
     "node_helpers",
 }
 """Top-level modules that belong to ComfyUI (an absolute `import nodes` is ComfyUI's nodes.py)."""
-NODE_GLUE = {"__init__", "common", "attention_patches", "preservation_glue", "prompts", "window_glue"}
+NODE_GLUE = {
+    "__init__",
+    "common",
+    "attention_patches",
+    "memory_glue",
+    "preservation_glue",
+    "prompts",
+    "window_glue",
+}
 """nodes/ modules that hold glue, not node classes."""
 
 

@@ -26,6 +26,11 @@ GRID = random_trajectories(FRAMES, H, W, keep=0.7, seed=5)
 PATCH = TemporalSelfAttention(window=3, trajectories=TrajectorySet(FRAMES, (16, 24), {(H, W): GRID}))
 
 
+def run_patch(q, k, v, extra_options):
+    """The patch as ComfyUI calls it: on freshly projected q and k (it overwrites injected rows in place)."""
+    return PATCH(q.clone(), k.clone(), v, extra_options)
+
+
 def features(seed: int, chunks: int = 1, tokens: int = H * W):
     generator = torch.Generator().manual_seed(seed)
     return [torch.randn(chunks * FRAMES, tokens, INNER, generator=generator) for _ in range(3)]
@@ -55,7 +60,7 @@ def capture(store: FeatureStore, seed: int, sigma: float):
     """Run the patch as an inversion call recording the 'source' chunk; returns its q, k, v and output."""
     control = PreservationControl(SIGMAS, cond_roles={0: "source"}, capture="source", store=store)
     q, k, v = features(seed)
-    return q, k, v, PATCH(q, k, v, options(control, sigma))
+    return q, k, v, run_patch(q, k, v, options(control, sigma))
 
 
 def test_capture_then_override_with_the_same_features_gives_the_identical_output():
@@ -66,7 +71,7 @@ def test_capture_then_override_with_the_same_features_gives_the_identical_output
         SIGMAS, cond_roles={0: "edit"}, store=store, injections={"edit": Injection()}
     )
     q_other, k_other, _ = features(seed=1)
-    assert torch.equal(PATCH(q_other, k_other, v, options(control, 3.0)), out)
+    assert torch.equal(run_patch(q_other, k_other, v, options(control, 3.0)), out)
 
 
 def test_override_takes_source_q_k_and_keeps_own_values():
@@ -76,13 +81,13 @@ def test_override_takes_source_q_k_and_keeps_own_values():
         SIGMAS, store=store, injections={"cond": Injection(), "uncond": Injection()}
     )
     q, k, v = features(seed=2, chunks=2)
-    got = PATCH(q, k, v, options(control, 0.5, cond_or_uncond=(1, 0)))
+    got = run_patch(q, k, v, options(control, 0.5, cond_or_uncond=(1, 0)))
     q2, k2 = q_src.repeat(2, 1, 1), k_src.repeat(2, 1, 1)
     torch.testing.assert_close(got, reference(q2, k2, q2, k2, v, chunks=2), **TOL)
-    plain = PATCH(q, k, v, options(None, 0.5, cond_or_uncond=(1, 0)))
+    plain = run_patch(q, k, v, options(None, 0.5, cond_or_uncond=(1, 0)))
     assert not torch.allclose(got, plain)  # another source changes the output
     v_changed = v + 1.0
-    assert not torch.allclose(PATCH(q, k, v_changed, options(control, 0.5, cond_or_uncond=(1, 0))), got)
+    assert not torch.allclose(run_patch(q, k, v_changed, options(control, 0.5, cond_or_uncond=(1, 0))), got)
 
 
 def test_swcfa_and_tta_are_injected_at_their_own_steps():
@@ -91,7 +96,7 @@ def test_swcfa_and_tta_are_injected_at_their_own_steps():
     only_tta = Injection(swcfa_steps={0}, tta_steps=None)  # step 1: TTA from the source, SWCFA its own
     control = PreservationControl(SIGMAS, cond_roles={0: "edit"}, store=store, injections={"edit": only_tta})
     q, k, v = features(seed=3)
-    got = PATCH(q, k, v, options(control, 3.0))
+    got = run_patch(q, k, v, options(control, 3.0))
     torch.testing.assert_close(got, reference(q, k, q_src, k_src, v), **TOL)
     never = PreservationControl(
         SIGMAS,
@@ -99,7 +104,7 @@ def test_swcfa_and_tta_are_injected_at_their_own_steps():
         store=store,
         injections={"edit": Injection(swcfa_steps=(), tta_steps=())},
     )
-    assert torch.equal(PATCH(q, k, v, options(never, 3.0)), PATCH(q, k, v, options(None, 3.0)))
+    assert torch.equal(run_patch(q, k, v, options(never, 3.0)), run_patch(q, k, v, options(None, 3.0)))
 
 
 def test_features_are_keyed_by_sigma_not_call_order():
@@ -113,7 +118,7 @@ def test_features_are_keyed_by_sigma_not_call_order():
     for sigma in (3.0, 0.5, 14.6):
         q_src, k_src = recorded[sigma]
         torch.testing.assert_close(
-            PATCH(q, k, v, options(control, sigma)), reference(q_src, k_src, q_src, k_src, v), **TOL
+            run_patch(q, k, v, options(control, sigma)), reference(q_src, k_src, q_src, k_src, v), **TOL
         )
 
 
@@ -125,21 +130,21 @@ def test_recompute_mode_copies_from_the_source_chunk_of_the_same_batch():
         SIGMAS, injections={"edit": Injection(source="source"), "neg": Injection(source="source")}
     )
     # the sampler appended the source chunk to ComfyUI's two: the explicit roles say there are three
-    got = PATCH(*batch, options(control, 14.6, cond_or_uncond=(0, 1), roles=("source", "edit", "neg")))
-    alone = PATCH(q_src, k_src, v_src, options(None, 14.6))
+    got = run_patch(*batch, options(control, 14.6, cond_or_uncond=(0, 1), roles=("source", "edit", "neg")))
+    alone = run_patch(q_src, k_src, v_src, options(None, 14.6))
     torch.testing.assert_close(got[:FRAMES], alone, **TOL)  # the source chunk computes its own features
     q3, k3 = q_src.repeat(3, 1, 1), k_src.repeat(3, 1, 1)
     torch.testing.assert_close(got, reference(q3, k3, q3, k3, batch[2], chunks=3), **TOL)
     store = FeatureStore(dtype=torch.float32)
     capture_control = PreservationControl(SIGMAS, cond_roles={0: "source"}, capture="source", store=store)
-    PATCH(q_src, k_src, v_src, options(capture_control, 14.6))
+    run_patch(q_src, k_src, v_src, options(capture_control, 14.6))
     cached = PreservationControl(SIGMAS, store=store, injections={"edit": Injection(), "neg": Injection()})
-    from_cache = PATCH(q, k, v, options(cached, 14.6, cond_or_uncond=(0, 1), roles=("edit", "neg")))
+    from_cache = run_patch(q, k, v, options(cached, 14.6, cond_or_uncond=(0, 1), roles=("edit", "neg")))
     torch.testing.assert_close(from_cache, got[FRAMES:], **TOL)
 
 
 def test_fp16_store_keeps_features_close():
-    store = FeatureStore()  # CPU fp16, as the paper stores them
+    store = FeatureStore(dtype=torch.float16)  # CPU fp16, as the paper stores them
     _, _, v, out = capture(store, seed=0, sigma=3.0)
     (q_cached, _) = store.get(1, BLOCK, Feature.SELF_QK)
     assert q_cached.dtype == torch.float16 and q_cached.device.type == "cpu"
@@ -147,7 +152,7 @@ def test_fp16_store_keeps_features_close():
         SIGMAS, cond_roles={0: "edit"}, store=store, injections={"edit": Injection()}
     )
     q, k, _ = features(seed=1)
-    torch.testing.assert_close(PATCH(q, k, v, options(control, 3.0)), out, atol=5e-3, rtol=5e-3)
+    torch.testing.assert_close(run_patch(q, k, v, options(control, 3.0)), out, atol=5e-3, rtol=5e-3)
 
 
 def test_control_errors_name_the_problem():
@@ -157,12 +162,12 @@ def test_control_errors_name_the_problem():
         SIGMAS, cond_roles={0: "edit"}, store=store, injections={"edit": Injection()}
     )
     with pytest.raises(ValueError, match="not a step of this run's schedule"):
-        PATCH(q, k, v, options(control, 7.0))
+        run_patch(q, k, v, options(control, 7.0))
     with pytest.raises(KeyError, match="no cached self_qk for step 0"):
-        PATCH(q, k, v, options(control, 14.6))
+        run_patch(q, k, v, options(control, 14.6))
     missing = PreservationControl(SIGMAS, injections={"cond": Injection(source="source")})
     with pytest.raises(ValueError, match="has 0 such chunks"):
-        PATCH(q, k, v, options(missing, 14.6))
+        run_patch(q, k, v, options(missing, 14.6))
     with pytest.raises(ValueError, match="needs a FeatureStore"):
         PreservationControl(SIGMAS, capture="source")
     with pytest.raises(ValueError, match="both recorded and injected"):
@@ -170,7 +175,7 @@ def test_control_errors_name_the_problem():
     capture(store, seed=0, sigma=14.6)
     q_big, k_big, v_big = (torch.randn(FRAMES, H * W, 2 * INNER) for _ in range(3))
     with pytest.raises(ValueError, match="another clip size, resolution or model"):
-        PATCH(q_big, k_big, v_big, options(control, 14.6))
+        run_patch(q_big, k_big, v_big, options(control, 14.6))
 
 
 def test_control_survives_deepcopy_as_itself():

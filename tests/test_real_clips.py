@@ -5,6 +5,7 @@ and out. The clips are made here, tiny (tests/real_clips.py)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -243,3 +244,157 @@ def test_video_combine_gives_a_video_for_gif_too(comfy):
     )  # fmt: skip
     components = video.get_components()
     assert torch.equal(components.images, frames) and float(components.frame_rate) == 8.0
+
+
+@pytest.mark.slow
+def test_core_video_nodes_around_the_edit(comfy, sd15_checkpoint, tmp_path):
+    """Core Load Video -> Get Video Components -> the pack's edit (the shipped face-edit workflow's nodes,
+    the real SD1.5 architecture with random weights, 3 frames at 64 px, 2 steps) -> Create Video -> Save
+    Video: the saved video has the clip's frames, size and rate, and its sound."""
+    from comfyui_diffferv.headless.workflow import prepare_prompt
+    from conftest import ROOT
+
+    face_edit = json.loads((ROOT / "workflows" / "api" / "diffferv_face_edit.json").read_text())
+    comfy.add_model_folder("checkpoints", sd15_checkpoint.parent)
+    frames = pattern(3, 64, 64)
+    name = into_input(comfy, write_clip(tmp_path / "core_edit.mp4", frames, rate=10, audio=tone(0.3, 0.1)))
+    prompt = prepare_prompt(
+        face_edit, video=name, checkpoint=sd15_checkpoint.name, source="a photo of a woman",
+        edit="a photo of an old woman", frames=3, size=64, steps=2, tau_app=0.9, guidance=5.0, cache_mode="auto",
+    )  # fmt: skip
+    load = next(key for key, node in prompt.items() if node["class_type"] == NODE)
+    components = {0: ["21", 0], 1: ["21", 2], 3: ["21", 1]}  # Load Video's images, fps, audio
+    for node in prompt.values():
+        for key, value in node["inputs"].items():
+            if isinstance(value, list) and value[0] == load:
+                node["inputs"][key] = components[value[1]]
+    decoded = next(key for key, node in prompt.items() if node["class_type"] == "VAEDecode")
+    for key in [load] + [k for k, n in prompt.items() if n["class_type"] == "DiffFERV_VideoCombine"]:
+        del prompt[key]
+    prompt.update(
+        {
+            "20": {"class_type": "LoadVideo", "inputs": {"file": name}},
+            "21": {"class_type": "GetVideoComponents", "inputs": {"video": ["20", 0]}},
+            "22": {"class_type": "CreateVideo", "inputs": {"images": [decoded, 0], "fps": ["21", 2], "audio": ["21", 1]}},
+            "23": {
+                "class_type": "SaveVideo",
+                "inputs": {"video": ["22", 0], "filename_prefix": "tests/core_edit", "format": "mp4", "codec": "h264"},
+            },
+        }
+    )  # fmt: skip
+    outputs = comfy.run_prompt(prompt)
+    saved = outputs["23"]["images"][0]
+    written = probe(comfy.workdir / "output" / saved["subfolder"] / saved["filename"])
+    assert written.frames.shape == (3, 64, 64, 3) and written.fps == pytest.approx(10.0)
+    assert written.audio_seconds == pytest.approx(0.3, abs=0.05)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The `edit` command: the plan says what was done to the clip; refusals come before any model loads
+
+
+def test_the_edit_plan_says_the_clip_was_turned_and_taken_at_a_constant_rate(tmp_path):
+    from comfyui_diffferv.headless.plan import plan_run
+    from test_workflows import long_clip_prompt
+
+    frames = pattern(48, 64, 96)
+    path = write_clip(tmp_path / "phone.mp4", frames, VFR_TIMES, VFR_END, matrix=display_matrix(-90))
+    _, lines, count = plan_run(long_clip_prompt(video=path.name, size=64, steps=2), path, free_ram=2**36)
+    assert lines[0] == (
+        "video: phone.mp4, 48 frames of 64x96 (shown turned 90 degrees clockwise: coded 96x64), variable frame "
+        "rate: taken at a constant 14.29 fps by timestamps (3.36 s, as long as the source)"
+    )
+    assert count == 48 and lines[1].startswith("edit: 48 frames at 64x64")
+
+
+def edit_refusal(tmp_path, sd15_checkpoint, *arguments: str) -> str:
+    from test_edit_command_inputs import refused
+
+    return refused(tmp_path, "--checkpoint", str(sd15_checkpoint), "--size", "64", *arguments)
+
+
+def test_edit_refuses_a_damaged_clip_before_any_model_loads(tmp_path, sd15_checkpoint, comfy, damaged_clip):
+    video = comfy.workdir / "input" / damaged_clip
+    said = edit_refusal(tmp_path, sd15_checkpoint, "--video", str(video), "--frames", "0")
+    frame = int(said.split("decoding stops at frame ")[1].split(" ")[0])
+    assert said.startswith(f"edit: --video: {video} is damaged: decoding stops at frame {frame} (")
+    assert f"keep the {frame} frames before it with --frames {frame}, or re-encode the file" in said
+
+
+@pytest.mark.parametrize(
+    ("flag", "where"),
+    [("--output", "proc"), ("--compare", "under a file"), ("--report", "a folder in the way")],
+)
+def test_edit_checks_every_output_before_any_model_loads(tmp_path, sd15_checkpoint, flag, where):
+    """An output in a folder where no file can be created (/proc), under a file, or a folder where the
+    report's JSON would go: one sentence naming the flag and the path, nothing written."""
+    output = tmp_path / "edit.mp4"
+    arguments = ["--output", str(output)]
+    if where == "proc":
+        arguments = ["--output", "/proc/diffferv/edit.mp4"]
+        expected = (
+            "edit: --output: /proc/diffferv/edit.mp4 cannot be written: no file can be created in /proc"
+        )
+    elif where == "under a file":
+        (tmp_path / "notes.txt").write_text("a file")
+        arguments += ["--compare", str(tmp_path / "notes.txt" / "compare.mp4")]
+        expected = f"edit: --compare: {tmp_path}/notes.txt/compare.mp4 cannot be written: {tmp_path}/notes.txt is a file"
+    else:
+        (tmp_path / "edit.report.json").mkdir()
+        arguments += ["--report"]
+        expected = f"edit: --report: {tmp_path}/edit.report.json is a folder; give a file name"
+    said = edit_refusal(tmp_path, sd15_checkpoint, *arguments)
+    assert said.startswith(expected) and flag in said
+
+
+def test_an_output_needs_room_for_its_estimate(tmp_path):
+    from comfyui_diffferv.headless.checks import check_writable, estimated_bytes
+    from comfyui_diffferv.headless.cli import InputRefusedError
+
+    free = shutil.disk_usage(tmp_path).free
+    check_writable("--output", tmp_path / "a.mp4", estimated_bytes("mp4 (h264)", 16, 512, 512))
+    with pytest.raises(InputRefusedError, match=r"--output: .*/a.mp4 needs about .* free; free some space"):
+        check_writable("--output", tmp_path / "a.mp4", free + 2**30)
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+def test_every_axis_aligned_matrix_turns_pixels_as_a_player_shows_them(degrees, mirrored):
+    """The eight display matrices, read from FFmpeg's byte layout, against numpy's turn (no video)."""
+    import struct
+
+    from comfyui_diffferv.video.orientation import orientation_of
+
+    pixels = np.arange(2 * 3 * 4 * 3).reshape(2, 3, 4, 3)
+    orientation = orientation_of(struct.pack("=9i", *display_matrix(degrees, mirrored)))
+    assert np.array_equal(np.stack([orientation.apply(p) for p in pixels]), shown(pixels, degrees, mirrored))
+    assert orientation.mirrored == mirrored and orientation.clockwise_degrees == (-degrees) % 360
+
+
+@pytest.mark.slow
+def test_edit_writes_a_phone_clip_upright_and_in_time(sd15_checkpoint, tmp_path):
+    """`edit` end to end (the real SD1.5 architecture, random weights, 64 px, 2 steps) on a portrait phone
+    clip (coded 128x64, turned 90 degrees clockwise) at a variable rate with sound: the output is portrait,
+    as long as the source (within a frame) and carries the sound; the plan says both."""
+    from test_workflows import run_edit
+
+    times, end = [0.0, 0.04, 0.08, 0.28], 0.38
+    video = write_clip(
+        tmp_path / "phone.mp4",
+        pattern(4, 64, 128),
+        times,
+        end,
+        matrix=display_matrix(-90),
+        audio=tone(end, 0.1),
+    )
+    output = tmp_path / "edit.mp4"
+    result = run_edit(
+        "--checkpoint", str(sd15_checkpoint), "--video", str(video), "--frames", "0", "--size", "64",
+        "--steps", "2", "--window", "0", "--output", str(output),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(shown turned 90 degrees clockwise: coded 128x64), variable frame rate" in result.stdout
+    written = probe(output)
+    assert written.frames.shape == (4, 128, 64, 3)  # portrait
+    assert len(written.frames) / written.fps == pytest.approx(end, abs=1 / written.fps)
+    assert written.audio_seconds == pytest.approx(end, abs=0.05)

@@ -64,12 +64,12 @@ def test_swcfa_never_crosses_chunks():
 
 @pytest.mark.parametrize("frames", [1, 3, 6])
 @pytest.mark.parametrize("chunks", [1, 2, 3])
-@pytest.mark.parametrize("max_elements", [1, 200, 1 << 25])
-def test_tta_matches_token_by_token_reference(frames, chunks, max_elements):
+@pytest.mark.parametrize("max_bytes", [1, 800, 1 << 27])
+def test_tta_matches_token_by_token_reference(frames, chunks, max_bytes):
     grid = random_trajectories(frames, 3, 5, keep=0.6, seed=frames + chunks)
     q, k, v = qkv(chunks, frames, tokens=15, seed=frames * 7 + chunks)
     groups = TrajectoryGroups.from_grid(grid)
-    got = trajectory_attention(q, k, v, groups, chunks, HEADS, max_elements=max_elements)
+    got = trajectory_attention(q, k, v, groups, chunks, HEADS, max_bytes=max_bytes)
     torch.testing.assert_close(got, naive_tta(q, k, v, grid, chunks, HEADS), **TOL)
 
 

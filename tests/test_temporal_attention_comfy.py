@@ -133,7 +133,7 @@ def test_sampling_with_the_patches_runs_and_captures_every_block(comfy, tiny_sd1
     for key, level in SD15_SELF_ATTENTION_LEVELS.items():
         cells = (SIZE // 8 // 2**level) ** 2
         q, k = store.get(1, (*key, 0), Feature.SELF_QK)
-        assert q.shape == k.shape == (FRAMES, cells, widths[level]) and q.dtype == torch.float16
+        assert q.shape == k.shape == (FRAMES, cells, widths[level]) and q.dtype == torch.float32  # the UNet's
         (maps,) = store.get(1, (*key, 0), Feature.CROSS_MAPS)
         assert maps.shape == (FRAMES, 8, cells, 77)
         torch.testing.assert_close(maps.float().sum(-1), torch.ones(FRAMES, 8, cells), atol=2e-3, rtol=0)

@@ -189,7 +189,7 @@ def test_store_keeps_overlapping_windows_apart(core):
             **{CONTROL_KEY: inject, "sigmas": torch.full((4,), SIGMAS[1]), "cond_or_uncond": [0]},
         )
         plan = inject.plan(options)
-        q_swcfa, k_swcfa, _, _ = inject.self_attention(plan, ("input", 1, 0), q, k, 4)
+        q_swcfa, k_swcfa = inject.self_attention(plan, ("input", 1, 0), q.clone(), k.clone(), 4).swcfa()
         assert torch.equal(q_swcfa, recorded[window][0]) and torch.equal(k_swcfa, recorded[window][1])
     options = window_options(
         core,

@@ -32,10 +32,10 @@ def run_case(mode: str, frames: int, size: int, steps: int, full_size: bool) -> 
     from comfyui_diffferv.editing.preservation import recompute_bytes, store_bytes
 
     comfy = InProcessComfy(Path(tempfile.mkdtemp()))
-    model = build_unet(seed=5, tiny=not full_size, output_scale=0.02)
+    gpu_fp16 = full_size and torch.cuda.is_available()
+    dtype = torch.float16 if gpu_fp16 else torch.float32  # built in fp16, as ComfyUI loads it on a GPU
+    model = build_unet(seed=5, tiny=not full_size, output_scale=0.02, dtype=dtype)
     clip, vae = build_clip(tiny=not full_size), build_vae(tiny=not full_size)
-    if full_size and torch.cuda.is_available():
-        model.model.half()
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(frames, size, size, 3, generator=generator)
     (trajectories, _), _ = comfy.run_node(

@@ -65,9 +65,7 @@ def injecting_control(sigma: float):
     inject = Injection(
         source="source", swcfa_steps=None, tta_steps=None, cross_steps=None, token_map=torch.arange(77)
     )
-    return PreservationControl(
-        torch.tensor([sigma]), injections={"edit": inject, "negative": inject}
-    )
+    return PreservationControl(torch.tensor([sigma]), injections={"edit": inject, "negative": inject})
 
 
 def call_options(patcher, rows: int, sigma: float, device, control=None, roles=ROLES) -> dict:
@@ -87,7 +85,6 @@ def call_options(patcher, rows: int, sigma: float, device, control=None, roles=R
 def unet_peaks(frames: int, size: int, full_size: bool, device) -> dict[str, float]:
     import comfy.model_management as mm
     from comfy_harness import build_unet
-
     from comfyui_diffferv.nodes.attention_patches import apply_temporal_attention
 
     dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -122,8 +119,7 @@ def unet_peaks(frames: int, size: int, full_size: bool, device) -> dict[str, flo
 def level0_peaks(frames: int, size: int, device) -> dict[str, int]:
     """Peak memory of one attention call at the full-resolution block's shapes, by kind."""
     import comfy.ldm.modules.attention as comfy_attention
-    from comfyui_diffferv.attention.control import CONTROL_KEY, ROLES_KEY, PreservationControl
-    from comfyui_diffferv.attention.control import FeatureStore
+    from comfyui_diffferv.attention.control import CONTROL_KEY, ROLES_KEY, FeatureStore, PreservationControl
     from comfyui_diffferv.attention.patches import CrossAttentionControl, TemporalSelfAttention
     from comfyui_diffferv.nodes.attention_patches import comfy_attention as attention_fn
 
@@ -156,7 +152,9 @@ def level0_peaks(frames: int, size: int, device) -> dict[str, int]:
     tta = TemporalSelfAttention(swcfa=False, trajectories=trajectories, attention_fn=attention_fn)
     cross = CrossAttentionControl(attention_fn)
     store = FeatureStore(dtype=dtype, device=device)
-    record = PreservationControl(torch.tensor([sigma]), cond_roles={0: "source"}, capture="source", store=store)
+    record = PreservationControl(
+        torch.tensor([sigma]), cond_roles={0: "source"}, capture="source", store=store
+    )
     one = ("source",)
     cases = {
         "attn1_plain": lambda: comfy_attention.optimized_attention(q, k, v, heads),
@@ -183,7 +181,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=2, help="frames per chunk (3 chunks per call)")
     parser.add_argument("--size", type=int, default=64, help="frame size in pixels")
-    parser.add_argument("--full-size", action="store_true", help="the full SD1.5 UNet instead of the tiny one")
+    parser.add_argument(
+        "--full-size", action="store_true", help="the full SD1.5 UNet instead of the tiny one"
+    )
     parser.add_argument("--skip-unet", action="store_true", help="only the level-0 attention calls")
     args = parser.parse_args()
     from comfy_harness import InProcessComfy, host_dir

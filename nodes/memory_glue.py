@@ -1,0 +1,66 @@
+"""ComfyUI's memory estimate of a DiffFERV UNet call (the pure part: ``attention/memory.py``).
+
+ComfyUI sizes model loading from ``estimate_memory(model, noise_shape, conds)`` before any model-function
+wrapper runs (``comfy/sampler_helpers.py``): ``memory_required`` of two chunks of the noise's rows
+(cond and uncond), and of one chunk as the minimum. A DiffFERV call holds more than it sees: the recompute
+mode's source chunk (added by the model-function wrapper of ``preservation_glue.py``) and the patches'
+working memory. `count_real_rows` installs, on a clone, a ``PREPARE_SAMPLING`` wrapper that hands ComfyUI
+a noise shape whose rows cover the real call: per call, the frames of one context window (the window
+handler's own clamp, done here: the core handler's wrapper is removed from the clone, since it would clamp
+the enlarged shape back) times the chunks, plus the patches' extra bytes expressed in rows of
+``memory_required`` of one frame. The estimate is then at least the call's real need; what it comes to is
+logged with the run (`estimated_rows`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import comfy.patcher_extension
+
+from ..attention.memory import patch_bytes
+
+WRAPPER_KEY = "diffferv_real_rows"
+CORE_WINDOWS_KEY = "ContextWindows_prepare_sampling"
+"""The key ComfyUI's context windows register their PREPARE_SAMPLING wrapper under."""
+
+
+def estimated_rows(frames: int, chunks: int, extra_bytes: int, row_bytes: float) -> int:
+    """Rows ComfyUI must size for (what `memory_required` of that many frame rows gives): `chunks` chunks of
+    `frames` frames and `extra_bytes` more, in rows of `row_bytes` (ComfyUI's estimate for one row)."""
+    return frames * chunks + math.ceil(extra_bytes / max(row_bytes, 1.0))
+
+
+def count_real_rows(model, chunks: int, cached_source: bool, held_per_frame: int = 0):
+    """A clone of `model` whose sampling sizes ComfyUI's loading for UNet calls of `chunks` chunks (2 for a
+    guided edit, 3 with the recompute mode's source chunk, 1 for the inversion) plus the patches' working
+    memory (`cached_source`: the source features come from a store and are moved to the device per
+    block) and `held_per_frame` bytes per frame of the window held on the device through the call (the
+    identity model's one-step store). See the module docstring."""
+    counted = model.clone()
+    counted.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, CORE_WINDOWS_KEY)
+
+    def real_rows(executor, patcher, noise_shape, *args, **kwargs):
+        shape = list(noise_shape)
+        handler = (kwargs.get("model_options") or {}).get("context_handler")
+        if handler is not None:
+            shape[0] = min(shape[0], handler.context_length)
+        frames = shape[0]
+        row_bytes = patcher.model.memory_required([1, *shape[1:]])
+        element_size = patcher.model_dtype().itemsize
+        extra = patch_bytes(frames, tuple(shape[-2:]), element_size, cached_source) + frames * held_per_frame
+        rows = estimated_rows(frames, chunks, extra, row_bytes)
+        shape[0] = math.ceil(rows / 2)  # ComfyUI's estimate counts two chunks of the noise's rows
+        logging.info(
+            "DiffFERV: ComfyUI sizes memory for %d rows per UNet call (%d frames x %d chunks + %.0f MiB of "
+            "attention work)",
+            2 * shape[0],
+            frames,
+            chunks,
+            extra / 2**20,
+        )
+        return executor(patcher, shape, *args, **kwargs)
+
+    counted.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, WRAPPER_KEY, real_rows)
+    return counted
