@@ -77,6 +77,24 @@ def sd15_checkpoint(comfy) -> Path:
     return write_random_sd15_checkpoint(CACHE / "checkpoints" / "random_sd15.safetensors")
 
 
+@pytest.fixture
+def without_dlib(monkeypatch):
+    """This Python as where dlib is not installed: `import dlib` raises ImportError until the test ends
+    (sys.modules["dlib"] = None), and the face models are loaded afresh before and after, in every copy of
+    the pack (ComfyUI imports it under its own module name)."""
+    import sys
+
+    def forget_face_models() -> None:
+        for name, module in list(sys.modules.items()):
+            if name.endswith(".faces.dlib_models"):
+                module.face_models.cache_clear()
+
+    forget_face_models()
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    yield
+    forget_face_models()
+
+
 @pytest.fixture(scope="session")
 def input_clip(comfy, demo_clip) -> str:
     """The demo clip copied into the in-process ComfyUI's input folder; returns its file name there."""

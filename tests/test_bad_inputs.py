@@ -8,8 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import pickle
-import subprocess
-import sys
 
 import pytest
 import safetensors.torch
@@ -244,30 +242,25 @@ def test_a_one_frame_clip_fails_before_the_inversion_runs(comfy, face_edit):
     }  # fmt: skip
 
 
-def test_face_mask_without_dlib_is_refused_at_validation_with_the_install_command(tmp_path):
-    """ComfyUI started in a Python where `import dlib` fails (as where it is not installed): a workflow
-    with Face Mask is refused before any node runs, and the sentence says how to install the models."""
-    script = f"""
-import json, sys
-sys.modules["dlib"] = None  # import raises ImportError
-sys.path.insert(0, {str(ROOT / "tests")!r})
-import conftest
-from comfy_harness import InProcessComfy
-comfy = InProcessComfy(__import__("pathlib").Path({str(tmp_path)!r}))
-prompt = {{
-    "1": {{"class_type": "EmptyImage", "inputs": {{"width": 64, "height": 64, "batch_size": 2, "color": 0}}}},
-    "2": {{"class_type": "DiffFERV_FaceMask", "inputs": {{"frames": ["1", 0], "region": "face", "grow_px": 8,
-          "pick": "largest", "face_index": 0}}}},
-    "3": {{"class_type": "PreviewImage", "inputs": {{"images": ["2", 1]}}}},
-}}
-problems, _ = comfy.validate(prompt)
-print(json.dumps([[p.class_type, p.message] for p in problems]))
-"""
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    ((class_type, message),) = json.loads(result.stdout.strip().splitlines()[-1])
+def test_face_mask_without_dlib_is_refused_at_validation_with_the_install_command(comfy, without_dlib):
+    """ComfyUI in a Python where `import dlib` fails (as where it is not installed): a workflow with Face
+    Mask is refused before any node runs, and the sentence says how to install the models."""
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 2, "color": 0}},
+        "2": {
+            "class_type": "DiffFERV_FaceMask",
+            "inputs": {
+                "frames": ["1", 0],
+                "region": "face",
+                "grow_px": 8,
+                "pick": "largest",
+                "face_index": 0,
+            },
+        },
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 1]}},
+    }
+    problems, _ = comfy.validate(prompt)
+    ((class_type, message),) = [(p.class_type, p.message) for p in problems]
     assert class_type == "DiffFERV_FaceMask"
     assert message.startswith(
         "Face Mask (DiffFERV) needs dlib's face models: dlib's face models are not installed"
