@@ -325,3 +325,11 @@ class ComfyServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def run_edit(*arguments: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """The `edit` command run as a user runs it (`python <pack> edit ...`, a new process), its output
+    captured."""
+    return subprocess.run(
+        [sys.executable, str(ROOT), "edit", *arguments], capture_output=True, text=True, cwd=cwd
+    )

@@ -10,13 +10,11 @@ import contextlib
 import io
 import pickle
 import re
-import subprocess
-import sys
 
 import pytest
 import safetensors.torch
 import torch
-from comfy_harness import build_unet
+from comfy_harness import build_unet, run_edit
 from comfyui_diffferv.headless.edit_command import main as edit_main
 from comfyui_diffferv.video.encode import FORMATS, write_video
 from conftest import ROOT
@@ -24,12 +22,6 @@ from specialize_fixtures import other_family_unet
 
 NEVER_READ = "never_read.safetensors"
 """A --checkpoint that does not exist: the refusals that come before the models are checked need none."""
-
-
-def run_edit(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT), "edit", *arguments], capture_output=True, text=True, cwd=ROOT
-    )
 
 
 def refused(tmp_path, *arguments: str, in_process: bool = True) -> str:

@@ -1,12 +1,11 @@
 """The shipped workflows and the headless `edit` command: in sync, complete, and running end to end."""
 
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from comfy_harness import run_edit
 from comfyui_diffferv.headless.plan import plan_run
 from comfyui_diffferv.headless.workflow import CHECKPOINT_URL, FaceMaskSettings, prepare_prompt
 from conftest import ROOT
@@ -177,12 +176,6 @@ def test_prepare_prompt_confines_the_edit_to_a_face_mask():
     )  # fmt: skip
     by_type = {node["class_type"]: (key, node) for key, node in prompt.items()}
     assert by_type["DiffFERV_FaceMask"][1]["inputs"]["frames"] == [by_type["DiffFERV_SelectKeyframes"][0], 0]
-
-
-def run_edit(*arguments, cwd=ROOT):
-    return subprocess.run(
-        [sys.executable, str(ROOT), "edit", *arguments], capture_output=True, text=True, cwd=cwd
-    )
 
 
 def test_edit_without_a_checkpoint_says_which_file_and_where():
