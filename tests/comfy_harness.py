@@ -333,3 +333,15 @@ def run_edit(*arguments: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT), "edit", *arguments], capture_output=True, text=True, cwd=cwd
     )
+
+
+def schema_defaults(comfy, class_type: str) -> dict:
+    """The declared default of every input of node `class_type` that has one (its widgets), as ComfyUI
+    reads the schema: a test passes these and names only the inputs it varies."""
+    declared = comfy.node_class(class_type).INPUT_TYPES()
+    return {
+        name: spec[1]["default"]
+        for group in ("required", "optional")
+        for name, spec in declared.get(group, {}).items()
+        if len(spec) > 1 and "default" in spec[1]
+    }

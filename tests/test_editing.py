@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from comfy_harness import build_unet
+from comfy_harness import build_unet, schema_defaults
 from comfyui_diffferv.editing.token_alignment import align_tokens
 
 STEPS = 10
@@ -61,19 +61,12 @@ def invert(comfy, clip: Clip, mode: str, steps: int = STEPS, **overrides):
 
 
 def edit(comfy, clip: Clip, inversion, prompt=SOURCE, **overrides) -> torch.Tensor:
-    inputs = dict(
-        model=clip.model,
-        clip=clip.clip,
-        inversion=inversion,
-        edit_prompt=prompt,
-        negative_prompt="",
-        guidance=5.0,
-        tau_app=0.9,
-        inject_motion=True,
-        inject_semantic=True,
+    sampler = "DiffFERV_PreservationInjectSampler"
+    inputs = schema_defaults(comfy, sampler) | dict(
+        model=clip.model, clip=clip.clip, inversion=inversion, edit_prompt=prompt
     )
     inputs.update(overrides)
-    (latent,), _ = comfy.run_node("DiffFERV_PreservationInjectSampler", **inputs)
+    (latent,), _ = comfy.run_node(sampler, **inputs)
     return latent["samples"]
 
 
