@@ -2,6 +2,6 @@
 trajectory attention (tta.py), the attn1/attn2 patch functions (patches.py) and the capture/injection of
 preservation features (control.py).
 
-Pure torch; imports no ComfyUI module. May import flow/ (trajectory sets) and windows/ (which frames a call holds), nothing else of the
-pack.
+Pure torch; imports no ComfyUI module. May import flow/ (trajectory sets), windows/ (which frames a call holds) and settings/ (the SWCFA
+window's declaration), nothing else of the pack.
 """

@@ -18,14 +18,18 @@ from functools import lru_cache
 
 import torch
 
+from ..settings import Number
 from .functional import AttentionFn, frames_per_chunk, sdpa_attention
 from .memory import WORK_BYTES, pieces
+
+WINDOW = Number(3, 1, 15, step=2, advice="the paper uses 3")
+"""Frames each frame attends to, itself included (Apply Temporal Attention's window); odd."""
 
 
 def window_problem(window: int, name: str = "window") -> str | None:
     """Why `window` cannot be a SWCFA window (None when it can): it must be an odd number >= 1."""
-    if not isinstance(window, int) or window < 1 or window % 2 == 0:
-        return f"{name} is {window}: the SWCFA window must be an odd number >= 1 (the paper uses 3)"
+    if not isinstance(window, int) or window < WINDOW.low or window % 2 == 0:
+        return f"{name} is {window}: the SWCFA window must be an odd number >= {WINDOW.low} ({WINDOW.advice})"
     return None
 
 

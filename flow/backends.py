@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..settings import Choice
+
 
 class FlowBackend(Protocol):
     """Dense optical flow from ``frames_a`` to ``frames_b`` (see the module docstring for shapes)."""
@@ -122,6 +124,8 @@ class TorchScriptFlow:
 
 
 BACKENDS = ("dis", "farneback", "torchscript")
+BACKEND = Choice("dis", BACKENDS)
+"""Compute Flow Trajectories' optical-flow backend."""
 
 
 def make_backend(

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import torch
 
+from ..settings import Choice
+from .trajectories import LATENT_FACTORS
 from .trajectory_set import TrajectoryGrid
+
+PREVIEW_GRIDS = {f"1/{factor}": factor for factor in LATENT_FACTORS}
+"""The latent grids a preview can show, by name (1/8: finest) -> their factor."""
+PREVIEW_GRID = Choice("1/16", tuple(PREVIEW_GRIDS))
+"""Compute Flow Trajectories' preview_grid."""
 
 _GOLDEN = 0.6180339887498949
 

@@ -20,6 +20,7 @@ from ..unet.files import UNetFileError, check_sd15_checkpoint, check_sd15_file
 from ..video.damage import find_damage
 from ..video.decode import (
     ANIMATED_IMAGES,
+    FIT,
     MAX_FRAME_CAP,
     MIN_EDIT_FRAMES,
     SIZE_MULTIPLE,
@@ -30,7 +31,7 @@ from ..video.decode import (
     probe_clip,
     size_problem,
 )
-from ..video.encode import format_of
+from ..video.encode import FORMAT, format_of
 from ..video.timing import Picking
 from ..windows.schedule import CONTEXT_LENGTH, overlap_problem
 from .cli import InputRefusedError
@@ -61,21 +62,21 @@ class Checked:
     workflow_path: str
 
 
+CHECKED_APART = ("--overlap", "--size")
+"""Declared flags with a check of their own: the overlap against --window, the size also as a multiple
+(`video.decode.size_problem`)."""
+
+
 def value_problems(args: argparse.Namespace) -> list[str]:
     """The command-line values outside their ranges, and empty prompts, one sentence each."""
     problems = [
         setting.declared.problem(setting.flag, value, setting.off)
         for setting in DECLARED.values()
-        if isinstance(setting.declared, Number) and setting.flag != "--overlap"
+        if isinstance(setting.declared, Number) and setting.flag not in CHECKED_APART
         for value in [getattr(args, setting.flag[2:].replace("-", "_"))]
     ]
     if args.window and CONTEXT_LENGTH.problem("--window", args.window) is None:  # the overlap goes with it
         problems.append(overlap_problem(args.window, args.overlap, "--window", "--overlap"))
-    if args.frames != 0 and not MIN_EDIT_FRAMES <= args.frames <= MAX_FRAME_CAP:
-        problems.append(
-            f"--frames is {args.frames}; a video edit needs 0 (all frames) or {MIN_EDIT_FRAMES} to "
-            f"{MAX_FRAME_CAP} frames"
-        )
     problems.append(size_problem(args.size, "--size"))
     problems += [prompt_problem("--source", args.source), prompt_problem("--edit", args.edit)]
     return [problem for problem in problems if problem]
@@ -160,8 +161,8 @@ def output_formats(args: argparse.Namespace, video: Path, clip: ClipInfo) -> tup
     """The VideoCombine formats of --output and --compare (mp4 when there is no comparison), each output
     (and --report's JSON) checked writable with room for an estimate of its size."""
     frames = picked_frames(clip.frames, args.frames)
-    height, width = fitted_size(clip.height, clip.width, args.size, SIZE_MULTIPLE, "crop")
-    formats = (output_format("--output", args.output, video), "mp4 (h264)")
+    height, width = fitted_size(clip.height, clip.width, args.size, SIZE_MULTIPLE, FIT.default)
+    formats = (output_format("--output", args.output, video), FORMAT.default)
     check_writable("--output", args.output, estimated_bytes(formats[0], frames, height, width))
     if args.compare:
         formats = (formats[0], output_format("--compare", args.compare, video))

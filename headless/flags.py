@@ -15,10 +15,11 @@ from ..editing.inputs import (
     STEPS,
     TAU_APP,
 )
+from ..editing.preservation import STORE_SHARE_OF_FREE_RAM
 from ..keyframes.selection import KEYFRAME_EVERY
 from ..masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK, REGION
-from ..settings import Choice, Number, number_text
-from ..video.decode import MAX_FRAME_CAP, MAX_SHORT_SIDE, MIN_EDIT_FRAMES, SIZE_MULTIPLE
+from ..settings import Choice, Number
+from ..video.decode import MAX_FRAMES, MIN_EDIT_FRAMES, SHORT_SIDE
 from ..video.encode import FORMATS
 from ..windows.schedule import CONTEXT_LENGTH, CONTEXT_OVERLAP
 from .cli import CommandParser
@@ -51,12 +52,15 @@ class Setting:
     """The setting's declaration, for those the command checks itself (default, range, advice)."""
     off: int | str | None = None
     """A value outside the declared range the flag takes to mean "not used" (e.g. --window 0: one batch)."""
+    off_by_default: bool = False
+    """The flag's default is `off`: the feature is off unless asked for (--keyframe-every, --mask), or the
+    command's default differs from the node's (--frames 0: the whole clip)."""
 
 
 SETTINGS = (
     Setting("--video", LOAD_VIDEO, "video"),
-    Setting("--frames", LOAD_VIDEO, "max_frames"),
-    Setting("--size", LOAD_VIDEO, "short_side"),
+    Setting("--frames", LOAD_VIDEO, "max_frames", MAX_FRAMES, off=MAX_FRAMES.off, off_by_default=True),
+    Setting("--size", LOAD_VIDEO, "short_side", SHORT_SIDE),
     Setting("--checkpoint", CHECKPOINT_LOADER, "ckpt_name"),
     Setting("--source", INVERT, "source_prompt"),
     Setting("--steps", INVERT, "steps", STEPS),
@@ -67,8 +71,8 @@ SETTINGS = (
     Setting("--window", WINDOWS, "context_length", CONTEXT_LENGTH, off=0),
     Setting("--overlap", WINDOWS, "context_overlap", CONTEXT_OVERLAP),
     Setting("--unet", UNET_LOADER, "unet_name"),
-    Setting("--keyframe-every", KEYFRAMES, "keyframe_every", KEYFRAME_EVERY, off=0),
-    Setting("--mask", FACE_MASK, "region", REGION, off="none"),
+    Setting("--keyframe-every", KEYFRAMES, "keyframe_every", KEYFRAME_EVERY, off=0, off_by_default=True),
+    Setting("--mask", FACE_MASK, "region", REGION, off="none", off_by_default=True),
     Setting("--mask-face", FACE_MASK, "face_index", FACE_INDEX),
     Setting("--mask-pick", FACE_MASK, "pick", PICK),
     Setting("--mask-grow", FACE_MASK, "grow_px", GROW_PX),
@@ -82,19 +86,16 @@ def described(flag: str, text: str) -> str:
     """A declared flag's --help: its range (and the value meaning "not used"), `text`, the advice, the
     default."""
     setting = DECLARED[flag]
-    declared = setting.declared
-    advice = f"; {declared.advice}" if declared.advice else ""
-    if isinstance(declared, Choice):
-        return f"{text}{advice} (default: {declared.default})"
-    off = f"{setting.off} or " if setting.off is not None else ""
-    return f"{off}{declared.range}: {text}{advice} (default: {number_text(default_of(flag))})"
+    if isinstance(setting.declared, Choice):
+        return setting.declared.help(text, default_of(flag))
+    return setting.declared.help(text, default_of(flag), setting.off)
 
 
 def default_of(flag: str):
-    """A declared flag's default: the declaration's, or its "not used" value where the flag has one and
-    the feature is off unless asked for (--keyframe-every)."""
+    """A declared flag's default: the declaration's, or its "not used" value where the flag's default is
+    that (`Setting.off_by_default`)."""
     setting = DECLARED[flag]
-    return setting.off if flag in ("--keyframe-every", "--mask") else setting.declared.default
+    return setting.off if setting.off_by_default else setting.declared.default
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -160,9 +161,12 @@ def parser() -> CommandParser:
         "--frames",
         metavar="N",
         type=int,
-        default=0,
-        help=f"0 or {MIN_EDIT_FRAMES} to {MAX_FRAME_CAP}: frames to edit from the start of the video, 0 = all; "
-        "time grows linearly with it, GPU memory does not (context windows) (default: 0, the whole clip)",
+        default=default_of("--frames"),
+        help=described(
+            "--frames",
+            "frames to edit from the start of the video, 0 = all; GPU memory does not grow with them (context "
+            "windows)",
+        ),
     )
     add(
         "--window",
@@ -197,9 +201,8 @@ def parser() -> CommandParser:
         "--size",
         metavar="PX",
         type=int,
-        default=512,
-        help=f"{SIZE_MULTIPLE} to {MAX_SHORT_SIDE}, a multiple of {SIZE_MULTIPLE}: the short side of the "
-        "edited frames in pixels (default: 512)",
+        default=default_of("--size"),
+        help=described("--size", "the short side of the edited frames in pixels"),
     )
     add(
         "--cache-mode",
@@ -208,7 +211,8 @@ def parser() -> CommandParser:
         help="how the inversion's features reach the sampler (the same frames either way, up to 1/255 of "
         "rounding): store keeps them in RAM "
         "(fp16, about 4 GB per 512 px frame at 50 steps), recompute keeps only latents and samples about "
-        "1.5x slower, auto stores when that fits in 40%% of free RAM (default: "
+        "1.5x slower, auto stores when that fits in "
+        f"{STORE_SHARE_OF_FREE_RAM:.0%}% of free RAM (default: "
         f"{CACHE_MODE.default})",
     )
     add(

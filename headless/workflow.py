@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from ..video.encode import FORMAT
 from .graph import ApiGraph, link
 from .host import PACK_ROOT
 
@@ -61,7 +62,7 @@ def prepare_prompt(
     cache_mode: str,
     unet: str | None = None,
     prefix: str = EDIT_PREFIX,
-    formats: tuple[str, str] = ("mp4 (h264)", "mp4 (h264)"),
+    formats: tuple[str, str] = (FORMAT.default, FORMAT.default),
     window: int | None = None,
     overlap: int | None = None,
     keyframe_every: int | None = None,

@@ -26,9 +26,14 @@ import cv2
 import numpy as np
 import torch
 
+from ..flow.backends import BACKEND as FLOW_BACKEND
 from ..flow.backends import FlowBackend
 from ..flow.consistency import consistent_pixels
+from ..settings import Choice
 from .selection import Keyframes
+
+BACKEND = Choice(FLOW_BACKEND.default, ("dis", "farneback"))
+"""Propagate Keyframe Edit's flow backend: those that need no model file."""
 
 FrameHook = Callable[[int], None]
 """Called with the count of frames done (progress, interruption)."""

@@ -13,8 +13,8 @@ from comfy_api.latest import io
 
 from ..attention.control import FeatureStore, PreservationControl
 from ..editing.ddim import invert
-from ..editing.inputs import SOURCE_PROMPT, STEPS, check_clip_frames
-from ..editing.preservation import CACHE_MODES, STORE, InversionResult
+from ..editing.inputs import CACHE_MODE, SOURCE_PROMPT, STEPS, check_clip_frames
+from ..editing.preservation import STORE, STORE_SHARE_OF_FREE_RAM, InversionResult
 from .attention_patches import with_control
 from .common import CATEGORY, PREFIX, Inversion, Trajectories, input_problem, progress
 from .memory_glue import count_real_rows
@@ -70,14 +70,14 @@ class DDIMInvertWithCache(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "cache_mode",
-                    options=list(CACHE_MODES),
-                    default="auto",
+                    **CACHE_MODE.widget(),
                     tooltip="How the preservation features reach the sampler; both give the same frames up to "
                     "rounding (at most 1/255 per pixel value). "
                     "store: recorded now, kept in system RAM as fp16 (about 4 GB per 512x512 frame at 50 "
                     "steps), sampling runs 2 chunks per step. recompute: only the inverted latents are kept "
                     "(about 3 MB per frame), sampling runs the source path as a 3rd chunk (about 1.5x the "
-                    "sampling time). auto: store when it fits in 40% of free RAM, else recompute. Under "
+                    "sampling time). auto: store when it fits in "
+                    f"{STORE_SHARE_OF_FREE_RAM:.0%} of free RAM, else recompute. Under "
                     "context windows each window keeps its own features (store needs windows that stay the "
                     "same at every step).",
                 ),

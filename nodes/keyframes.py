@@ -7,12 +7,11 @@ from comfy_api.latest import io
 
 from ..flow.backends import make_backend
 from ..flow.consistency import CONSISTENCY_THRESHOLD
-from ..keyframes.propagation import propagate_edit
+from ..keyframes.propagation import BACKEND, propagate_edit
 from ..keyframes.selection import KEYFRAME_EVERY
 from ..keyframes.selection import Keyframes as KeyframeSet
 from .common import CATEGORY, PREFIX, Keyframes, input_problem, progress
 
-BACKENDS = ("dis", "farneback")
 """The flow backends that need no model file (flow.backends)."""
 
 
@@ -82,8 +81,7 @@ class PropagateKeyframeEdit(io.ComfyNode):
                 Keyframes.Input("keyframe_set", tooltip="Select Keyframes' keyframe set."),
                 io.Combo.Input(
                     "backend",
-                    options=list(BACKENDS),
-                    default="dis",
+                    **BACKEND.widget(),
                     tooltip="Optical flow from each frame to its keyframes: OpenCV DIS (default) or Farneback.",
                 ),
                 io.Float.Input(

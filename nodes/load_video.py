@@ -22,9 +22,13 @@ from comfy_api.latest import InputImpl, io
 from ..video.damage import find_damage
 from ..video.decode import (
     ANIMATED_IMAGES,
-    MAX_FRAME_CAP,
-    MAX_SHORT_SIDE,
+    EVERY_NTH,
+    FIT,
+    FRAME_RATE,
+    MAX_FRAMES,
+    SHORT_SIDE,
     SIZE_MULTIPLE,
+    SKIP_FIRST_FRAMES,
     ClipError,
     fit_frames,
     pick_images,
@@ -35,7 +39,6 @@ from ..video.decode import (
 from ..video.timing import Picking
 from .common import CATEGORY, PREFIX, input_problem, progress
 
-MAX_RATE = 240.0
 NOT_CONNECTED = object()
 """validate_inputs' default for the optional VIDEO input: absent (a linked input arrives as None)."""
 
@@ -72,57 +75,53 @@ class LoadVideo(io.ComfyNode):
                 ),
                 io.Int.Input(
                     "max_frames",
-                    default=16,
-                    min=0,
-                    max=MAX_FRAME_CAP,
-                    tooltip="Keep at most this many frames (0 = all). Editing time and memory grow linearly "
-                    "with frames (all frames are edited in one batch); start with 8-16 at 512 px.",
+                    **MAX_FRAMES.widget(),
+                    tooltip=MAX_FRAMES.tooltip(
+                        "Keep at most this many frames (0 = all). Without context windows all frames are "
+                        "edited in one batch, so GPU memory grows with them too."
+                    ),
                 ),
                 io.Int.Input(
                     "skip_first_frames",
-                    default=0,
-                    min=0,
-                    max=1_000_000,
-                    tooltip="Frames to drop at the start of the file.",
+                    **SKIP_FIRST_FRAMES.widget(),
+                    tooltip=SKIP_FIRST_FRAMES.tooltip("Frames to drop at the start of the file."),
                 ),
                 io.Int.Input(
                     "every_nth",
-                    default=1,
-                    min=1,
-                    max=100,
-                    tooltip="Keep every n-th frame after the skipped ones (2 halves the frame rate). The fps "
-                    "output is divided accordingly so the video keeps its duration.",
+                    **EVERY_NTH.widget(),
+                    tooltip=EVERY_NTH.tooltip(
+                        "Keep every n-th frame after the skipped ones (2 halves the frame rate). The fps "
+                        "output is divided accordingly so the video keeps its duration."
+                    ),
                 ),
                 io.Int.Input(
                     "short_side",
-                    default=512,
-                    min=SIZE_MULTIPLE,
-                    max=MAX_SHORT_SIDE,
-                    step=SIZE_MULTIPLE,
-                    tooltip="Working size: the shorter side is scaled to this (SD1.5 works best at 512); a "
-                    "multiple of 64 (other values are refused, not rounded). The longer side ends up a "
-                    "multiple of 64 too (see fit).",
+                    **SHORT_SIDE.widget(),
+                    tooltip=SHORT_SIDE.tooltip(
+                        "Working size: the shorter side is scaled to this (other values are refused, not "
+                        "rounded). The longer side ends up a multiple of 64 too (see fit)."
+                    ),
                 ),
                 io.Combo.Input(
                     "fit",
-                    options=["crop", "stretch"],
-                    default="crop",
-                    tooltip="crop: keep the aspect ratio and trim the longer side's edges by under 64 px in "
-                    "total. stretch: keep every pixel and scale each side to the nearest multiple of 64 (the "
-                    "aspect ratio changes slightly).",
+                    **FIT.widget(),
+                    tooltip=FIT.tooltip(
+                        "crop: keep the aspect ratio and trim the longer side's edges by under 64 px in total. "
+                        "stretch: keep every pixel and scale each side to the nearest multiple of 64 (the "
+                        "aspect ratio changes slightly)."
+                    ),
                 ),
                 io.Float.Input(
                     "frame_rate",
-                    default=0.0,
-                    min=0.0,
-                    max=MAX_RATE,
-                    step=0.01,
+                    **FRAME_RATE.widget(),
                     optional=True,
                     force_input=True,
-                    tooltip="Take the clip at this many frames per second, by its timestamps (frames repeat or "
-                    "drop; the duration stays). Unconnected: the clip's own rate; a variable-rate phone clip is "
-                    "taken at its average rate, so it lasts as long as the source and its audio stays in sync. "
-                    "A socket, not a widget, so workflows saved before it keep their widget values.",
+                    tooltip=FRAME_RATE.tooltip(
+                        "Take the clip at this many frames per second, by its timestamps (frames repeat or "
+                        "drop; the duration stays). Unconnected: the clip's own rate; a variable-rate phone clip "
+                        "is taken at its average rate, so it lasts as long as the source and its audio stays in "
+                        "sync. A socket, not a widget, so workflows saved before it keep their widget values."
+                    ),
                 ),
                 io.Video.Input(
                     "source",
@@ -158,11 +157,16 @@ class LoadVideo(io.ComfyNode):
         problem = input_problem(
             cls,
             fit=fit,
-            max_frames=max_frames,
             skip_first_frames=skip_first_frames,
             every_nth=every_nth,
             frame_rate=frame_rate,
-        ) or (size_problem(short_side) if short_side is not None else None)
+        )
+        if problem is None and max_frames is not None:
+            problem = MAX_FRAMES.problem(
+                "max_frames", max_frames
+            )  # 1 is in the widget's range (0..), not an edit's
+        if problem is None and short_side is not None:
+            problem = size_problem(short_side)
         if problem:
             return problem
         if video is None or source is not NOT_CONNECTED:

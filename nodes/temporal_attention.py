@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..attention.swcfa import window_problem
+from ..attention.swcfa import WINDOW, window_problem
 from .attention_patches import apply_temporal_attention
 from .common import CATEGORY, PREFIX, Trajectories, input_problem
 
@@ -47,13 +47,12 @@ class ApplyTemporalAttention(io.ComfyNode):
                 ),
                 io.Int.Input(
                     "window",
-                    default=3,
-                    min=1,
-                    max=15,
-                    step=2,
-                    tooltip="Frames each frame attends to in the sliding window, itself included (odd; the "
-                    "paper uses 3). At the first and last frames the window is cut, not shifted. 1 turns the "
-                    "cross-frame part off. Cost grows about linearly with it.",
+                    **WINDOW.widget(),
+                    tooltip=WINDOW.tooltip(
+                        "Frames each frame attends to in the sliding window, itself included, an odd number. At "
+                        "the first and last frames the window is cut, not shifted. 1 turns the cross-frame part "
+                        "off. Cost grows about linearly with it."
+                    ),
                 ),
                 *_switches("swcfa", "Sliding-window cross-frame attention (local smoothness)"),
                 *_switches("tta", "Trajectory attention (consistency along motion over the whole clip)"),

@@ -13,10 +13,10 @@ import comfy.model_management
 import folder_paths
 from comfy_api.latest import io
 
-from ..flow.backends import BACKENDS, make_backend
+from ..flow.backends import BACKEND, make_backend
 from ..flow.consistency import CONSISTENCY_THRESHOLD
-from ..flow.preview import render_trajectories
-from ..flow.trajectories import LATENT_FACTORS, build_trajectories
+from ..flow.preview import PREVIEW_GRID, PREVIEW_GRIDS, render_trajectories
+from ..flow.trajectories import build_trajectories
 from .common import CATEGORY, PREFIX, Trajectories, input_problem, progress
 
 FLOW_MODELS = "optical_flow"
@@ -29,8 +29,6 @@ if FLOW_MODELS not in folder_paths.folder_names_and_paths:
         [os.path.join(folder_paths.models_dir, FLOW_MODELS)],
         {".pt", ".pth", ".ts", ".jit"},
     )
-
-PREVIEW_GRIDS = {f"1/{factor}": factor for factor in LATENT_FACTORS}
 
 
 class ComputeFlowTrajectories(io.ComfyNode):
@@ -55,8 +53,7 @@ class ComputeFlowTrajectories(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "backend",
-                    options=list(BACKENDS),
-                    default="dis",
+                    **BACKEND.widget(),
                     tooltip="Optical flow method. dis: OpenCV DIS, fast and accurate, no model file (default). "
                     "farneback: OpenCV Farneback, slower, less exact. torchscript: a learned flow model you "
                     "supply in models/optical_flow (chosen in flow_model).",
@@ -82,8 +79,7 @@ class ComputeFlowTrajectories(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "preview_grid",
-                    options=list(PREVIEW_GRIDS),
-                    default="1/16",
+                    **PREVIEW_GRID.widget(),
                     tooltip="Which latent grid the preview shows (1/8: finest, the most cells; 1/64: coarsest).",
                 ),
             ],

@@ -12,7 +12,7 @@ import folder_paths
 from comfy.cli_args import args
 from comfy_api.latest import InputImpl, Types, io, ui
 
-from ..video.encode import FORMATS, write_video
+from ..video.encode import FORMAT, FORMATS, FPS, QUALITY, write_video
 from .common import CATEGORY, PREFIX, input_problem, progress
 
 
@@ -31,10 +31,7 @@ class VideoCombine(io.ComfyNode):
                 io.Image.Input("images", tooltip="The frames, in order (an IMAGE batch)."),
                 io.Float.Input(
                     "fps",
-                    default=25.0,
-                    min=0.01,
-                    max=240.0,
-                    step=0.01,
+                    **FPS.widget(),
                     tooltip="Frames per second of the written video. Wire the loader's fps output here to keep "
                     "the source timing.",
                 ),
@@ -46,19 +43,17 @@ class VideoCombine(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "format",
-                    options=list(FORMATS),
-                    default="mp4 (h264)",
+                    **FORMAT.widget(),
                     tooltip="mp4 (h264) plays everywhere; webm (vp9) for the web; gif and animated webp loop "
                     "in browsers and carry no audio. mp4/webm need even sizes: an odd width or height is "
                     "padded by repeating the last pixel row/column (no content is lost).",
                 ),
                 io.Int.Input(
                     "quality",
-                    default=65,
-                    min=0,
-                    max=100,
-                    tooltip="Higher is better and larger. 65 (x264 CRF 18, vp9 CRF 22) is visually lossless for "
-                    "most clips. webp uses it as its quality (100 = lossless); gif ignores it.",
+                    **QUALITY.widget(),
+                    tooltip=QUALITY.tooltip(
+                        "Higher is better and larger. webp uses it as its quality (100 = lossless); gif ignores it."
+                    ),
                 ),
                 io.Boolean.Input(
                     "save_output",

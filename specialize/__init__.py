@@ -1,11 +1,13 @@
 """Face specialization (DiffFERV section 3.2) and IP-FaceDiff's identity and edit UNets: the `specialize`
 command (command.py) that fine-tunes an SD1.5 UNet on captioned faces mixed with general pairs: data and
 augmentation (data.py), the training loop (train.py), the branches' image-space losses (objectives.py,
-clip_direction.py), the SD1.5 parts in diffusers (sd15_diffusers.py), optional captioning (captioning.py).
+clip_direction.py), the SD1.5 parts in diffusers (sd15_diffusers.py), optional captioning (captioning.py);
+its settings, declared once (inputs.py).
 
 diffusers/transformers/kornia/torch; runs without ComfyUI: the one ComfyUI import is the key converter
 that `--save-layout comfyui` loads inside a function. May import unet.files and headless.host (to find
-ComfyUI's tokenizer) and faces (the identity networks and dlib's landmarks), nothing else of the pack.
+ComfyUI's tokenizer), headless.cli (the commands' style), faces (the identity networks and dlib's
+landmarks) and settings, nothing else of the pack.
 """
 
 BRANCHES = ("specialization", "identity", "edit")

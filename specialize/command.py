@@ -18,12 +18,47 @@ from pathlib import Path
 
 from ..headless import host
 from ..headless.cli import CommandParser, InputRefusedError, run_command
-from . import BRANCHES
+from ..settings import Choice, Number
+from .inputs import (
+    AUGMENT_PROBABILITY,
+    BATCH_SIZE,
+    BRANCH,
+    GENERAL_SHARE,
+    GRADIENT_CHECKPOINTING,
+    IDENTITY_WEIGHT,
+    L1_WEIGHT,
+    LAMBDA1,
+    LAMBDA2,
+    LEARNING_RATE,
+    MAX_IMAGE_TIMESTEP,
+    MAX_ROTATION,
+    MICRO_BATCH,
+    MIXED_PRECISION,
+    NAME,
+    RESOLUTION,
+    SAVE_DTYPE,
+    SAVE_EVERY,
+    SAVE_LAYOUT,
+    WORKERS,
+    ZOOM,
+)
 
 TOKENIZER = Path("comfy") / "sd1_tokenizer"
 GENERATED_CAPTIONS = "generated_captions.jsonl"
 DATA_REPORT = "data_report.txt"
 LANDMARKS = "face_landmarks.json"  # the identity branch's landmarks, found once per image
+
+
+def add_number(group, flag: str, declared: Number, text: str, metavar: str | None = None) -> None:
+    """A flag of a declared number: its type and default from the declaration, its --help with the range
+    and the advice (the range is checked by TrainSettings.check, in the same words)."""
+    kind = int if isinstance(declared.default, int) else float
+    group.add_argument(flag, type=kind, default=declared.default, metavar=metavar, help=declared.help(text))
+
+
+def add_choice(group, flag: str, declared: Choice, text: str) -> None:
+    """A flag of a declared choice: its options, default and --help from the declaration."""
+    group.add_argument(flag, choices=declared.options, default=declared.default, help=declared.help(text))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -59,8 +94,8 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--general-share",
         type=float,
-        default=0.1,
-        help="share of general pairs in the training stream (default 0.1, the paper's 10%%; 0 trains on faces only)",
+        default=GENERAL_SHARE.default,
+        help=GENERAL_SHARE.help("share of general pairs in the training stream"),
     )
     data.add_argument(
         "--caption-model",
@@ -84,76 +119,39 @@ def parser() -> argparse.ArgumentParser:
         required=True,
         help="folder for the exported UNets, training state, loss.csv and data report; a folder under ComfyUI/models/diffusion_models makes the exports appear in the node",
     )
-    training.add_argument(
-        "--name", default="diffferv-faces", help="file name stem of the exports (default diffferv-faces)"
-    )
+    training.add_argument("--name", default=NAME, help=f"file name stem of the exports (default: {NAME})")
     training.add_argument(
         "--steps", type=int, required=True, help="optimisation steps (one step = one effective batch)"
     )
-    training.add_argument(
-        "--batch-size", type=int, default=8, help="effective batch (default 8, the paper's)"
-    )
-    training.add_argument(
+    add_number(training, "--batch-size", BATCH_SIZE, "images per optimisation step (the effective batch)")
+    add_number(
+        training,
         "--micro-batch",
-        type=int,
-        default=2,
-        help="images per forward pass; gradients are accumulated over batch-size/micro-batch passes (default 2)",
+        MICRO_BATCH,
+        "images per forward pass; gradients are accumulated over batch-size/micro-batch passes",
     )
-    training.add_argument(
-        "--learning-rate", type=float, default=2.5e-6, help="Adam learning rate (default 2.5e-6, the paper's)"
-    )
-    training.add_argument(
-        "--resolution", type=int, default=512, help="training size in pixels, a multiple of 64 (default 512)"
-    )
-    training.add_argument(
-        "--max-rotation",
-        type=float,
-        default=15.0,
-        help="face augmentation: rotation range in degrees (default 15)",
-    )
+    add_number(training, "--learning-rate", LEARNING_RATE, "Adam learning rate")
+    add_number(training, "--resolution", RESOLUTION, "training size in pixels")
+    add_number(training, "--max-rotation", MAX_ROTATION, "face augmentation: rotation range in degrees")
     training.add_argument(
         "--zoom",
         type=float,
         nargs=2,
-        default=(0.7, 1.3),
+        default=ZOOM,
         metavar=("MIN", "MAX"),
-        help="face augmentation: zoom range (default 0.7 1.3)",
+        help=f"face augmentation: zoom range (default: {ZOOM[0]} {ZOOM[1]})",
     )
-    training.add_argument(
-        "--augment-probability", type=float, default=0.8, help="share of face images augmented (default 0.8)"
-    )
-    training.add_argument(
-        "--mixed-precision",
-        choices=("auto", "no", "fp16", "bf16"),
-        default="auto",
-        help="auto: bf16 (or fp16) on a GPU, off on the CPU",
-    )
-    training.add_argument(
-        "--gradient-checkpointing", choices=("auto", "on", "off"), default="auto", help="auto: on with a GPU"
-    )
-    training.add_argument("--seed", type=int, default=0)
-    training.add_argument("--workers", type=int, default=2, help="image-decoding processes (default 2)")
+    add_number(training, "--augment-probability", AUGMENT_PROBABILITY, "share of face images augmented")
+    add_choice(training, "--mixed-precision", MIXED_PRECISION, "autocast dtype")
+    add_choice(training, "--gradient-checkpointing", GRADIENT_CHECKPOINTING, "recompute activations")
+    training.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_number(training, "--workers", WORKERS, "image-decoding processes")
     training.add_argument("--device", help="torch device (default: cuda if present, else cpu)")
 
     saving = p.add_argument_group("checkpoints")
-    saving.add_argument(
-        "--save-every",
-        type=int,
-        default=500,
-        help="steps between exports and training-state saves (default 500)",
-    )
-    saving.add_argument(
-        "--save-layout",
-        choices=("comfyui", "diffusers"),
-        default="comfyui",
-        help="key layout of the exports: comfyui (original SD, needs ComfyUI's code) or diffusers; the node reads both",
-    )
-    saving.add_argument(
-        "--save-dtype",
-        choices=("fp16", "bf16", "fp32"),
-        default="fp16",
-        help="dtype of the exports (default fp16); the training state is always fp32",
-    )
+    add_number(saving, "--save-every", SAVE_EVERY, "steps between exports and training-state saves")
+    add_choice(saving, "--save-layout", SAVE_LAYOUT, "key layout of the exports")
+    add_choice(saving, "--save-dtype", SAVE_DTYPE, "dtype of the exports")
     saving.add_argument(
         "--resume",
         nargs="?",
@@ -167,19 +165,19 @@ def parser() -> argparse.ArgumentParser:
         "identity: an identity-preserving UNet (for the inversion); edit: an edit UNet (for the sampler). Both add "
         "an image-space loss on the one-step prediction to the epsilon loss (README: Training IP-FaceDiff's identity and edit UNets)",
     )
-    branches.add_argument(
+    add_choice(
+        branches,
         "--branch",
-        choices=BRANCHES,
-        default="specialization",
-        help="specialization (default: DiffFERV's face specialization), identity (IP-FaceDiff Eq. 5) or edit "
-        "(IP-FaceDiff Eq. 6)",
+        BRANCH,
+        "specialization (DiffFERV's face specialization), identity (IP-FaceDiff Eq. 5) or edit (IP-FaceDiff "
+        "Eq. 6)",
     )
-    branches.add_argument(
+    add_number(
+        branches,
         "--max-image-timestep",
-        type=int,
-        default=500,
+        MAX_IMAGE_TIMESTEP,
+        "identity/edit: the image-space loss acts at timesteps 0..T only",
         metavar="T",
-        help="identity/edit: the image-space loss acts at timesteps 0..N only (0..999, default 500)",
     )
     branches.add_argument(
         "--identity-model",
@@ -189,19 +187,13 @@ def parser() -> argparse.ArgumentParser:
         "file, e.g. ComfyUI/models/insightface/models/buffalo_l/w600k_r50.onnx (non-commercial licence; "
         "needs the onnx package)",
     )
-    branches.add_argument(
-        "--l1-weight",
-        type=float,
-        default=1.0,
-        metavar="W",
-        help="identity: weight of |x0_hat - y0|_1, 0 or more (default 1)",
-    )
-    branches.add_argument(
+    add_number(branches, "--l1-weight", L1_WEIGHT, "identity: weight of |x0_hat - y0|_1", metavar="W")
+    add_number(
+        branches,
         "--identity-weight",
-        type=float,
-        default=1.0,
+        IDENTITY_WEIGHT,
+        "identity: weight of the identity embeddings' cosine distance",
         metavar="W",
-        help="identity: weight of the identity embeddings' cosine distance, 0 or more (default 1)",
     )
     branches.add_argument(
         "--clip",
@@ -217,20 +209,8 @@ def parser() -> argparse.ArgumentParser:
         help="edit: text file of edits appended to the captions, one a line (default: built-in CelebA "
         "attributes: old, smiling, with eyeglasses, with a beard, with blond hair...)",
     )
-    branches.add_argument(
-        "--lambda1",
-        type=float,
-        default=0.3,
-        metavar="W",
-        help="edit: weight of the CLIP image distance, 0 or more (default 0.3)",
-    )
-    branches.add_argument(
-        "--lambda2",
-        type=float,
-        default=0.7,
-        metavar="W",
-        help="edit: weight of the CLIP direction term, 0 or more (default 0.7)",
-    )
+    add_number(branches, "--lambda1", LAMBDA1, "edit: weight of the CLIP image distance", metavar="W")
+    add_number(branches, "--lambda2", LAMBDA2, "edit: weight of the CLIP direction term", metavar="W")
 
     where = p.add_argument_group("where things are")
     where.add_argument(

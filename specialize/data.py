@@ -140,11 +140,10 @@ class PairDataset(torch.utils.data.Dataset):
 class MixedSampler(torch.utils.data.Sampler):
     """An endless, reproducible stream of PairDataset indices. Each epoch holds every face once and
     round(faces * share / (1 - share)) general pairs (drawn without repeats while there are enough), in a
-    shuffled order that depends only on (seed, epoch); `start` skips that many samples (resuming)."""
+    shuffled order that depends only on (seed, epoch); `start` skips that many samples (resuming).
+    `general_share` is in inputs.GENERAL_SHARE's range (TrainSettings.check)."""
 
     def __init__(self, faces: int, general: int, general_share: float, seed: int, start: int = 0):
-        if not 0.0 <= general_share < 1.0:
-            raise DataError(f"general share must be in [0, 1), got {general_share}")
         if general_share > 0 and general == 0:
             raise DataError("a general share above 0 needs general image-text pairs")
         self.faces, self.general = faces, general

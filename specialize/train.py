@@ -28,8 +28,32 @@ import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
 from ..unet.files import shape_problems
-from . import BRANCHES
 from .data import MixedSampler, Pair, PairDataset, augment_faces, face_augmentation
+from .inputs import (
+    AUGMENT_PROBABILITY,
+    BATCH_SIZE,
+    BRANCH,
+    CHECKED,
+    CHOSEN,
+    GENERAL_SHARE,
+    GRADIENT_CHECKPOINTING,
+    IDENTITY_WEIGHT,
+    L1_WEIGHT,
+    LAMBDA1,
+    LAMBDA2,
+    LEARNING_RATE,
+    MAX_IMAGE_TIMESTEP,
+    MAX_ROTATION,
+    MICRO_BATCH,
+    MIXED_PRECISION,
+    NAME,
+    RESOLUTION,
+    SAVE_DTYPE,
+    SAVE_EVERY,
+    WORKERS,
+    ZOOM,
+    flag_of,
+)
 from .objectives import EditObjective, IdentityObjective, decode, move_landmarks, predicted_x0
 from .sd15_diffusers import SD15Parts
 
@@ -43,51 +67,57 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """The training run's settings; the defaults, ranges and choices are the declarations of inputs.py."""
+
     steps: int  # optimisation steps (each one effective batch)
-    batch_size: int = 8  # effective batch (paper: 8)
-    micro_batch: int = 2  # images per forward/backward pass; batch_size / micro_batch passes per step
-    learning_rate: float = 2.5e-6  # paper: Adam at 2.5e-6
-    resolution: int = 512
-    general_share: float = 0.1  # paper: 10% general image-text pairs
-    max_rotation: float = 15.0  # degrees
-    zoom: tuple[float, float] = (0.7, 1.3)
-    augment_probability: float = 0.8
-    mixed_precision: str = "auto"  # auto (bf16/fp16 on a GPU, off on the CPU) | no | fp16 | bf16
-    gradient_checkpointing: str = "auto"  # auto (on with a GPU) | on | off
-    save_every: int = 500  # steps between exports and training-state saves
-    save_dtype: str = "fp16"
+    batch_size: int = BATCH_SIZE.default  # effective batch
+    micro_batch: int = (
+        MICRO_BATCH.default
+    )  # images per forward/backward pass; batch_size / micro_batch passes
+    learning_rate: float = LEARNING_RATE.default  # Adam
+    resolution: int = RESOLUTION.default
+    general_share: float = GENERAL_SHARE.default  # share of general image-text pairs
+    max_rotation: float = MAX_ROTATION.default  # degrees
+    zoom: tuple[float, float] = ZOOM
+    augment_probability: float = AUGMENT_PROBABILITY.default
+    mixed_precision: str = (
+        MIXED_PRECISION.default
+    )  # auto (bf16/fp16 on a GPU, off on the CPU) | no | fp16 | bf16
+    gradient_checkpointing: str = GRADIENT_CHECKPOINTING.default  # auto (on with a GPU) | on | off
+    save_every: int = SAVE_EVERY.default  # steps between exports and training-state saves
+    save_dtype: str = SAVE_DTYPE.default
     seed: int = 0
-    workers: int = 2  # image-decoding processes (0: decode in the training process)
-    name: str = "diffferv-faces"
-    branch: str = "specialization"  # specialization (DiffFERV) | identity | edit (IP-FaceDiff)
-    max_image_timestep: int = 500  # image-space losses only at t <= this (of 0..999)
-    l1_weight: float = 1.0  # identity branch, Eq. 5: |x0_hat - y0|_1
-    identity_weight: float = 1.0  # identity branch, Eq. 5: D_cos of the identity embeddings
-    lambda1: float = 0.3  # edit branch, Eq. 6: |f_I(y_gen) - f_I(y0)|_2
-    lambda2: float = 0.7  # edit branch, Eq. 6: 1 - cos of the image and text directions
+    workers: int = WORKERS.default  # image-decoding processes (0: decode in the training process)
+    name: str = NAME
+    branch: str = BRANCH.default  # specialization (DiffFERV) | identity | edit (IP-FaceDiff)
+    max_image_timestep: int = MAX_IMAGE_TIMESTEP.default  # image-space losses only at t <= this (of 0..999)
+    l1_weight: float = L1_WEIGHT.default  # identity branch, Eq. 5: |x0_hat - y0|_1
+    identity_weight: float = (
+        IDENTITY_WEIGHT.default
+    )  # identity branch, Eq. 5: D_cos of the identity embeddings
+    lambda1: float = LAMBDA1.default  # edit branch, Eq. 6: |f_I(y_gen) - f_I(y0)|_2
+    lambda2: float = LAMBDA2.default  # edit branch, Eq. 6: 1 - cos of the image and text directions
 
     def check(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.micro_batch < 1 or self.save_every < 1:
-            raise SettingsError("steps, batch size, micro-batch and save interval must be at least 1")
+        """Every setting in its declared range or choices (the first that is not refused, in flag terms),
+        the batch a multiple of the micro-batch, the resolution of the declared step."""
+        if self.steps < 1:
+            raise SettingsError(f"--steps is {self.steps}; use a value of 1 or more")
+        problems = [
+            declared.problem(flag_of(name), getattr(self, name)) for name, declared in CHECKED.items()
+        ]
+        problems += [
+            declared.problem(flag_of(name), getattr(self, name)) for name, declared in CHOSEN.items()
+        ]
+        problem = next((p for p in problems if p), None)
+        if problem:
+            raise SettingsError(problem)
         if self.batch_size % self.micro_batch:
             raise SettingsError(
                 f"the batch size ({self.batch_size}) must be a multiple of the micro-batch ({self.micro_batch})"
             )
-        if self.resolution % 64:
-            raise SettingsError(f"the resolution must be a multiple of 64 (got {self.resolution})")
-        if self.save_dtype not in PRECISIONS:
-            raise SettingsError(f"save dtype must be one of {', '.join(PRECISIONS)}")
-        if self.branch not in BRANCHES:
-            raise SettingsError(f"the branch must be one of {', '.join(BRANCHES)} (got {self.branch})")
-        weights = {"l1 weight": self.l1_weight, "identity weight": self.identity_weight}
-        weights |= {"lambda1": self.lambda1, "lambda2": self.lambda2}
-        negative = [f"{name} {value}" for name, value in weights.items() if not value >= 0]
-        if negative:
-            raise SettingsError(f"loss weights must be 0 or more: {', '.join(negative)}")
-        if not 0 <= self.max_image_timestep <= 999:
-            raise SettingsError(
-                f"the image-loss timestep cap must be in 0..999 (got {self.max_image_timestep})"
-            )
+        if self.resolution % RESOLUTION.step:
+            raise SettingsError(f"--resolution is {self.resolution}; use a multiple of {RESOLUTION.step}")
 
 
 def amp_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:

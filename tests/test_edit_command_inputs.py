@@ -51,9 +51,9 @@ def refused(tmp_path, *arguments: str, in_process: bool = True) -> str:
         ("--tau-app", "1.5", "--tau-app is 1.5; use a value from 0 to 1 (0.9 for texture edits such as age or make-up, 0.7 for shape edits such as glasses or hair)"),
         ("--guidance", "0", "--guidance is 0; use a value from 1 to 30 (5 is the paper's)"),
         ("--steps", "0", "--steps is 0; use a value from 2 to 1000 (50 is the paper's; 10 for a first try)"),
-        ("--size", "0", "--size is 0; use a multiple of 64 from 64 to 2048"),
+        ("--size", "0", "--size is 0; use a value from 64 to 2048 (a multiple of 64; SD1.5 works best at 512)"),
         ("--size", "100", "--size is 100, not a multiple of 64 (the UNet halves the latent three times): use 64 or 128"),
-        ("--frames", "-1", "--frames is -1; a video edit needs 0 (all frames) or 2 to 4096 frames"),
+        ("--frames", "1", "--frames is 1; use 0 or a value from 2 to 4096 (editing time grows linearly"),
         ("--window", "1", "--window is 1; use 0 or a value from 2 to 256 (16 is the default;"),
         ("--overlap", "16", "--overlap is 16; use 0 to 15 (less than --window 16)"),
         ("--keyframe-every", "65", "--keyframe-every is 65; use 0 or a value from 1 to 64 (4 is the usual choice)"),
@@ -201,7 +201,7 @@ def test_help_documents_every_option_with_its_range():
         if option in (*ranged, "--mask-face", "--mask-grow", "--mask-feather", "--keyframe-every"):
             assert re.match(r"(0 or )?\d+ to \d+", described.group(1)), (option, described.group(1))
     assert "(default: None)" not in text
-    for numbers in ("0 to 1", "1 to 30", "2 to 1000", "0 or 2 to 4096", "64 to 2048, a multiple of 64"):
+    for numbers in ("0 to 1", "1 to 30", "2 to 1000", "0 or 2 to 4096", "64 to 2048", "a multiple of 64"):
         assert numbers in text
 
 

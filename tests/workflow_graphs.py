@@ -18,10 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import conftest  # noqa: F401  (registers the pack as comfyui_diffferv, also when this runs as a script)
+from comfyui_diffferv.attention.swcfa import WINDOW
 from comfyui_diffferv.editing.inputs import CACHE_MODE, EDIT_PROMPT, GUIDANCE, SOURCE_PROMPT, STEPS, TAU_APP
+from comfyui_diffferv.flow.backends import BACKEND
 from comfyui_diffferv.flow.consistency import CONSISTENCY_THRESHOLD
+from comfyui_diffferv.flow.preview import PREVIEW_GRID
+from comfyui_diffferv.keyframes.propagation import BACKEND as PROPAGATION_BACKEND
 from comfyui_diffferv.keyframes.selection import KEYFRAME_EVERY
 from comfyui_diffferv.masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK, REGION
+from comfyui_diffferv.video.decode import EVERY_NTH, FIT, MAX_FRAMES, SHORT_SIDE, SKIP_FIRST_FRAMES
+from comfyui_diffferv.video.encode import FORMAT, FPS, QUALITY
 from comfyui_diffferv.windows.schedule import CONTEXT_LENGTH, CONTEXT_OVERLAP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +161,7 @@ def edit_graph(
     notes: list[Note],
     prefix: str,
     video: str = DEMO_VIDEO,
-    max_frames: int = 16,
+    max_frames: int = MAX_FRAMES.default,
     windows: bool = False,
     keyframes: bool = False,
     source_prompt: str = SOURCE_PROMPT,
@@ -199,7 +205,10 @@ def edit_graph(
                 19,
                 "DiffFERV_PropagateKeyframeEdit",
                 (1180, 620),
-                {"backend": "dis", "consistency_threshold": CONSISTENCY_THRESHOLD.default},
+                {
+                    "backend": PROPAGATION_BACKEND.default,
+                    "consistency_threshold": CONSISTENCY_THRESHOLD.default,
+                },
                 {"source": (3, 0), "edited_keyframes": (10, 0), "keyframe_set": (18, 1)},
                 size=(340, 130),
             ),
@@ -242,10 +251,10 @@ def edit_graph(
                 {
                     "video": video,
                     "max_frames": max_frames,
-                    "skip_first_frames": 0,
-                    "every_nth": 1,
-                    "short_side": 512,
-                    "fit": "crop",
+                    "skip_first_frames": SKIP_FIRST_FRAMES.default,
+                    "every_nth": EVERY_NTH.default,
+                    "short_side": SHORT_SIDE.default,
+                    "fit": FIT.default,
                 },
                 size=(320, 600),
             ),
@@ -254,10 +263,10 @@ def edit_graph(
                 "DiffFERV_ComputeFlowTrajectories",
                 (420, 420),
                 {
-                    "backend": "dis",
+                    "backend": BACKEND.default,
                     "consistency_threshold": CONSISTENCY_THRESHOLD.default,
                     "flow_model": "none",
-                    "preview_grid": "1/16",
+                    "preview_grid": PREVIEW_GRID.default,
                 },
                 {"frames": edited_frames},
                 size=(320, 160),
@@ -274,7 +283,7 @@ def edit_graph(
                 6,
                 "DiffFERV_ApplyTemporalAttention",
                 (420, 120),
-                {"window": 3, **switches},
+                {"window": WINDOW.default, **switches},
                 {"model": (2, 0), "trajectories": (4, 0)},
                 size=(320, 270),
             ),
@@ -324,10 +333,10 @@ def edit_graph(
                 "DiffFERV_VideoCombine",
                 (1560, 120),
                 {
-                    "fps": 25.0,
+                    "fps": FPS.default,
                     "filename_prefix": prefix,
-                    "format": "mp4 (h264)",
-                    "quality": 65,
+                    "format": FORMAT.default,
+                    "quality": QUALITY.default,
                     "save_output": True,
                 },
                 {"images": result, "fps": (3, 1), "audio": (3, 3)},
@@ -338,10 +347,10 @@ def edit_graph(
                 "DiffFERV_VideoCombine",
                 (1900, 120),
                 {
-                    "fps": 25.0,
+                    "fps": FPS.default,
                     "filename_prefix": prefix + "_compare",
-                    "format": "mp4 (h264)",
-                    "quality": 65,
+                    "format": FORMAT.default,
+                    "quality": QUALITY.default,
                     "save_output": True,
                 },
                 {"images": (11, 0), "fps": (3, 1), "audio": (3, 3)},

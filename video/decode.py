@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from PIL import Image, ImageSequence
 
+from ..settings import Choice, Number
 from .container import (
     ClipError,
     NoVideoStreamError,
@@ -30,7 +31,7 @@ from .container import (
 from .damage import DamagedClipError, damage_at
 from .frames import FrameHook
 from .orientation import UPRIGHT, Orientation, frame_orientation
-from .timing import Picking, constant_timing
+from .timing import MAX_RATE, Picking, constant_timing
 
 ANIMATED_IMAGES = (".gif", ".webp")
 SIZE_MULTIPLE = 64
@@ -39,6 +40,34 @@ MAX_SHORT_SIDE = 2048
 MAX_FRAME_CAP = 4096
 MIN_EDIT_FRAMES = 2
 """A video edit (SWCFA, trajectories) needs at least this many frames."""
+FIT_MODES = ("crop", "stretch")
+"""How `fit_frames` reaches multiples of SIZE_MULTIPLE: trim the longer side, or scale each side."""
+
+# Load Video's settings, declared once (read by the node's schema, the `edit` flags and their checks)
+MAX_FRAMES = Number(
+    16,
+    MIN_EDIT_FRAMES,
+    MAX_FRAME_CAP,
+    off=0,
+    advice="editing time grows linearly with the frames; 8-16 at 512 px for a first try",
+)
+"""Frames kept from the start of the clip (Load Video's max_frames, the edit's --frames); 0: all."""
+SKIP_FIRST_FRAMES = Number(0, 0, 1_000_000)
+"""Frames dropped at the start of the clip."""
+EVERY_NTH = Number(1, 1, 100)
+"""Keep every n-th frame after the skipped ones."""
+SHORT_SIDE = Number(
+    512,
+    SIZE_MULTIPLE,
+    MAX_SHORT_SIDE,
+    step=SIZE_MULTIPLE,
+    advice=f"a multiple of {SIZE_MULTIPLE}; SD1.5 works best at 512",
+)
+"""The working size's short side in pixels (Load Video's short_side, the edit's --size)."""
+FIT = Choice("crop", FIT_MODES)
+"""Load Video's fit (`fit_frames`' mode); the edit command keeps the shipped workflow's."""
+FRAME_RATE = Number(0.0, 0.0, MAX_RATE, step=0.01)
+"""The rate a clip is taken at, by its timestamps; 0: the clip's own rate."""
 
 
 @dataclass(frozen=True)
@@ -127,10 +156,11 @@ def _probe_animated_image(path: Path, count_up_to: int) -> ClipInfo:
 
 
 def size_problem(short_side: int, name: str = "short_side") -> str | None:
-    """Why `short_side` cannot be a working size (None when it can): it must be a multiple of
-    SIZE_MULTIPLE from SIZE_MULTIPLE to MAX_SHORT_SIDE. Nothing is rounded silently."""
-    if short_side < SIZE_MULTIPLE or short_side > MAX_SHORT_SIDE:
-        return f"{name} is {short_side}; use a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SHORT_SIDE}"
+    """Why `short_side` cannot be a working size (None when it can): it must be in SHORT_SIDE's range and
+    a multiple of SIZE_MULTIPLE. Nothing is rounded silently."""
+    problem = SHORT_SIDE.problem(name, short_side)
+    if problem:
+        return problem
     if short_side % SIZE_MULTIPLE:
         below = short_side // SIZE_MULTIPLE * SIZE_MULTIPLE
         return (

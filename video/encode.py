@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..settings import Choice, Number
 from .frames import FrameHook
+from .timing import MAX_RATE
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,12 @@ FORMATS: dict[str, VideoFormat] = {
     "gif": VideoFormat("gif", None, None, None, False),
     "webp (animated)": VideoFormat("webp", None, None, None, False),
 }
+FORMAT = Choice("mp4 (h264)", tuple(FORMATS))
+"""Video Combine's format (the edit command's comes from its --output's extension)."""
+QUALITY = Number(65, 0, 100, advice="65 (x264 CRF 18, vp9 CRF 22) is visually lossless for most clips")
+"""Video Combine's quality: higher is better and larger."""
+FPS = Number(25.0, 0.01, MAX_RATE, step=0.01)
+"""Video Combine's frame rate, when its fps input is not wired to the loader's."""
 
 
 def format_of(path: Path) -> str | None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MAX_RATE = 240.0
+"""The highest frame rate a clip is taken at (Load Video's frame_rate) or written with (Video Combine's fps)."""
 VARIABLE_TOLERANCE = 0.1
 """Frame intervals further than this fraction of the median interval from it make a clip variable-rate."""
 
