@@ -15,11 +15,13 @@ tests/test_cache_modes_full_size.py for the measured bound):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from ..attention.control import FeatureStore
+from ..flow.trajectories import LATENT_FACTORS, level_grid
 
 STORE = "store"
 RECOMPUTE = "recompute"
@@ -31,6 +33,8 @@ STORE_SHARE_OF_FREE_RAM = 0.4
 # SD1.5's attention blocks per resolution level (1, 1/2, 1/4, 1/8 of the latent): how many, and the
 # channel multiplier of the level (320, 640, 1280, 1280 channels at 320 base channels).
 SD15_LEVELS = ((5, 1), (5, 2), (5, 4), (1, 4))
+VAE_FACTOR = LATENT_FACTORS[0]
+"""Pixels per latent cell on each side (the level-0 grid)."""
 SD15_HEADS = 8
 SD15_CONTEXT_TOKENS = 77
 
@@ -85,10 +89,10 @@ def store_bytes(
     2 * N_l * C_l values for (q, k) plus heads * N_l * 77 values for the cross-attention maps.
     `frames`: the frames the UNet evaluates per step; with context windows the sum of the window lengths
     (overlapping windows each keep their own features, ``windows.schedule.frame_evaluations``)."""
-    h, w = latent_hw
+    image_size = (latent_hw[0] * VAE_FACTOR, latent_hw[1] * VAE_FACTOR)
     per_step = 0
     for level, (blocks, multiplier) in enumerate(SD15_LEVELS):
-        tokens = -(-h // 2**level) * -(-w // 2**level)
+        tokens = math.prod(level_grid(image_size, level))
         per_step += blocks * tokens * (2 * base_channels * multiplier + SD15_HEADS * SD15_CONTEXT_TOKENS)
     return element_size * per_step * frames * (steps + 1)
 
