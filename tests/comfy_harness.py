@@ -17,12 +17,14 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from comfyui_diffferv.headless.host import find_comfyui
 from comfyui_diffferv.headless.runner import HeadlessComfy, PromptError
 from comfyui_diffferv.unet.files import comfy_sd15_unet_config
+from comfyui_diffferv.video.decode import EVERY_NTH, FIT, SKIP_FIRST_FRAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -345,3 +347,89 @@ def schema_defaults(comfy, class_type: str) -> dict:
         for name, spec in declared.get(group, {}).items()
         if len(spec) > 1 and "default" in spec[1]
     }
+
+
+# The edit's chain, load -> trajectories -> encode -> invert -> sample, as the tests run it: every node
+# input not named is the node's schema default, so a test names only what it varies.
+
+LOAD_VIDEO = "DiffFERV_LoadVideo"
+TRAJECTORIES = "DiffFERV_ComputeFlowTrajectories"
+INVERT = "DiffFERV_DDIMInvertWithCache"
+SAMPLER = "DiffFERV_PreservationInjectSampler"
+TEST_SIZE = 64
+"""The short side the tests edit at: one latent cell per 8 px, the coarsest level 1x1."""
+
+
+@dataclass
+class Clip:
+    """A clip ready for the edit nodes: its IMAGE frames [F, H, W, 3], their TRAJECTORIES, the LATENT
+    ({"samples": [F, 4, H/8, W/8]}), the MODEL that inverts and samples it unless a call names another,
+    and the CLIP."""
+
+    frames: torch.Tensor
+    trajectories: object
+    latent: dict
+    model: object
+    clip: object
+
+
+def load_video_inputs(video: str, frames: int, short_side: int = TEST_SIZE) -> dict:
+    """Load Video (DiffFERV)'s widget values in a workflow (API form): the first `frames` frames of
+    `video` at `short_side` px, its other widgets at their declared defaults."""
+    return {
+        "video": video,
+        "max_frames": frames,
+        "skip_first_frames": SKIP_FIRST_FRAMES.default,
+        "every_nth": EVERY_NTH.default,
+        "short_side": short_side,
+        "fit": FIT.default,
+    }
+
+
+def load_video(comfy, video: str, frames: int, **overrides) -> torch.Tensor:
+    """Load Video (DiffFERV)'s IMAGE [F, H, W, 3]: the first `frames` frames of `video` in ComfyUI's input
+    folder (0: all) at TEST_SIZE px."""
+    inputs = schema_defaults(comfy, LOAD_VIDEO) | {
+        "video": video,
+        "max_frames": frames,
+        "short_side": TEST_SIZE,
+    }
+    (images, _, _, _), _ = comfy.run_node(LOAD_VIDEO, **(inputs | overrides))
+    return images
+
+
+def encode_clip(comfy, images: torch.Tensor, sd15, model) -> Clip:
+    """`images` with their trajectories (Compute Flow Trajectories) and latent (VAE Encode with the VAE of
+    `sd15`, a conftest.TinySD15), to be edited by `model` with the CLIP of `sd15`."""
+    (trajectories, _), _ = comfy.run_node(
+        TRAJECTORIES, **(schema_defaults(comfy, TRAJECTORIES) | {"frames": images})
+    )
+    (latent,), _ = comfy.run_node("VAEEncode", pixels=images, vae=sd15.vae)
+    return Clip(images, trajectories, latent, model, sd15.clip)
+
+
+def invert(comfy, clip: Clip, source_prompt: str, model=None, **overrides) -> tuple[object, torch.Tensor]:
+    """DDIM Invert With Cache of `clip` by `model` (default: the clip's): the INVERSION and the inverted
+    noise [F, 4, h, w]."""
+    inputs = schema_defaults(comfy, INVERT) | {
+        "model": clip.model if model is None else model,
+        "clip": clip.clip,
+        "latent": clip.latent,
+        "trajectories": clip.trajectories,
+        "source_prompt": source_prompt,
+    }
+    (inversion, noise), _ = comfy.run_node(INVERT, **(inputs | overrides))
+    return inversion, noise["samples"]
+
+
+def sample(comfy, clip: Clip, inversion, edit_prompt: str, model=None, **overrides) -> torch.Tensor:
+    """Preservation Inject Sampler from `inversion` by `model` (default: the clip's): the edited latent
+    [F, 4, h, w]."""
+    inputs = schema_defaults(comfy, SAMPLER) | {
+        "model": clip.model if model is None else model,
+        "clip": clip.clip,
+        "inversion": inversion,
+        "edit_prompt": edit_prompt,
+    }
+    (latent,), _ = comfy.run_node(SAMPLER, **(inputs | overrides))
+    return latent["samples"]

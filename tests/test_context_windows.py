@@ -3,68 +3,39 @@ ComfyUI, on the demo clip's frames, with the tiny random-weight SD1.5-shaped mod
 window, every fuse method and schedule of the core node, store = recompute, the UNet batch bounded by
 the window, the whole 121-frame clip in both cache modes, and speed mode's keyframes in windows."""
 
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from comfy_harness import build_unet, unet_calls
+from comfy_harness import Clip, build_unet, encode_clip, load_video, sample, schema_defaults, unet_calls
+from comfy_harness import invert as invert_clip
 from conftest import ROOT
 from test_editing import PLAIN, SOURCE
 
 FRAMES, WINDOW, OVERLAP, STEPS = 8, 4, 1, 2
 EDIT = "a photo of an old woman with glasses"
 LONG_CLIP = ROOT / "workflows" / "media" / "talking_face_long.mp4"
-SWITCHES = {f"{kind}_{size}": True for kind in ("swcfa", "tta") for size in (64, 32, 16, 8)}
-
-
-@dataclass
-class Clip:
-    frames: torch.Tensor
-    trajectories: object
-    latent: dict
-    model: object  # the tiny UNet with DiffFERV temporal attention
-    clip: object
+TEMPORAL = "DiffFERV_ApplyTemporalAttention"
 
 
 def load_clip(comfy, tiny_sd15, video: str, frames: int, seed: int = 5) -> Clip:
-    return load_frames(comfy, tiny_sd15, load_images(comfy, video, frames), seed)
-
-
-def load_images(comfy, video: str, frames: int):
-    """The first `frames` frames of `video` (0: all) as Load Video (DiffFERV) gives them, 64 px."""
-    (images, _, _, _), _ = comfy.run_node(
-        "DiffFERV_LoadVideo",
-        video=video,
-        max_frames=frames,
-        skip_first_frames=0,
-        every_nth=1,
-        short_side=64,
-        fit="crop",
-    )
-    return images
+    """The first `frames` frames of `video` (0: all), edited by the tiny UNet `seed` with temporal
+    attention."""
+    return load_frames(comfy, tiny_sd15, load_video(comfy, video, frames), seed)
 
 
 def load_frames(comfy, tiny_sd15, images, seed: int = 5) -> Clip:
     """A Clip of IMAGE frames: their trajectories, latents, and UNet `seed` with temporal attention."""
-    (trajectories, _), _ = comfy.run_node(
-        "DiffFERV_ComputeFlowTrajectories",
-        frames=images,
-        backend="dis",
-        consistency_threshold=1.0,
-        flow_model="none",
-        preview_grid="1/16",
-    )
-    (latent,), _ = comfy.run_node("VAEEncode", pixels=images, vae=tiny_sd15.vae)
-    model = temporal(comfy, build_unet(seed=seed, output_scale=0.02), trajectories)
-    return Clip(images, trajectories, latent, model, tiny_sd15.clip)
+    clip = encode_clip(comfy, images, tiny_sd15, model=None)
+    return replace(clip, model=temporal(comfy, build_unet(seed=seed, output_scale=0.02), clip.trajectories))
 
 
-def temporal(comfy, unet, trajectories):
-    """`unet` through Apply Temporal Attention (DiffFERV): window 3, SWCFA and TTA everywhere."""
-    (model,), _ = comfy.run_node(
-        "DiffFERV_ApplyTemporalAttention", model=unet, trajectories=trajectories, window=3, **SWITCHES
-    )
+def temporal(comfy, unet, trajectories, **overrides):
+    """`unet` through Apply Temporal Attention (DiffFERV), its defaults (window 3, SWCFA and TTA
+    everywhere) but for `overrides`."""
+    inputs = schema_defaults(comfy, TEMPORAL) | {"model": unet, "trajectories": trajectories}
+    (model,), _ = comfy.run_node(TEMPORAL, **(inputs | overrides))
     return model
 
 
@@ -104,33 +75,13 @@ def core_windows(comfy, model, schedule, fuse="pyramid", stride=1, closed_loop=F
 
 
 def invert(comfy, clip: Clip, model, mode: str, steps: int = STEPS):
-    (inversion, noise), _ = comfy.run_node(
-        "DiffFERV_DDIMInvertWithCache",
-        model=model,
-        clip=clip.clip,
-        latent=clip.latent,
-        source_prompt=SOURCE,
-        trajectories=clip.trajectories,
-        steps=steps,
-        cache_mode=mode,
-    )
-    return inversion, noise["samples"]
+    """`clip` inverted by `model` with the source prompt: (INVERSION, noise [F, 4, h, w])."""
+    return invert_clip(comfy, clip, SOURCE, model=model, cache_mode=mode, steps=steps)
 
 
 def edit(comfy, clip: Clip, model, inversion, prompt: str = EDIT, **overrides) -> torch.Tensor:
-    inputs = dict(
-        model=model,
-        clip=clip.clip,
-        inversion=inversion,
-        edit_prompt=prompt,
-        negative_prompt="",
-        guidance=5.0,
-        tau_app=0.9,
-        inject_motion=True,
-        inject_semantic=True,
-    )
-    (latent,), _ = comfy.run_node("DiffFERV_PreservationInjectSampler", **{**inputs, **overrides})
-    return latent["samples"]
+    """The latent [F, 4, h, w] that `model` samples from `inversion` with `prompt`."""
+    return sample(comfy, clip, inversion, prompt, model=model, **overrides)
 
 
 def run_both(comfy, clip, model, mode, **edit_overrides):
@@ -306,14 +257,9 @@ def test_the_121_frame_clip_runs_in_windows(comfy, tiny_sd15, mode, tmp_path):
     assert inversion.mode == mode
     assert max(batch for batch, _ in calls) == 16 * (2 if mode == "store" else 3)
     (images,), _ = comfy.run_node("VAEDecode", samples={"samples": edited}, vae=tiny_sd15.vae)
+    combine = "DiffFERV_VideoCombine"
     _, ui = comfy.run_node(
-        "DiffFERV_VideoCombine",
-        images=images,
-        fps=25.0,
-        filename_prefix=f"long_{mode}",
-        format="mp4 (h264)",
-        quality=65,
-        save_output=True,
+        combine, **schema_defaults(comfy, combine), images=images, filename_prefix=f"long_{mode}"
     )
     written = comfy.output_path(ui["images"][0])
     from video_probe import probe
@@ -326,7 +272,7 @@ def test_speed_mode_edits_the_keyframes_in_windows(comfy, tiny_sd15, input_clip)
     graph on the keyframes in Context Windows (DiffFERV) (window 4, overlap 1), Propagate Keyframe Edit.
     The UNet sees windows of keyframes only; the keyframes come out as decoded, the frames between take
     their change."""
-    whole = load_images(comfy, input_clip, 9)
+    whole = load_video(comfy, input_clip, 9)
     (images, keyframe_set), _ = comfy.run_node("DiffFERV_SelectKeyframes", frames=whole, keyframe_every=2)
     assert keyframe_set.indices == (0, 2, 4, 6, 8)
     keys = load_frames(comfy, tiny_sd15, images)
@@ -337,13 +283,13 @@ def test_speed_mode_edits_the_keyframes_in_windows(comfy, tiny_sd15, input_clip)
     assert {window for _, window in calls} == {(0, 1, 2, 3), (1, 2, 3, 4)}  # keyframe positions
     assert max(batch for batch, _ in calls) == 3 * WINDOW
     (decoded,), _ = comfy.run_node("VAEDecode", samples={"samples": edited}, vae=tiny_sd15.vae)
+    propagate = "DiffFERV_PropagateKeyframeEdit"
     (frames,), _ = comfy.run_node(
-        "DiffFERV_PropagateKeyframeEdit",
+        propagate,
+        **schema_defaults(comfy, propagate),
         source=whole,
         edited_keyframes=decoded,
         keyframe_set=keyframe_set,
-        backend="dis",
-        consistency_threshold=1.0,
     )
     assert frames.shape == whole.shape
     assert torch.allclose(frames[[0, 2, 4, 6, 8]], decoded, atol=1e-6)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from calibration import blurred, other_face, reencoded, shuffled
+from comfy_harness import load_video, load_video_inputs
 from comfyui_diffferv.faces.dlib_models import INSTALL_COMMAND, SAME_PERSON_DISTANCE, face_models
 from comfyui_diffferv.flow.backends import DISFlow
 from comfyui_diffferv.flow.trajectories import compute_source_flow
@@ -19,13 +20,14 @@ NODE = "DiffFERV_EditReport"
 
 
 def load(input_clip: str, frames: int, size: int) -> dict:
-    inputs = {"video": input_clip, "max_frames": frames, "skip_first_frames": 0, "every_nth": 1}
-    return {"class_type": "DiffFERV_LoadVideo", "inputs": {**inputs, "short_side": size, "fit": "crop"}}
+    return {
+        "class_type": "DiffFERV_LoadVideo",
+        "inputs": load_video_inputs(input_clip, frames, short_side=size),
+    }
 
 
 def demo_frames(comfy, input_clip, count, size):
-    (images, *_), _ = comfy.run_node("DiffFERV_LoadVideo", **load(input_clip, count, size)["inputs"])
-    return images
+    return load_video(comfy, input_clip, count, short_side=size)
 
 
 def test_report_in_a_workflow_measures_with_the_trajectories_flow(comfy, input_clip):

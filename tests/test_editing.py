@@ -1,11 +1,13 @@
 """DDIMInvertWithCache + PreservationInjectSampler inside a real ComfyUI, on the demo clip's frames, with
 a tiny random-weight SD1.5-shaped model (see comfy_harness.build_unet for its output scale)."""
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import pytest
 import torch
-from comfy_harness import build_unet, schema_defaults
+from comfy_harness import Clip, build_unet, encode_clip, load_video, sample, schema_defaults
+from comfy_harness import invert as invert_clip
+from comfyui_diffferv.editing.inputs import GUIDANCE
 from comfyui_diffferv.editing.token_alignment import align_tokens
 
 STEPS = 10
@@ -13,61 +15,22 @@ SOURCE = "a photo of a woman"
 FRAMES = 6
 
 
-@dataclass
-class Clip:
-    frames: torch.Tensor
-    trajectories: object
-    latent: dict
-    model: object
-    clip: object
-
-
 @pytest.fixture(scope="module")
 def clip(comfy, tiny_sd15, input_clip) -> Clip:
-    (frames, _, _, _), _ = comfy.run_node(
-        "DiffFERV_LoadVideo",
-        video=input_clip,
-        max_frames=FRAMES,
-        skip_first_frames=0,
-        every_nth=1,
-        short_side=64,
-        fit="crop",
+    """The demo clip's first FRAMES frames, edited by a plain (no temporal attention) tiny UNet."""
+    return encode_clip(
+        comfy, load_video(comfy, input_clip, FRAMES), tiny_sd15, build_unet(seed=5, output_scale=0.02)
     )
-    (trajectories, _), _ = comfy.run_node(
-        "DiffFERV_ComputeFlowTrajectories",
-        frames=frames,
-        backend="dis",
-        consistency_threshold=1.0,
-        flow_model="none",
-        preview_grid="1/16",
-    )
-    (latent,), _ = comfy.run_node("VAEEncode", pixels=frames, vae=tiny_sd15.vae)
-    return Clip(frames, trajectories, latent, build_unet(seed=5, output_scale=0.02), tiny_sd15.clip)
 
 
 def invert(comfy, clip: Clip, mode: str, steps: int = STEPS, **overrides):
-    inputs = dict(
-        model=clip.model,
-        clip=clip.clip,
-        latent=clip.latent,
-        source_prompt=SOURCE,
-        trajectories=clip.trajectories,
-        steps=steps,
-        cache_mode=mode,
-    )
-    inputs.update(overrides)
-    (inversion, noise), _ = comfy.run_node("DiffFERV_DDIMInvertWithCache", **inputs)
-    return inversion, noise
+    """The clip inverted with the source prompt: (INVERSION, noise [F, 4, h, w])."""
+    return invert_clip(comfy, clip, SOURCE, cache_mode=mode, steps=steps, **overrides)
 
 
 def edit(comfy, clip: Clip, inversion, prompt=SOURCE, **overrides) -> torch.Tensor:
-    sampler = "DiffFERV_PreservationInjectSampler"
-    inputs = schema_defaults(comfy, sampler) | dict(
-        model=clip.model, clip=clip.clip, inversion=inversion, edit_prompt=prompt
-    )
-    inputs.update(overrides)
-    (latent,), _ = comfy.run_node(sampler, **inputs)
-    return latent["samples"]
+    """The sampler's latent [F, 4, h, w] from `inversion` with `prompt` (default: the source prompt)."""
+    return sample(comfy, clip, inversion, prompt, **overrides)
 
 
 PLAIN = {"tau_app": 0.0, "inject_motion": False, "inject_semantic": False}
@@ -90,7 +53,7 @@ def error(latent: torch.Tensor, clip: Clip) -> float:
 def test_both_modes_invert_to_the_same_noise_and_keep_what_they_promise(clip, stored, recomputed):
     (store, store_noise), (recompute, recompute_noise) = stored, recomputed
     # the inversion itself is the same (store computes the cross-attention maps explicitly: rounding only)
-    assert torch.allclose(store_noise["samples"], recompute_noise["samples"], atol=1e-4)
+    assert torch.allclose(store_noise, recompute_noise, atol=1e-4)
     assert store.mode == "store" and recompute.mode == "recompute"
     assert store.latents.shape == (STEPS + 1, FRAMES, 4, 8, 8)
     assert recompute.store is None and len(store.store) > 0
@@ -98,7 +61,7 @@ def test_both_modes_invert_to_the_same_noise_and_keep_what_they_promise(clip, st
     steps = {step for step, _, _ in store.store.recorded()}
     assert set(range(1, STEPS + 1)) <= steps
     assert len(store.store.recorded()) == (STEPS + 1) * 32
-    moved = (store_noise["samples"] - clip.latent["samples"]).abs().mean()
+    moved = (store_noise - clip.latent["samples"]).abs().mean()
     assert moved > 0.2 * clip.latent["samples"].abs().mean()  # the inversion moved away from the clip
 
 
@@ -133,13 +96,9 @@ def test_no_injection_is_plain_ddim_sampling_as_the_core_sampler_does_it(comfy, 
     no added noise) from the inverted noise, with the same temporally patched model."""
     inversion, noise = recomputed
     ours = edit(comfy, clip, inversion, **PLAIN)
-    patched = comfy.node_class("DiffFERV_ApplyTemporalAttention")
+    patched = "DiffFERV_ApplyTemporalAttention"
     (model,), _ = comfy.run_node(
-        patched.GET_SCHEMA().node_id,
-        model=clip.model,
-        trajectories=clip.trajectories,
-        window=3,
-        **{f"{kind}_{size}": True for kind in ("swcfa", "tta") for size in (64, 32, 16, 8)},
+        patched, **schema_defaults(comfy, patched), model=clip.model, trajectories=clip.trajectories
     )
     (cond,), _ = comfy.run_node("CLIPTextEncode", clip=clip.clip, text=SOURCE)
     (core,), _ = comfy.run_node(
@@ -148,12 +107,12 @@ def test_no_injection_is_plain_ddim_sampling_as_the_core_sampler_does_it(comfy, 
         add_noise="disable",
         noise_seed=0,
         steps=STEPS,
-        cfg=5.0,
+        cfg=GUIDANCE.default,
         sampler_name="ddim",
         scheduler="ddim_uniform",
         positive=cond,
         negative=cond,
-        latent_image=noise,
+        latent_image={"samples": noise},
         start_at_step=0,
         end_at_step=10000,
         return_with_leftover_noise="disable",
@@ -266,7 +225,7 @@ def test_the_edit_in_half_precision_stays_close_to_fp32(comfy, clip, mode, dtype
     edits = {}
     for run_dtype in (torch.float32, dtype):
         model = build_unet(seed=5, output_scale=0.02, dtype=run_dtype)
-        run = Clip(clip.frames, clip.trajectories, clip.latent, model, clip.clip)
+        run = replace(clip, model=model)
         inversion, _ = invert(comfy, run, mode, steps=4)
         if mode == "store":
             assert {

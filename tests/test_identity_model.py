@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 import torch
 from comfy_harness import build_unet, unet_calls
-from test_context_windows import SWITCHES, WINDOW, diffferv_windows, edit, invert, load_clip, temporal
+from test_context_windows import WINDOW, diffferv_windows, edit, invert, load_clip, temporal
 
 FRAMES, STEPS = 8, 3
 TOLERANCE = 2e-3  # store (fp16 q, k and maps) vs recompute (fp32), as in test_context_windows
@@ -138,10 +138,7 @@ def test_models_that_do_not_fit_otherwise_are_refused(comfy, clip, identity):
     (zsnr,), _ = comfy.run_node("ModelSamplingDiscrete", model=clip.model, sampling="eps", zsnr=True)
     with pytest.raises(ValueError, match="model: its noise schedule differs from the inversion's model's"):
         edit(comfy, clip, zsnr, inversion)
-    switches = {**SWITCHES, "swcfa_8": False, "tta_8": False}
-    (coarse_off,), _ = comfy.run_node(
-        "DiffFERV_ApplyTemporalAttention", model=unet(9), trajectories=clip.trajectories, window=3, **switches
-    )
+    coarse_off = temporal(comfy, unet(9), clip.trajectories, swcfa_8=False, tta_8=False)
     inversion, _ = invert(comfy, clip, coarse_off, "store", steps=1)
     with pytest.raises(
         ValueError,

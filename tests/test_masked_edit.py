@@ -3,6 +3,7 @@ SD1.5-shaped model, the demo clip's frames (the set-up of tests/test_editing.py)
 
 import pytest
 import torch
+from comfy_harness import encode_clip
 from test_editing import FRAMES, SOURCE, clip, edit, invert  # noqa: F401  (clip: the module's fixture)
 
 EDIT = "a photo of an old man with glasses"
@@ -95,15 +96,10 @@ def test_on_a_clip_with_two_faces_one_is_edited_and_the_other_untouched(comfy, t
         "DiffFERV_FaceMask", frames=frames, region="face", grow_px=4, pick="left-to-right", face_index=1
     )
     assert mask[..., :128].sum() == 0 and (mask[..., 128:].sum((1, 2)) > 1000).all()
-    (trajectories, _), _ = comfy.run_node(
-        "DiffFERV_ComputeFlowTrajectories", frames=frames, backend="dis", consistency_threshold=1.0,
-        flow_model="none", preview_grid="1/16",
-    )  # fmt: skip
-    (latent,), _ = comfy.run_node("VAEEncode", pixels=frames, vae=tiny_sd15.vae)
-    two_faces = type(clip)(frames, trajectories, latent, clip.model, clip.clip)
+    two_faces = encode_clip(comfy, frames, tiny_sd15, clip.model)
     inversion = invert(comfy, two_faces, "recompute", steps=STEPS)[0]
     edited = edit(comfy, two_faces, inversion, EDIT, mask=mask, mask_feather_px=8)
-    change = (edited - latent["samples"]).abs()
+    change = (edited - two_faces.latent["samples"]).abs()
     left_face, right_face = change[..., 4:13, 4:13], change[..., 4:12, 20:28]  # latent cells of each face
     print(
         f"\ntwo faces: left face max |change| {left_face.max():.2e}, right face mean |change| {right_face.mean():.4f}"

@@ -4,24 +4,22 @@ import warnings
 
 import pytest
 import torch
-from comfy_harness import PromptError
+from comfy_harness import PromptError, load_video, load_video_inputs
+from comfyui_diffferv.flow.backends import BACKEND
+from comfyui_diffferv.flow.consistency import CONSISTENCY_THRESHOLD
+from comfyui_diffferv.flow.preview import PREVIEW_GRID
 from comfyui_diffferv.flow.trajectory_set import TrajectorySet
 
 NODE = "DiffFERV_ComputeFlowTrajectories"
-DEFAULTS = {"backend": "dis", "consistency_threshold": 1.0, "preview_grid": "1/16"}
+DEFAULTS = {
+    "backend": BACKEND.default,
+    "consistency_threshold": CONSISTENCY_THRESHOLD.default,
+    "preview_grid": PREVIEW_GRID.default,
+}
 
 
 def demo_frames(comfy, input_clip, count=8, short_side=256):
-    (images, *_), _ = comfy.run_node(
-        "DiffFERV_LoadVideo",
-        video=input_clip,
-        max_frames=count,
-        skip_first_frames=0,
-        every_nth=1,
-        short_side=short_side,
-        fit="crop",
-    )
-    return images
+    return load_video(comfy, input_clip, count, short_side=short_side)
 
 
 def test_workflow_loads_tracks_and_previews(comfy, input_clip):
@@ -29,14 +27,7 @@ def test_workflow_loads_tracks_and_previews(comfy, input_clip):
     prompt = {
         "1": {
             "class_type": "DiffFERV_LoadVideo",
-            "inputs": {
-                "video": input_clip,
-                "max_frames": 6,
-                "skip_first_frames": 0,
-                "every_nth": 1,
-                "short_side": 256,
-                "fit": "crop",
-            },
+            "inputs": load_video_inputs(input_clip, 6, short_side=256),
         },
         "2": {"class_type": NODE, "inputs": {"frames": ["1", 0], **DEFAULTS, "flow_model": "none"}},
         "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 1]}},
