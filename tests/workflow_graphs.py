@@ -20,12 +20,14 @@ from typing import Any
 import conftest  # noqa: F401  (registers the pack as comfyui_diffferv, also when this runs as a script)
 from comfyui_diffferv.attention.swcfa import WINDOW
 from comfyui_diffferv.editing.inputs import CACHE_MODE, EDIT_PROMPT, GUIDANCE, SOURCE_PROMPT, STEPS, TAU_APP
+from comfyui_diffferv.editing.preservation import STORE_SHARE_OF_FREE_RAM
 from comfyui_diffferv.flow.backends import BACKEND
 from comfyui_diffferv.flow.consistency import CONSISTENCY_THRESHOLD
 from comfyui_diffferv.flow.preview import PREVIEW_GRID
 from comfyui_diffferv.keyframes.propagation import BACKEND as PROPAGATION_BACKEND
 from comfyui_diffferv.keyframes.selection import KEYFRAME_EVERY
 from comfyui_diffferv.masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK, REGION
+from comfyui_diffferv.settings import number_text
 from comfyui_diffferv.video.decode import EVERY_NTH, FIT, MAX_FRAMES, SHORT_SIDE, SKIP_FIRST_FRAMES
 from comfyui_diffferv.video.encode import FORMAT, FPS, QUALITY
 from comfyui_diffferv.windows.schedule import CONTEXT_LENGTH, CONTEXT_OVERLAP
@@ -88,12 +90,12 @@ Headless: `python ComfyUI/custom_nodes/<this pack> edit --help`."""
 
 KNOBS = f"""### The knobs
 - **tau_app** (sampler): how long the input's appearance is injected. {TAU_APP.advice[0].upper()}{TAU_APP.advice[1:]}. Higher = closer to the input.
-- **guidance** (sampler): 5 as in the paper. Higher = stronger edit, less faithful.
+- **guidance** (sampler): {number_text(GUIDANCE.default)} as in the paper. Higher = stronger edit, less faithful.
 - **edit prompt**: keep the source prompt's words and add or swap a few: shared words keep the input's layout, new words act freely.
-- **window** (Apply Temporal Attention): frames each frame sees (3). The trajectory attention follows optical flow over the whole clip."""
+- **window** (Apply Temporal Attention): frames each frame sees ({WINDOW.default}). The trajectory attention follows optical flow over the whole clip."""
 
-MEMORY = """### Memory and time
-**cache_mode** (inversion): *store* keeps the preservation features in RAM (about 4 GB per 512 px frame at 50 steps); *recompute* keeps only the inverted latents and runs the source path next to the edit (about 1.5x the sampling time). *auto* picks store when it fits in 40% of free RAM. Both give the same frames up to rounding (at most 1/255 per pixel value).
+MEMORY = f"""### Memory and time
+**cache_mode** (inversion): *store* keeps the preservation features in RAM (about 4 GB per 512 px frame at 50 steps); *recompute* keeps only the inverted latents and runs the source path next to the edit (about 1.5x the sampling time). *auto* picks store when it fits in {STORE_SHARE_OF_FREE_RAM:.0%} of free RAM. Both give the same frames up to rounding (at most 1/255 per pixel value).
 
 Time and memory grow linearly with frames and steps."""
 
