@@ -8,7 +8,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from ..video.encode import FORMAT
+from ..editing.inputs import CACHE_MODE, EDIT_PROMPT, GUIDANCE, SOURCE_PROMPT, STEPS, TAU_APP
+from ..masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK
+from ..video.decode import SHORT_SIDE
+from ..video.encode import FILENAME_PREFIX, FORMAT
 from .graph import ApiGraph, link
 from .host import PACK_ROOT
 
@@ -32,7 +35,7 @@ SAMPLER = "DiffFERV_PreservationInjectSampler"
 VIDEO_COMBINE = "DiffFERV_VideoCombine"
 EDIT_REPORT = "DiffFERV_EditReport"
 
-EDIT_PREFIX = "DiffFERV/edit"
+EDIT_PREFIX = FILENAME_PREFIX
 """The filename prefix of the edited video's Video Combine (the comparison's adds `_compare`)."""
 
 
@@ -41,10 +44,10 @@ class FaceMaskSettings:
     """The edit confined to one face: Face Mask (DiffFERV)'s inputs and the sampler's feather."""
 
     region: str
-    face_index: int = 0
-    pick: str = "largest"
-    grow_px: int = 8
-    feather_px: int = 8
+    face_index: int = FACE_INDEX.default
+    pick: str = PICK.default
+    grow_px: int = GROW_PX.default
+    feather_px: int = FEATHER_PX.default
 
 
 def prepare_prompt(
@@ -52,14 +55,14 @@ def prepare_prompt(
     *,
     video: str,
     checkpoint: str,
-    source: str,
-    edit: str,
     frames: int,
-    size: int,
-    steps: int,
-    tau_app: float,
-    guidance: float,
-    cache_mode: str,
+    source: str = SOURCE_PROMPT,
+    edit: str = EDIT_PROMPT,
+    size: int = SHORT_SIDE.default,
+    steps: int = STEPS.default,
+    tau_app: float = TAU_APP.default,
+    guidance: float = GUIDANCE.default,
+    cache_mode: str = CACHE_MODE.default,
     unet: str | None = None,
     prefix: str = EDIT_PREFIX,
     formats: tuple[str, str] = (FORMAT.default, FORMAT.default),
@@ -68,7 +71,8 @@ def prepare_prompt(
     keyframe_every: int | None = None,
     face_mask: FaceMaskSettings | None = None,
 ) -> dict:
-    """The API-form face-edit workflow with its inputs set. `unet`: a specialized UNet file name in the
+    """The API-form face-edit workflow with its inputs set (a value not given: the setting's declared
+    default). `unet`: a specialized UNet file name in the
     diffusion_models folder, loaded onto the checkpoint's MODEL (the shipped graph has that node
     bypassed, so its API form lacks it: it is added and wired in). `formats`: the VideoCombine formats
     (FORMATS keys) of the edit and of the comparison. `window`, `overlap`: the workflow's Context

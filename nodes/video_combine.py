@@ -12,7 +12,7 @@ import folder_paths
 from comfy.cli_args import args
 from comfy_api.latest import InputImpl, Types, io, ui
 
-from ..video.encode import FORMAT, FORMATS, FPS, QUALITY, write_video
+from ..video.encode import FILENAME_PREFIX, FORMAT, FORMATS, FPS, QUALITY, write_video
 from .common import CATEGORY, PREFIX, input_problem, progress
 
 
@@ -37,7 +37,7 @@ class VideoCombine(io.ComfyNode):
                 ),
                 io.String.Input(
                     "filename_prefix",
-                    default="DiffFERV/edit",
+                    default=FILENAME_PREFIX,
                     tooltip="Name of the file inside ComfyUI's output folder; may contain sub-folders and "
                     "%date:yyyy-MM-dd%-style values. It cannot leave the output folder.",
                 ),

@@ -44,9 +44,6 @@ def face_edit_inputs(comfy, input_clip, sd15_checkpoint) -> dict:
         "checkpoint": sd15_checkpoint.name,
         "source": SOURCE,
         "edit": EDIT,
-        "tau_app": 0.9,
-        "guidance": 5.0,
-        "cache_mode": "auto",
         **TINY,
     }
 

@@ -32,8 +32,6 @@ def edited_frames(comfy, input_clip, checkpoint: str, mode: str) -> np.ndarray:
         frames=FRAMES,
         size=64,
         steps=2,
-        tau_app=0.9,
-        guidance=5.0,
         cache_mode=mode,
         prefix=f"modes/{mode}",
         formats=("webp (animated)", "mp4 (h264)"),

@@ -260,7 +260,7 @@ def test_core_video_nodes_around_the_edit(comfy, sd15_checkpoint, tmp_path):
     name = into_input(comfy, write_clip(tmp_path / "core_edit.mp4", frames, rate=10, audio=tone(0.3, 0.1)))
     prompt = prepare_prompt(
         face_edit, video=name, checkpoint=sd15_checkpoint.name, source="a photo of a woman",
-        edit="a photo of an old woman", frames=3, size=64, steps=2, tau_app=0.9, guidance=5.0, cache_mode="auto",
+        edit="a photo of an old woman", frames=3, size=64, steps=2,
     )  # fmt: skip
     load = next(key for key, node in prompt.items() if node["class_type"] == NODE)
     components = {0: ["21", 0], 1: ["21", 2], 3: ["21", 1]}  # Load Video's images, fps, audio

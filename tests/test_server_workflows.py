@@ -51,8 +51,6 @@ def test_shipped_workflow_runs_on_the_server(server, demo_clip, sd15_checkpoint,
         frames=3,
         size=size,
         steps=2,
-        tau_app=0.9,
-        guidance=5.0,
         cache_mode="recompute",
     )
     history = server.wait(server.submit(prompt), timeout=900)

@@ -39,9 +39,6 @@ def test_api_workflows_validate_in_comfyui(comfy, input_clip, sd15_checkpoint):
             checkpoint=sd15_checkpoint.name,
             source="a photo of a woman",
             edit="a photo of a woman",
-            tau_app=0.9,
-            guidance=5.0,
-            cache_mode="auto",
             **TINY,
         )
         valid = asyncio.run(comfy.execution.validate_prompt("check", prompt, None))
@@ -90,12 +87,8 @@ def long_clip_prompt(**overrides) -> dict:
         checkpoint="c.safetensors",
         source="s",
         edit="e",
-        tau_app=0.9,
-        guidance=5.0,
         cache_mode="recompute",
         frames=0,
-        size=512,
-        steps=50,
     )
     return prepare_prompt(
         json.loads((WORKFLOWS / "api" / "diffferv_long_clip.json").read_text()), **settings | overrides
@@ -163,16 +156,15 @@ def test_prepare_prompt_confines_the_edit_to_a_face_mask():
     one_face = json.loads((WORKFLOWS / "api" / "diffferv_edit_one_face.json").read_text())
     shipped = next(key for key, node in one_face.items() if node["class_type"] == "DiffFERV_FaceMask")
     prompt = prepare_prompt(
-        one_face, video="v.mp4", checkpoint="c.safetensors", source="s", edit="e", tau_app=0.9, guidance=5.0,
-        cache_mode="auto", face_mask=mask, **TINY,
+        one_face, video="v.mp4", checkpoint="c.safetensors", source="s", edit="e", face_mask=mask, **TINY,
     )  # fmt: skip
     assert [key for key, node in prompt.items() if node["class_type"] == "DiffFERV_FaceMask"] == [shipped]
     assert prompt[shipped]["inputs"]["region"] == "face+hair"
     # speed mode: the mask is made on the keyframes, the frames the sampler edits
     speed = json.loads((WORKFLOWS / "api" / "diffferv_speed_mode.json").read_text())
     prompt = prepare_prompt(
-        speed, video="v.mp4", checkpoint="c.safetensors", source="s", edit="e", tau_app=0.9, guidance=5.0,
-        cache_mode="auto", face_mask=mask, keyframe_every=4, **TINY,
+        speed, video="v.mp4", checkpoint="c.safetensors", source="s", edit="e", face_mask=mask, keyframe_every=4,
+        **TINY,
     )  # fmt: skip
     by_type = {node["class_type"]: (key, node) for key, node in prompt.items()}
     assert by_type["DiffFERV_FaceMask"][1]["inputs"]["frames"] == [by_type["DiffFERV_SelectKeyframes"][0], 0]

@@ -29,7 +29,7 @@ from comfyui_diffferv.keyframes.selection import KEYFRAME_EVERY
 from comfyui_diffferv.masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK, REGION
 from comfyui_diffferv.settings import number_text
 from comfyui_diffferv.video.decode import EVERY_NTH, FIT, MAX_FRAMES, SHORT_SIDE, SKIP_FIRST_FRAMES
-from comfyui_diffferv.video.encode import FORMAT, FPS, QUALITY
+from comfyui_diffferv.video.encode import FILENAME_PREFIX, FORMAT, FPS, QUALITY
 from comfyui_diffferv.windows.schedule import CONTEXT_LENGTH, CONTEXT_OVERLAP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -384,7 +384,7 @@ GRAPHS = [
             Note(22, (1560, -300), (440, 300), MEMORY),
             Note(23, (40, 1080), (420, 220), SPECIALIZED),
         ],
-        "DiffFERV/edit",
+        FILENAME_PREFIX,
     ),
     edit_graph(
         "diffferv_long_clip",
@@ -394,7 +394,7 @@ GRAPHS = [
             Note(21, (800, -420), (520, 300), KNOBS),
             Note(22, (1560, -300), (440, 300), LONG_MEMORY),
         ],
-        "DiffFERV/edit",
+        FILENAME_PREFIX,
         video=LONG_VIDEO,
         max_frames=0,
         windows=True,
@@ -407,7 +407,7 @@ GRAPHS = [
             Note(21, (800, -420), (520, 300), KNOBS),
             Note(22, (1560, -300), (440, 300), LONG_MEMORY),
         ],
-        "DiffFERV/edit",
+        FILENAME_PREFIX,
         video=LONG_VIDEO,
         max_frames=0,
         windows=True,

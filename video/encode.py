@@ -41,6 +41,8 @@ FORMAT = Choice("mp4 (h264)", tuple(FORMATS))
 """Video Combine's format (the edit command's comes from its --output's extension)."""
 QUALITY = Number(65, 0, 100, advice="65 (x264 CRF 18, vp9 CRF 22) is visually lossless for most clips")
 """Video Combine's quality: higher is better and larger."""
+FILENAME_PREFIX = "DiffFERV/edit"
+"""Video Combine's default file name in ComfyUI's output folder (the edit command's edited video)."""
 FPS = Number(25.0, 0.01, MAX_RATE, step=0.01)
 """Video Combine's frame rate, when its fps input is not wired to the loader's."""
 
