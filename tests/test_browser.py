@@ -29,7 +29,7 @@ import pytest
 import requests
 from comfy_harness import ComfyServer
 from conftest import ROOT
-from workflow_graphs import CHECKPOINT, GRAPHS, SPECIALIZED_UNET, widget_names
+from workflow_graphs import CHECKPOINT, EDIT_UNET, GRAPHS, IDENTITY_UNET, SPECIALIZED_UNET, widget_names
 
 pytestmark = pytest.mark.slow
 
@@ -149,9 +149,13 @@ def server(tmp_path_factory, demo_clip):
     and the frontend's missing-model check finds them; nothing loads them here)."""
     workdir = tmp_path_factory.mktemp("browser_server")
     models = workdir / "models"
-    for folder, name in (("checkpoints", CHECKPOINT), ("unet", SPECIALIZED_UNET)):
+    for folder, names in (
+        ("checkpoints", [CHECKPOINT]),
+        ("unet", [SPECIALIZED_UNET, IDENTITY_UNET, EDIT_UNET]),
+    ):
         (models / folder).mkdir(parents=True)
-        (models / folder / name).touch()
+        for name in names:
+            (models / folder / name).touch()
     instance = ComfyServer(workdir, models)
     for clip in demo_clip.parent.glob("*.mp4"):
         shutil.copy(clip, workdir / "input" / clip.name)
