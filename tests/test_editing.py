@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from comfy_harness import build_unet, schema_defaults
+from comfy_harness import build_unet, free_memory_for, rows_per_step, schema_defaults
 from comfyui_diffferv.editing.token_alignment import align_tokens
 
 STEPS = 10
@@ -256,6 +256,40 @@ def test_comfy_sizes_memory_for_the_rows_the_unet_really_runs(comfy, clip, mode,
             FRAMES, tuple(shape[-2:]), model.model_dtype().itemsize, cached
         )
         assert 2 * shape[0] >= rows and estimate >= real, (mode, shape, rows)
+
+
+@pytest.fixture(scope="module")
+def short(comfy, clip):
+    """Both cache modes' inversions of the clip in 3 steps."""
+    return {mode: invert(comfy, clip, mode, steps=3)[0] for mode in ("store", "recompute")}
+
+
+@pytest.mark.parametrize("mode", ["recompute", "store"])
+def test_a_low_vram_split_gives_the_same_frames_and_runs_the_source_once_per_step(
+    comfy, clip, short, mode, monkeypatch
+):
+    """ComfyUI's free memory made to fit 2 chunks of the clip's frames, then 1 (the cond/uncond split of
+    a low-VRAM GPU): the frames stay those of the unsplit run, and every step runs the source path once:
+    recompute mode's source chunk alone first when the edit's chunks and it do not fit one call."""
+    inversion, latent = short[mode], clip.latent["samples"]
+    runs = {}
+    for fits in (3, 2, 1) if mode == "recompute" else (2, 1):  # chunks of FRAMES rows that fit one call
+        with monkeypatch.context() as patch, rows_per_step(clip.model) as steps:
+            if fits < 3:
+                free_memory_for(patch, clip.model, fits * FRAMES, latent)
+            runs[fits] = edit(comfy, clip, inversion, "a photo of an old woman"), list(steps.values())
+        print(f"\n{mode}, {fits} chunks fit: UNet rows per step {runs[fits][1]}")
+    unsplit, unsplit_rows = runs[max(runs)]
+    differences = {fits: float((frames - unsplit).abs().max()) for fits, (frames, _) in runs.items()}
+    print(f"{mode}: max abs latent difference to the unsplit run, by chunks that fit: {differences}")
+    assert unsplit_rows == [[FRAMES * (3 if mode == "recompute" else 2)]] * 3
+    assert max(differences.values()) < 1e-5
+    source = [FRAMES] if mode == "recompute" else []
+    for fits, (_, rows) in runs.items():
+        if fits == 2 and mode == "recompute":
+            assert rows == [[*source, 2 * FRAMES]] * 3
+        elif fits == 1:
+            assert rows == [[*source, FRAMES, FRAMES]] * 3
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
