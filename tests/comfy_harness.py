@@ -157,6 +157,38 @@ def unet_calls(model):
         handle.remove()
 
 
+@contextlib.contextmanager
+def rows_per_step(*models):
+    """Records, while open, the rows (batch size) of every UNet call of `models` (forward pre-hooks on
+    their diffusion models, removed on exit), grouped by the call's timestep: yields the dict
+    {timestep: [rows of each call of that step, in call order]} it fills."""
+    steps: dict[float, list[int]] = {}
+
+    def hook(module, args):
+        steps.setdefault(round(float(args[1][0]), 3), []).append(int(args[0].shape[0]))
+
+    handles = [model.model.diffusion_model.register_forward_pre_hook(hook) for model in models]
+    try:
+        yield steps
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def free_memory_for(monkeypatch, model, rows: int, latent: torch.Tensor) -> None:
+    """Make ComfyUI's free memory (``comfy.model_management.get_free_memory``, through `monkeypatch`)
+    just what one UNet call of `model` on `rows` rows of `latent`'s frames [F, 4, h, w] needs by ComfyUI's
+    batch rule (``memory_required`` x 1.5 < free): a low-VRAM GPU's cond/uncond split, on the CPU."""
+    import comfy.model_management as mm
+
+    free = 1.5 * model.model.memory_required([rows, *latent.shape[1:]]) * 1.01
+
+    def get_free_memory(dev=None, torch_free_too=False):
+        return (free, free) if torch_free_too else free
+
+    monkeypatch.setattr(mm, "get_free_memory", get_free_memory)
+
+
 def write_random_sd15_checkpoint(path: Path, seed: int = 0) -> Path:
     """Write a full-size SD1.5 checkpoint (UNet, CLIP-L, VAE) with random weights in the real SD1.5 key
     layout, through ComfyUI's own checkpoint writer. Cached: an existing file is kept. ~2 GB (fp16)."""

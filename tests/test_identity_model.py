@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from comfy_harness import build_unet, unet_calls
+from comfy_harness import build_unet, free_memory_for, rows_per_step, unet_calls
 from test_context_windows import SWITCHES, WINDOW, diffferv_windows, edit, invert, load_clip, temporal
 
 FRAMES, STEPS = 8, 3
@@ -55,6 +55,23 @@ def test_identity_features_reach_the_edit_in_both_cache_modes(comfy, clip, ident
         f"\nidentity model: store vs recompute {modes:.2e}, vs the edit model's own features {from_own:.2e}"
     )
     assert modes < TOLERANCE and from_own > 20 * TOLERANCE
+
+
+def test_the_identity_unet_runs_once_per_step_under_a_split(comfy, clip, identity, inverted, monkeypatch):
+    """ComfyUI's free memory made to fit one chunk of the clip's frames (a low-VRAM GPU's cond/uncond
+    split): the identity UNet still runs once per step and the frames are those of the unsplit run."""
+    with rows_per_step(identity, clip.model) as steps:
+        unsplit = edit(comfy, clip, clip.model, inverted["recompute"])
+    unsplit_rows = list(steps.values())
+    with monkeypatch.context() as patch, rows_per_step(identity, clip.model) as steps:
+        free_memory_for(patch, clip.model, FRAMES, clip.latent["samples"])
+        split = edit(comfy, clip, clip.model, inverted["recompute"])
+    split_rows, difference = list(steps.values()), largest(split, unsplit)
+    print(f"\nidentity UNet, UNet rows per step: unsplit {unsplit_rows}, split {split_rows}")
+    print(f"identity UNet: max abs latent difference split vs unsplit {difference:.2e}")
+    assert unsplit_rows == [[FRAMES, 2 * FRAMES]] * STEPS
+    assert split_rows == [[FRAMES, FRAMES, FRAMES]] * STEPS
+    assert difference < 1e-5
 
 
 def test_two_calls_with_the_same_weights_give_the_in_batch_frames(comfy, clip):
