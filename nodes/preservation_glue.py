@@ -1,5 +1,5 @@
 """ComfyUI glue shared by DDIMInvertWithCache and PreservationInjectSampler: prompts, checks, the
-temporal attention, the schedule, the cache mode, the recompute mode's source chunk, and the identity
+temporal attention, the schedule, the cache mode, the recompute mode's source path, and the identity
 model (``editing/identity.py``).
 
 The recompute mode gives every UNet call of the edit the source path of its step (the inverted latent
@@ -27,6 +27,7 @@ chunk: the inverted latents of those frames.
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import NamedTuple
 
 import comfy.model_management
 import comfy.patcher_extension
@@ -135,12 +136,19 @@ def pick_cache_mode(model, mode: str, frames: int, steps: int, latent_hw: tuple[
     return resolved, sizes
 
 
-def _source_path_input(
-    inversion: InversionResult, control: PreservationControl, args: dict
-) -> tuple[torch.Tensor, torch.Tensor, object]:
-    """The source path of one model call (`args` of a model-function wrapper): its input, the inverted
-    latent of the call's step for the call's frames [F, 4, h, w] on the batch's device and dtype, its
-    context [F, 77, 768] (the source prompt), and the call's context window object (None: whole clip)."""
+class SourceInput(NamedTuple):
+    """The source path of one model call: the call's step, its input (the inverted latent of the step for
+    the call's frames) [F, 4, h, w] on the batch's device and dtype, its context [F, 77, 768] (the
+    source prompt), and the call's context window object (None: the whole clip)."""
+
+    step: int
+    x: torch.Tensor
+    context: torch.Tensor
+    window: object
+
+
+def _source_path_input(inversion: InversionResult, control: PreservationControl, args: dict) -> SourceInput:
+    """The SourceInput of one model call (`args` of a model-function wrapper)."""
     x, timestep, c = args["input"], args["timestep"], args["c"]
     step = control.step_of(float(timestep[0]))
     window = call_frames(c["transformer_options"])
@@ -153,7 +161,8 @@ def _source_path_input(
         )
     context = c["c_crossattn"]
     source_context = inversion.source_cond[0][0].to(device=context.device, dtype=context.dtype)
-    return (
+    return SourceInput(
+        step,
         source_x.to(device=x.device, dtype=x.dtype),
         source_context.expand(frames, -1, -1),
         c["transformer_options"].get(CONTEXT_WINDOW_KEY),
@@ -206,11 +215,11 @@ class SourceRunner:
         )
         self.recorded: tuple | None = None  # the (step, window) the store holds
 
-    def record(self, previous, apply_model, args: dict, source: tuple) -> None:
-        """Record the features of `source` (`_source_path_input` of the call `args`) unless the store
-        holds the call's step and window already."""
-        source_x, source_context, window = source
-        key = (self.capture.step_of(float(args["timestep"][0])), window)
+    def record(self, previous, apply_model, args: dict, source: SourceInput) -> None:
+        """Record the features of `source` (the source path of the call `args`) unless the store holds
+        the call's step and window already."""
+        step, source_x, source_context, window = source
+        key = (step, window)
         if self.recorded == key:  # ComfyUI split this step's chunks: the features are there already
             return
         timestep = args["timestep"][: source_x.shape[0]]
@@ -283,7 +292,7 @@ def add_source_path(
                 )
         source = _source_path_input(inversion, from_store, args)
         if in_batch is not None and step == [(len(args["cond_or_uncond"]), True)]:
-            return _in_batch(previous, apply_model, args, *source[:2])
+            return _in_batch(previous, apply_model, args, source.x, source.context)
         runner.record(previous, apply_model, args, source)
         c = dict(args["c"])
         c["transformer_options"] = {**c["transformer_options"], CONTROL_KEY: from_store}
