@@ -49,6 +49,19 @@ def sd15_unet_config(**overrides) -> dict:
     return {**comfy_sd15_unet_config(), "dtype": torch.float32, **overrides}
 
 
+HALF_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16}
+"""The half-precision dtypes a UNet runs in on GPUs, by test id."""
+HALF_TOLERANCE = {torch.float16: 0.01, torch.bfloat16: 0.06}
+"""Largest `relative_difference` of a tiny-model edit in half precision from fp32 that the tests accept:
+about 2.5x the largest measured (on the CPU, 3-4 steps: windows 0.0025 / 0.0207, speed mode 0.0017 /
+0.0131, mask 0.0019 / 0.0161, identity UNet 0.0030 / 0.0243 in fp16 / bf16; bf16 keeps 8 mantissa bits, fp16 11)."""
+
+
+def relative_difference(half: torch.Tensor, full: torch.Tensor) -> float:
+    """How far a half-precision run's output lands from the fp32 run's: mean |half - full| / mean |full|."""
+    return float((half.float() - full).abs().mean()) / float(full.abs().mean())
+
+
 @torch.no_grad()
 def init_random(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Fill every parameter deterministically (ComfyUI's ops leave weights uninitialised):

@@ -4,13 +4,21 @@ clip's frames with tiny random-weight UNets. The features come from the identity
 modes (two UNet calls per step in recompute mode, the same frames as the in-batch path when both UNets
 hold the same weights, other frames than the edit model's own features); a LoRA-style clone works in
 store mode, like the same weights baked into a UNet of their own, and is refused in recompute mode;
-other layouts are refused; all of it under context windows too."""
+other layouts are refused; all of it under context windows too; and both UNets in fp16 / bf16."""
 
 from dataclasses import replace
 
 import pytest
 import torch
-from comfy_harness import build_unet, free_memory_for, rows_per_step, unet_calls
+from comfy_harness import (
+    HALF_PRECISION,
+    HALF_TOLERANCE,
+    build_unet,
+    free_memory_for,
+    relative_difference,
+    rows_per_step,
+    unet_calls,
+)
 from test_context_windows import SWITCHES, WINDOW, diffferv_windows, edit, invert, load_clip, temporal
 
 FRAMES, STEPS = 8, 3
@@ -165,3 +173,22 @@ def test_models_that_do_not_fit_otherwise_are_refused(comfy, clip, identity):
         match=r"self-attention blocks \[\('middle', 0\)\] that the inversion's model .* leaves plain",
     ):
         edit(comfy, clip, clip.model, inversion)
+
+
+@pytest.mark.parametrize("dtype", HALF_PRECISION.values(), ids=HALF_PRECISION.keys())
+def test_identity_model_in_half_precision_stays_close_to_fp32(comfy, clip, dtype):
+    """Both UNets in fp16 / bf16, recompute (the identity UNet's one-step store on the call's device, in
+    its dtype): per step one identity call and one edit call, the edit finite and within half precision's
+    rounding of the fp32 run."""
+    edits = {}
+    for run_dtype in (torch.float32, dtype):
+        identity = temporal(comfy, unet(9, dtype=run_dtype), clip.trajectories)
+        model = temporal(comfy, unet(5, dtype=run_dtype), clip.trajectories)
+        inversion, _ = invert(comfy, clip, identity, "recompute", steps=STEPS)
+        with unet_calls(identity) as identity_calls, unet_calls(model) as edit_calls:
+            edits[run_dtype] = edit(comfy, clip, model, inversion)
+        assert identity_calls == [(FRAMES, None)] * STEPS and edit_calls == [(2 * FRAMES, None)] * STEPS
+    assert torch.isfinite(edits[dtype]).all()
+    difference = relative_difference(edits[dtype], edits[torch.float32])
+    print(f"\nidentity model, {dtype}: mean |half - fp32| / mean |fp32| = {difference:.4f}")
+    assert difference < HALF_TOLERANCE[dtype]

@@ -216,6 +216,7 @@ def test_edit_command_edits_the_demo_clip(sd15_checkpoint, tmp_path):
     plan = result.stdout.split("\n[", 1)[0]
     assert plan.startswith("plan:\n") and "3 frames at 64x64, 2 + 2 DDIM steps" in plan
     assert "2 windows of up to 2 frames: 0-1, 1-2" in plan
+    assert "\n  GPU memory: about " in plan and "\n  GPU: " not in plan  # on the CPU: the need only
     lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
     stages = ["load", "optical flow", "encode", "inversion", "sampling", "decode", "write", "report"]
     assert [s for s in stages if any(f"% {s}" in line for line in lines)] == stages
