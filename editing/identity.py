@@ -11,7 +11,8 @@ reach the edit (`source_path`):
   batch, one UNet call per step (`IN_BATCH`);
 - another UNet (its own weights in memory): in recompute mode the identity UNet runs the source chunk in
   its own call first, recording its features for this step, then the edit model's batch injects them:
-  two UNet calls per step (`SEPARATE`), one chunk in the first, the edit's chunks in the second;
+  two UNet calls per step (`SEPARATE`), one chunk in the first, the edit's chunks in the second (the
+  sampler's own UNet runs its source chunk this way too when the chunks do not fit one call);
 - the same UNet module with other weight patches (e.g. a LoRA on one of them): ComfyUI holds one set of
   patched weights per module at a time, so recompute mode cannot run both in one step and is refused;
   store mode runs them one after the other and works (`FROM_STORE`, as for every store-mode edit).

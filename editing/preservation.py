@@ -11,6 +11,8 @@ tests/test_cache_modes_full_size.py for the measured bound):
   source path (that latent, the source prompt) as an extra chunk in the same batch as the edit and copies
   its features into the edit chunks. Memory no longer grows with blocks; each step's UNet batch is one
   chunk larger (3 chunks instead of 2 with classifier-free guidance: about 1.5x the sampling compute).
+  When that batch does not fit the GPU, the source chunk runs alone first into a one-step store
+  (``nodes/preservation_glue.py``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 there and usable (the video, the checkpoint, a specialized UNet, the workflow), every output writable,
 each refused in one sentence with the flag and the user's path. The checks themselves are the pure ones of
 the concepts' packages (editing.inputs, masks.inputs, video, unet.files, windows.schedule); here they are
-put in flag terms."""
+put in flag terms. Once ComfyUI has started and the plan is made (before any node runs), `gpu_problem`
+refuses a window that cannot fit the CUDA GPU found (`cuda_gpu`; attention.memory.largest_window)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..attention.memory import largest_window
 from ..editing.inputs import prompt_problem
 from ..faces.dlib_models import missing_reason
 from ..settings import Number
@@ -33,10 +35,10 @@ from ..video.decode import (
 )
 from ..video.encode import FORMAT, format_of
 from ..video.timing import Picking
-from ..windows.schedule import CONTEXT_LENGTH, overlap_problem
+from ..windows.schedule import CONTEXT_LENGTH, RunPlan, overlap_problem
 from .cli import InputRefusedError
 from .flags import DECLARED, EXTENSIONS
-from .plan import byte_size
+from .plan import byte_size, gpu_need_of
 from .workflow import CHECKPOINT, CHECKPOINT_URL, KEYFRAMES, SPEED_WORKFLOW, WORKFLOW
 
 CHECKPOINT_HELP = f"""No Stable Diffusion 1.5 checkpoint was found.
@@ -238,3 +240,44 @@ def preflight(args: argparse.Namespace, comfyui: Path) -> Checked:
     checkpoint, unet = check_models(args, comfyui)
     workflow, workflow_path = read_workflow(args)
     return Checked(video, checkpoint, unet, formats, workflow, workflow_path)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """The CUDA GPU the run will use: its name and the bytes free on it."""
+
+    name: str
+    free: int
+
+
+def cuda_gpu() -> Gpu | None:
+    """The CUDA GPU ComfyUI runs on (its current device) and its free memory, or None without one. Call it
+    once ComfyUI has started (it sets up CUDA's allocator first)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info()
+    return Gpu(torch.cuda.get_device_name(), free)
+
+
+def gpu_problem(plan: RunPlan, gpu: Gpu) -> str | None:
+    """Why `plan`'s longest window cannot run whole on `gpu` (None when it can: `gpu_need_of`'s total fits
+    its free memory), naming --window and the largest window that fits."""
+    need = gpu_need_of(plan)
+    if need.total <= gpu.free:
+        return None
+    mode = "recompute" if plan.sampling_chunks == 3 else "store"
+    height, width = (8 * side for side in plan.latent)
+    window = plan.longest_window
+    held = (
+        f"windows of {window} frames" if plan.windowed else f"the whole clip in one batch ({window} frames)"
+    )
+    said = (
+        f"--window: {held} at {width}x{height} in the {mode} cache mode need about {byte_size(need.total)} of "
+        f"GPU memory and {gpu.name} has {byte_size(gpu.free)} free"
+    )
+    fits = largest_window(gpu.free, plan.sampling_chunks, plan.latent, longest=CONTEXT_LENGTH.high)
+    if fits < CONTEXT_LENGTH.low:
+        return f"{said}; not even windows of {CONTEXT_LENGTH.low} frames fit: use a smaller --size, or --cpu"
+    return f"{said}; use --window {fits} or less (the largest that fits)"

@@ -12,10 +12,11 @@ It edits the whole clip unless --frames says otherwise; a clip longer than one c
 (--window, 16 frames) is sampled in overlapping windows, so GPU memory stays that of one window. With
 --keyframe-every K it runs workflows/api/diffferv_speed_mode.json instead: every K-th frame (and the
 last) is edited, the frames between take the keyframes' edit along the optical flow. Before
-it starts it prints the plan (frames, windows, UNet calls, the largest UNet batch, the cache), then one
-overall progress line with an ETA across loading, optical flow, encoding, inversion, sampling, decoding,
-writing and the report (headless/progress.py): redrawn on a terminal, else a line per stage and per
-tenth of the work.
+it starts it prints the plan (frames, windows, UNet calls, the largest UNet batch, the cache, the GPU
+memory the run needs; on a CUDA GPU a window that cannot fit it is refused, naming the one that fits),
+then one overall progress line with an ETA across loading, optical flow, encoding, inversion, sampling,
+decoding, writing and the report (headless/progress.py): redrawn on a terminal, else a line per stage
+and per tenth of the work.
 
 `--mask face` (or face+hair) confines the edit to one face: Face Mask (DiffFERV) is added on the loaded
 frames and its mask connected to the sampler, which keeps the clip outside it as it is (`set_face_mask`).
@@ -40,14 +41,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .checks import preflight
+from .checks import cuda_gpu, gpu_problem, preflight
 from .cli import InputRefusedError, run_command
 from .failures import WorkflowFailedError
 from .flags import parse
 from .graph import ApiGraph
 from .host import find_comfyui
 from .outputs import write_outputs, write_report
-from .plan import free_ram, plan_run, stages
+from .plan import byte_size, free_ram, plan_run, stages
 from .progress import OverallProgress
 from .runner import HeadlessComfy, PromptError
 from .workflow import (
@@ -105,7 +106,13 @@ def run(args: argparse.Namespace) -> None:
             raise InputRefusedError(
                 f"--workflow: {checked.workflow_path} is not the face-edit workflow ({error})"
             ) from None
+        gpu = None if args.cpu else cuda_gpu()
+        if gpu is not None:
+            lines.append(f"GPU: {gpu.name}, {byte_size(gpu.free)} free")
         print("plan:\n" + "\n".join("  " + line for line in lines), flush=True)
+        problem = gpu and gpu_problem(plan, gpu)
+        if problem:
+            raise InputRefusedError(problem)
         graph = ApiGraph(prompt)
         progress = OverallProgress(stages(plan, clip_frames), graph.class_types())
         try:

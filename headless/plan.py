@@ -1,11 +1,13 @@
-"""The plan of an `edit` run, from the prepared workflow and the clip, before ComfyUI starts: frames and
-size, keyframes, windows, UNet calls, the largest UNet batch and the cache (`plan_run`, the lines the
-command prints), and the run's stages with their estimated work for the progress line (`stages`)."""
+"""The plan of an `edit` run, from the prepared workflow and the clip, before ComfyUI runs a node: frames
+and size, keyframes, windows, UNet calls, the largest UNet batch, the cache and the GPU memory the run
+needs (`plan_run`, the lines the command prints; `gpu_need_of`), and the run's stages with their estimated
+work for the progress line (`stages`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..attention.memory import COMFY_HEADROOM, COMFY_RESERVE, GpuNeed, gpu_need
 from ..editing.preservation import STORE, recompute_bytes, resolve_cache_mode, store_bytes
 from ..keyframes.selection import Keyframes
 from ..video.decode import MAX_FRAME_CAP, SIZE_MULTIPLE, fitted_size, picked_frames, probe_clip
@@ -54,6 +56,7 @@ def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[st
         steps,
         2 if mode == STORE else 3,
         store_final_call=mode == STORE,
+        latent=latent,
     )
     cache = (
         f"store: {byte_size(store_need)} of features in RAM"
@@ -66,9 +69,26 @@ def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[st
         f"edit: {frames} frames at {width}x{height}, {steps} + {steps} DDIM steps, cache {cache}",
         *speed_mode_lines(graph, keyframes),
         *plan.describe()[1:],
+        gpu_line(plan),
         *mask_lines(graph),
     ]
     return plan, lines, frames
+
+
+def gpu_need_of(plan: RunPlan) -> GpuNeed:
+    """The GPU memory `plan` needs (`attention.memory.gpu_need`), the UNet in fp16 or bf16: its longest
+    window in its largest call, the sampler's (window x its chunks)."""
+    return gpu_need(plan.longest_window, plan.sampling_chunks, plan.latent)
+
+
+def gpu_line(plan: RunPlan) -> str:
+    """The plan's line on the GPU memory the run needs (computed, not measured)."""
+    need = gpu_need_of(plan)
+    return (
+        f"GPU memory: about {byte_size(need.total)} in fp16 / bf16 (UNet weights {byte_size(need.weights)} + "
+        f"{COMFY_HEADROOM:g} x ComfyUI's estimate of {byte_size(need.call)} for the largest UNet call, {need.rows} "
+        f"rows + {byte_size(COMFY_RESERVE)} it keeps free)"
+    )
 
 
 def windows_of(graph: ApiGraph, frames: int) -> list[tuple[int, ...]]:

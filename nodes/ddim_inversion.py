@@ -17,7 +17,7 @@ from ..editing.inputs import CACHE_MODE, SOURCE_PROMPT, STEPS, check_clip_frames
 from ..editing.preservation import STORE, STORE_SHARE_OF_FREE_RAM, InversionResult
 from .attention_patches import with_control
 from .common import CATEGORY, PREFIX, Inversion, Trajectories, input_problem, progress
-from .memory_glue import count_real_rows
+from .memory_glue import UNetCall, count_real_rows
 from .preservation_glue import (
     SOURCE_ROLE,
     encode_prompt,
@@ -116,7 +116,7 @@ class DDIMInvertWithCache(io.ComfyNode):
                 sigmas, cond_roles={0: SOURCE_ROLE}, capture=SOURCE_ROLE, store=store
             )
             run_model = with_control(model, control)
-        run_model = count_real_rows(run_model, chunks=1, cached_source=False)
+        run_model = count_real_rows(run_model, UNetCall(chunks=1))
         kept: list[torch.Tensor] = []
         sampler = comfy.samplers.KSAMPLER(
             invert, extra_options={"keep": kept, "final_call": store is not None, "on_step": progress(None)}

@@ -3,6 +3,8 @@ path's preservation features injected (DiffFERV section 3.4)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import comfy.sample
 import comfy.samplers
 import latent_preview
@@ -12,7 +14,7 @@ from comfy_api.latest import io
 from ..attention.control import SOURCE_CACHE, Feature, FeatureStore, Injection, PreservationControl
 from ..editing.blending import SourceBlend
 from ..editing.ddim import sample, sampling_sigmas
-from ..editing.identity import IN_BATCH, SEPARATE
+from ..editing.identity import FROM_STORE, IN_BATCH
 from ..editing.inputs import EDIT_PROMPT, GUIDANCE, TAU_APP
 from ..editing.preservation import InversionResult, appearance_steps, store_bytes
 from ..editing.token_alignment import align_tokens
@@ -20,12 +22,11 @@ from ..masks.inputs import FEATHER_PX
 from ..masks.latent import check_masks, latent_masks
 from .attention_patches import with_control
 from .common import CATEGORY, PREFIX, Inversion, progress
-from .memory_glue import count_real_rows
+from .memory_glue import UNetCall, count_real_rows
 from .preservation_glue import (
     ROLE_OF_COND,
     SOURCE_ROLE,
-    add_identity_source,
-    add_source_chunk,
+    add_source_path,
     encode_prompt,
     identity_path,
     temporal_model,
@@ -164,35 +165,43 @@ class PreservationInjectSampler(io.ComfyNode):
         timesteps = model.get_model_object("model_sampling").timestep(inversion.sigmas)
         appearance = appearance_steps(timesteps, tau_app)
         path = identity_path(model, inversion)
-        source = SOURCE_ROLE if path == IN_BATCH else SOURCE_CACHE
-        store = FeatureStore(dtype=None, device=None) if path == SEPARATE else inversion.store
 
         def injection(tokens: list[int]) -> Injection:
             return Injection(
-                source=source,
+                source=SOURCE_CACHE,
                 swcfa_steps=appearance,
                 tta_steps=None if inject_motion else NEVER,
                 cross_steps=None if inject_semantic else NEVER,
                 token_map=align_tokens(inversion.source_tokens, tokens) if inject_semantic else None,
             )
 
-        run_model = model
-        if appearance or inject_motion or inject_semantic:
-            roles = {ROLE_OF_COND[0]: injection(edit_tokens), ROLE_OF_COND[1]: injection(negative_tokens)}
-            control = PreservationControl(
+        def control(roles: dict[str, Injection], store: FeatureStore | None) -> PreservationControl:
+            return PreservationControl(
                 inversion.sigmas, cond_roles=ROLE_OF_COND, store=store, injections=roles
             )
-            run_model = with_control(model, control)
-            if path == IN_BATCH:
-                add_source_chunk(run_model, inversion, control)
-            elif path == SEPARATE:
+
+        run_model, calls = model, [UNetCall(chunks=2)]
+        if appearance or inject_motion or inject_semantic:
+            roles = {ROLE_OF_COND[0]: injection(edit_tokens), ROLE_OF_COND[1]: injection(negative_tokens)}
+            if path == FROM_STORE:
+                run_model = with_control(model, control(roles, inversion.store))
+                calls = [UNetCall(chunks=2, cached_source=True)]
+            else:  # recompute: the source path in the batch, or alone first into a one-step store
+                from_store = control(roles, FeatureStore(dtype=None, device=None))
+                in_batch = None
+                if path == IN_BATCH:
+                    in_batch = control({r: replace(i, source=SOURCE_ROLE) for r, i in roles.items()}, None)
                 features = [Feature.SELF_QK] if appearance or inject_motion else []
                 features += [Feature.CROSS_MAPS] if inject_semantic else []
-                add_identity_source(run_model, inversion, control, tuple(features))
-        height, width = inversion.latents.shape[-2:]
-        held = store_bytes(1, 0, (height, width)) if path == SEPARATE else 0
-        chunks = 3 if path == IN_BATCH and run_model is not model else 2
-        run_model = count_real_rows(run_model, chunks, cached_source=path != IN_BATCH, held_per_frame=held)
+                run_model = with_control(model, in_batch or from_store)
+                add_source_path(run_model, inversion, from_store, features, in_batch)
+                unet = model.get_model_object("diffusion_model")
+                height, width = inversion.latents.shape[-2:]
+                held = store_bytes(1, 0, (height, width), unet.model_channels, model.model_dtype().itemsize)
+                calls = [UNetCall(chunks=2, held_per_frame=held)]
+                if in_batch is not None:
+                    calls.append(UNetCall(chunks=3))
+        run_model = count_real_rows(run_model, *calls)
         steps = inversion.steps
         options = {"on_step": progress(None)}
         if mask is not None:

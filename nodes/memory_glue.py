@@ -4,10 +4,13 @@ ComfyUI sizes model loading from ``estimate_memory(model, noise_shape, conds)`` 
 wrapper runs (``comfy/sampler_helpers.py``): ``memory_required`` of two chunks of the noise's rows
 (cond and uncond), and of one chunk as the minimum. A DiffFERV call holds more than it sees: the recompute
 mode's source chunk (added by the model-function wrapper of ``preservation_glue.py``) and the patches'
-working memory. `count_real_rows` installs, on a clone, a ``PREPARE_SAMPLING`` wrapper that hands ComfyUI
-a noise shape whose rows cover the real call: per call, the frames of one context window (the window
-handler's own clamp, done here: the core handler's wrapper is removed from the clone, since it would clamp
-the enlarged shape back) times the chunks, plus the patches' extra bytes expressed in rows of
+working memory, and, when the recompute mode's source path runs in a call of its own (the identity UNet,
+or the sampler's UNet under a cond/uncond split), the one-step store of its features held on the device.
+`count_real_rows` installs, on a clone, a ``PREPARE_SAMPLING`` wrapper that hands ComfyUI a noise shape
+whose rows cover the largest call the run can make (`UNetCall`: each kind of call the run may make):
+per call, the frames of one context window (the window handler's own clamp, done here: the core
+handler's wrapper is removed from the clone, since it would clamp the enlarged shape back) times the
+chunks, plus the patches' extra bytes and the bytes held on the device, expressed in rows of
 ``memory_required`` of one frame. The estimate is then at least the call's real need; what it comes to is
 logged with the run (`estimated_rows`).
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import comfy.patcher_extension
 
@@ -32,12 +36,22 @@ def estimated_rows(frames: int, chunks: int, extra_bytes: int, row_bytes: float)
     return frames * chunks + math.ceil(extra_bytes / max(row_bytes, 1.0))
 
 
-def count_real_rows(model, chunks: int, cached_source: bool, held_per_frame: int = 0):
-    """A clone of `model` whose sampling sizes ComfyUI's loading for UNet calls of `chunks` chunks (2 for a
-    guided edit, 3 with the recompute mode's source chunk, 1 for the inversion) plus the patches' working
-    memory (`cached_source`: the source features come from a store and are moved to the device per
-    block) and `held_per_frame` bytes per frame of the window held on the device through the call (the
-    identity model's one-step store). See the module docstring."""
+@dataclass(frozen=True)
+class UNetCall:
+    """One kind of UNet call a run may make: `chunks` chunks of a window's frames (2 for a guided edit, 3
+    with the recompute mode's source chunk, 1 for the inversion or the source path run alone);
+    `cached_source`: its source features come from a host store and are moved to the device per block;
+    `held_per_frame`: bytes per frame of the window held on the device through the call (the one-step
+    store of the source path run in a call of its own)."""
+
+    chunks: int
+    cached_source: bool = False
+    held_per_frame: int = 0
+
+
+def count_real_rows(model, *calls: UNetCall):
+    """A clone of `model` whose sampling sizes ComfyUI's loading for the largest of `calls`, the kinds of
+    UNet call the run may make, each with the patches' working memory. See the module docstring."""
     counted = model.clone()
     counted.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, CORE_WINDOWS_KEY)
 
@@ -49,15 +63,20 @@ def count_real_rows(model, chunks: int, cached_source: bool, held_per_frame: int
         frames = shape[0]
         row_bytes = patcher.model.memory_required([1, *shape[1:]])
         element_size = patcher.model_dtype().itemsize
-        extra = patch_bytes(frames, tuple(shape[-2:]), element_size, cached_source) + frames * held_per_frame
-        rows = estimated_rows(frames, chunks, extra, row_bytes)
+
+        def rows_and_extra(call: UNetCall) -> tuple[int, int]:
+            patches = patch_bytes(frames, tuple(shape[-2:]), element_size, call.cached_source)
+            extra = patches + frames * call.held_per_frame
+            return estimated_rows(frames, call.chunks, extra, row_bytes), extra
+
+        (rows, extra), call = max(((rows_and_extra(c), c) for c in calls), key=lambda sized: sized[0])
         shape[0] = math.ceil(rows / 2)  # ComfyUI's estimate counts two chunks of the noise's rows
         logging.info(
             "DiffFERV: ComfyUI sizes memory for %d rows per UNet call (%d frames x %d chunks + %.0f MiB of "
-            "attention work)",
+            "attention work and held features)",
             2 * shape[0],
             frames,
-            chunks,
+            call.chunks,
             extra / 2**20,
         )
         return executor(patcher, shape, *args, **kwargs)

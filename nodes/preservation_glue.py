@@ -1,27 +1,40 @@
 """ComfyUI glue shared by DDIMInvertWithCache and PreservationInjectSampler: prompts, checks, the
-temporal attention, the schedule, the cache mode, the recompute mode's source chunk, and the identity
+temporal attention, the schedule, the cache mode, the recompute mode's source path, and the identity
 model (``editing/identity.py``).
 
-The recompute mode adds the source path (the inverted latent of the step, the source prompt) to the
-UNet batch through ComfyUI's model-function wrapper: ComfyUI builds the edit batch (cond and uncond
-chunks) as usual, the wrapper appends one chunk of F frames, labels the chunks' roles for the attention
-patches, runs the UNet and returns the edit chunks' output. An earlier wrapper (another node's) is
-called with the extended batch, so it keeps working. Under context windows (``window_glue.py``) the
-batch holds one window's frames, and so does the source chunk: the inverted latents of those frames.
+The recompute mode gives every UNet call of the edit the source path of its step (the inverted latent
+of the step, the source prompt) through ComfyUI's model-function wrapper (`add_source_path`), in one of
+two ways:
 
-When the inversion ran on another UNet than the sampler's (the identity model), the recompute mode's
-wrapper instead runs the identity UNet on the source chunk in a call of its own, its features recorded
-into a store that holds that one step (`add_identity_source`), then the edit batch, which injects from
-it. ComfyUI loads the identity UNet with the edit model (``set_additional_models``).
+- in the batch (the fastest): ComfyUI builds the edit batch (cond and uncond chunks) as usual, the
+  wrapper appends one chunk of F frames, labels the chunks' roles for the attention patches, runs the
+  UNet and returns the edit chunks' output. An earlier wrapper (another node's) is called with the
+  extended batch, so it keeps working.
+- alone first (`SourceRunner`): a UNet runs the source chunk in a call of its own, its features recorded
+  into a store on the device that holds that one step, once per step (and context window); the step's
+  edit calls then inject from that store. The identity model, when it is another UNet than the
+  sampler's, always runs this way (ComfyUI loads it with the edit model, ``set_additional_models``). The
+  sampler's own UNet runs this way when ComfyUI splits the step's chunks into several calls (a low-VRAM
+  GPU: cond and uncond one at a time), or when the edit's chunks and the source chunk would not fit one
+  call by ComfyUI's own rule (``memory_required`` x 1.5 < free memory), checked once per step (and
+  window) by a ``CALC_COND_BATCH`` wrapper before the UNet runs. So the source path runs once per step
+  and no call is larger than ComfyUI sized it (the store is in its estimate: ``memory_glue.py``).
+
+Under context windows (``window_glue.py``) each call holds one window's frames, and so does the source
+chunk: the inverted latents of those frames.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import NamedTuple
+
 import comfy.model_management
+import comfy.patcher_extension
 import comfy.samplers
 import torch
 
-from ..attention.control import CONTROL_KEY, ROLES_KEY, Feature, PreservationControl
+from ..attention.control import CONTROL_KEY, ROLES_KEY, Feature, FeatureStore, PreservationControl
 from ..editing.ddim import inversion_sigmas
 from ..editing.identity import layout_problem, source_path
 from ..editing.inputs import prompt_problem
@@ -42,6 +55,8 @@ ROLE_OF_COND = {0: "edit", 1: "negative"}
 SOURCE_ROLE = "source"
 IDENTITY_MODELS_KEY = "diffferv_identity"
 """Key of the identity UNet among the edit model's additional models (loaded with it by ComfyUI)."""
+STEP_PLAN_KEY = "diffferv_source_plan"
+"""Key of the recompute mode's CALC_COND_BATCH wrapper (`add_source_path`)."""
 
 
 def encode_prompt(clip, text: str, what: str) -> tuple[list, list[int]]:
@@ -121,12 +136,19 @@ def pick_cache_mode(model, mode: str, frames: int, steps: int, latent_hw: tuple[
     return resolved, sizes
 
 
-def _source_path_input(
-    inversion: InversionResult, control: PreservationControl, args: dict
-) -> tuple[torch.Tensor, torch.Tensor, object]:
-    """The source path of one model call (`args` of a model-function wrapper): its input, the inverted
-    latent of the call's step for the call's frames [F, 4, h, w] on the batch's device and dtype, its
-    context [F, 77, 768] (the source prompt), and the call's context window object (None: whole clip)."""
+class SourceInput(NamedTuple):
+    """The source path of one model call: the call's step, its input (the inverted latent of the step for
+    the call's frames) [F, 4, h, w] on the batch's device and dtype, its context [F, 77, 768] (the
+    source prompt), and the call's context window object (None: the whole clip)."""
+
+    step: int
+    x: torch.Tensor
+    context: torch.Tensor
+    window: object
+
+
+def _source_path_input(inversion: InversionResult, control: PreservationControl, args: dict) -> SourceInput:
+    """The SourceInput of one model call (`args` of a model-function wrapper)."""
     x, timestep, c = args["input"], args["timestep"], args["c"]
     step = control.step_of(float(timestep[0]))
     window = call_frames(c["transformer_options"])
@@ -139,98 +161,144 @@ def _source_path_input(
         )
     context = c["c_crossattn"]
     source_context = inversion.source_cond[0][0].to(device=context.device, dtype=context.dtype)
-    return (
+    return SourceInput(
+        step,
         source_x.to(device=x.device, dtype=x.dtype),
         source_context.expand(frames, -1, -1),
         c["transformer_options"].get(CONTEXT_WINDOW_KEY),
     )
 
 
-def add_source_chunk(model, inversion: InversionResult, control: PreservationControl) -> None:
-    """Install (on `model`, a clone) the recompute mode's model-function wrapper: every UNet call gets
-    one more chunk, the source path at that step, with role SOURCE_ROLE."""
-    previous = model.model_options.get("model_function_wrapper")
-
-    def with_source_chunk(apply_model, args):
-        x, timestep, c = args["input"], args["timestep"], dict(args["c"])
-        unsupported = [key for key in ("c_concat", "y", "control") if c.get(key) is not None]
-        if unsupported:
-            raise ValueError(
-                f"cache mode recompute cannot extend a UNet batch that carries {unsupported} (e.g. a "
-                "ControlNet); run the inversion with cache_mode store"
-            )
-        source_x, source_context, _ = _source_path_input(inversion, control, args)
-        frames = source_x.shape[0]
-        c["c_crossattn"] = torch.cat([c["c_crossattn"], source_context])
-        options = dict(c["transformer_options"])
-        chunks = list(options["cond_or_uncond"])
-        options[ROLES_KEY] = (*(ROLE_OF_COND.get(int(chunk)) for chunk in chunks), SOURCE_ROLE)
-        options["cond_or_uncond"] = [*chunks, 0]
-        c["transformer_options"] = options
-        extended = {
-            **args,
-            "input": torch.cat([x, source_x]),
-            "timestep": torch.cat([timestep, timestep[:frames]]),
-            "c": c,
-            "cond_or_uncond": options["cond_or_uncond"],
-        }
-        if previous is not None:
-            out = previous(apply_model, extended)
-        else:
-            out = apply_model(extended["input"], extended["timestep"], **c)
-        return out[: x.shape[0]]
-
-    model.set_model_unet_function_wrapper(with_source_chunk)
+def _in_batch(previous, apply_model, args: dict, source_x: torch.Tensor, source_context: torch.Tensor):
+    """Run the UNet call `args` with one more chunk, the source path `source_x` [F, 4, h, w] with its
+    context [F, 77, 768] and role SOURCE_ROLE; returns the output of the call's own chunks."""
+    x, timestep, c = args["input"], args["timestep"], dict(args["c"])
+    frames = source_x.shape[0]
+    c["c_crossattn"] = torch.cat([c["c_crossattn"], source_context])
+    options = dict(c["transformer_options"])
+    chunks = list(options["cond_or_uncond"])
+    options[ROLES_KEY] = (*(ROLE_OF_COND.get(int(chunk)) for chunk in chunks), SOURCE_ROLE)
+    options["cond_or_uncond"] = [*chunks, 0]
+    c["transformer_options"] = options
+    extended = {
+        **args,
+        "input": torch.cat([x, source_x]),
+        "timestep": torch.cat([timestep, timestep[:frames]]),
+        "c": c,
+        "cond_or_uncond": options["cond_or_uncond"],
+    }
+    return _call(previous, apply_model, extended)[: x.shape[0]]
 
 
-def add_identity_source(
-    model,
-    inversion: InversionResult,
-    control: PreservationControl,
-    features: tuple[Feature, ...] = (Feature.SELF_QK, Feature.CROSS_MAPS),
-) -> None:
-    """Install (on `model`, a clone, whose `control` injects from its store) the recompute mode's wrapper
-    for an identity model that is another UNet: before each UNet call of the edit, the identity UNet
-    (with its own patches) runs the source path of the call's step and frames, recording `features`
-    into `control.store`, which then holds that step only. The identity UNet is loaded with `model`.
+class SourceRunner:
+    """Runs the source path of a step alone, one chunk of F frames, recording `features` into `store`
+    (on the UNet's device, in its dtype), which then holds that step (and context window) only; at most
+    once per step and window, however many calls the step's chunks are split into. The UNet is
+    `identity` (the identity model's ModelPatcher, with its own patches) or, when None, the sampler's own:
+    the call's `apply_model` with the call's transformer options (its patches), through the earlier
+    model-function wrapper if any.
 
-    Memory: the store holds one UNet pass of features of one chunk (F frames) on the UNet's device in its
-    dtype: per frame at 512x512, about the size ``store_bytes(1, 0, (64, 64))`` gives (x2 in fp32)."""
-    previous = model.model_options.get("model_function_wrapper")
-    identity = inversion.identity
-    capture = PreservationControl(
-        inversion.sigmas,
-        cond_roles={0: SOURCE_ROLE},
-        capture=SOURCE_ROLE,
-        capture_features=features,
-        store=control.store,
-    )
-    model.set_additional_models(IDENTITY_MODELS_KEY, [identity])
-    recorded: list[tuple] = []  # the (step, window) the store holds: the identity UNet runs once per step
+    Memory: the store holds one UNet pass of features of one chunk: per frame at 512x512 about
+    ``store_bytes(1, 0, (64, 64))`` in fp16 (x2 in fp32)."""
 
-    def with_identity_source(apply_model, args):
-        source_x, source_context, window = _source_path_input(inversion, control, args)
-        key = (control.step_of(float(args["timestep"][0])), window)
-        if recorded == [key]:  # ComfyUI split this step's chunks: the features are there already
-            return _call(previous, apply_model, args)
+    def __init__(
+        self, inversion: InversionResult, store: FeatureStore, features: Collection[Feature], identity=None
+    ):
+        self.identity = identity
+        self.store = store
+        self.capture = PreservationControl(
+            inversion.sigmas,
+            cond_roles={0: SOURCE_ROLE},
+            capture=SOURCE_ROLE,
+            capture_features=features,
+            store=store,
+        )
+        self.recorded: tuple | None = None  # the (step, window) the store holds
+
+    def record(self, previous, apply_model, args: dict, source: SourceInput) -> None:
+        """Record the features of `source` (the source path of the call `args`) unless the store holds
+        the call's step and window already."""
+        step, source_x, source_context, window = source
+        key = (step, window)
+        if self.recorded == key:  # ComfyUI split this step's chunks: the features are there already
+            return
         timestep = args["timestep"][: source_x.shape[0]]
+        own = args["c"]["transformer_options"]
         options = {
-            **identity.model_options["transformer_options"],
-            CONTROL_KEY: capture,
+            **(own if self.identity is None else self.identity.model_options["transformer_options"]),
+            CONTROL_KEY: self.capture,
             "cond_or_uncond": [0],
             "uuids": [None],
             "sigmas": timestep,
         }
+        options.pop(ROLES_KEY, None)
         if window is not None:
             options[CONTEXT_WINDOW_KEY] = window
-        control.store.clear()
-        identity.model.apply_model(
-            source_x, timestep, c_crossattn=source_context, transformer_options=options
-        )
-        recorded[:] = [key]
-        return _call(previous, apply_model, args)
+        self.store.clear()
+        c = {"c_crossattn": source_context, "transformer_options": options}
+        if self.identity is None:
+            source_args = {"input": source_x, "timestep": timestep, "c": c, "cond_or_uncond": [0]}
+            _call(previous, apply_model, source_args)
+        else:
+            self.identity.model.apply_model(source_x, timestep, **c)
+        self.recorded = key
 
-    model.set_model_unet_function_wrapper(with_identity_source)
+
+def add_source_path(
+    model,
+    inversion: InversionResult,
+    from_store: PreservationControl,
+    features: Collection[Feature],
+    in_batch: PreservationControl | None = None,
+) -> None:
+    """Install (on `model`, a clone carrying `in_batch` or else `from_store` as its control) the recompute
+    mode's model-function wrapper: each UNet call of the edit gets the source path of its step, in the
+    batch through `in_batch` (a control whose injections take the chunk with role SOURCE_ROLE) when it
+    is given, the call holds all the step's chunks and they fit one call with the source chunk, else
+    from the one-step store of `from_store` (a control injecting from its store) that a `SourceRunner`
+    fills with `features`, running the identity model (`in_batch` None) or the sampler's UNet. See the
+    module docstring."""
+    previous = model.model_options.get("model_function_wrapper")
+    identity = inversion.identity if in_batch is None else None
+    runner = SourceRunner(inversion, from_store.store, features, identity)
+    if identity is not None:
+        model.set_additional_models(IDENTITY_MODELS_KEY, [identity])
+    step: list[tuple[int, bool]] = []  # (chunks, fit) of the step being evaluated, while it is
+
+    def plan_step(executor, base_model, conds, x_in, timestep, model_options):
+        """Before the step's (or window's) UNet calls: how many chunks ComfyUI batches, and whether they
+        fit one call with the source chunk by ComfyUI's own rule."""
+        chunks = sum(len(cond) for cond in conds if cond)
+        rows = [(chunks + 1) * x_in.shape[0], *x_in.shape[1:]]
+        free = comfy.model_management.get_free_memory(x_in.device)
+        step[:] = [(chunks, base_model.memory_required(rows) * 1.5 < free)]
+        try:
+            return executor(base_model, conds, x_in, timestep, model_options)
+        finally:
+            step.clear()
+
+    if in_batch is not None:
+        model.add_wrapper_with_key(
+            comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, STEP_PLAN_KEY, plan_step
+        )
+
+    def with_source_path(apply_model, args):
+        if in_batch is not None:
+            unsupported = [key for key in ("c_concat", "y", "control") if args["c"].get(key) is not None]
+            if unsupported:
+                raise ValueError(
+                    f"cache mode recompute cannot extend a UNet batch that carries {unsupported} (e.g. a "
+                    "ControlNet); run the inversion with cache_mode store"
+                )
+        source = _source_path_input(inversion, from_store, args)
+        if in_batch is not None and step == [(len(args["cond_or_uncond"]), True)]:
+            return _in_batch(previous, apply_model, args, source.x, source.context)
+        runner.record(previous, apply_model, args, source)
+        c = dict(args["c"])
+        c["transformer_options"] = {**c["transformer_options"], CONTROL_KEY: from_store}
+        return _call(previous, apply_model, {**args, "c": c})
+
+    model.set_model_unet_function_wrapper(with_source_path)
 
 
 def _call(previous, apply_model, args):

@@ -51,6 +51,19 @@ def sd15_unet_config(**overrides) -> dict:
     return {**comfy_sd15_unet_config(), "dtype": torch.float32, **overrides}
 
 
+HALF_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16}
+"""The half-precision dtypes a UNet runs in on GPUs, by test id."""
+HALF_TOLERANCE = {torch.float16: 0.01, torch.bfloat16: 0.06}
+"""Largest `relative_difference` of a tiny-model edit in half precision from fp32 that the tests accept:
+about 2.5x the largest measured (on the CPU, 3-4 steps: windows 0.0025 / 0.0207, speed mode 0.0017 /
+0.0131, mask 0.0019 / 0.0161, identity UNet 0.0030 / 0.0243 in fp16 / bf16; bf16 keeps 8 mantissa bits, fp16 11)."""
+
+
+def relative_difference(half: torch.Tensor, full: torch.Tensor) -> float:
+    """How far a half-precision run's output lands from the fp32 run's: mean |half - full| / mean |full|."""
+    return float((half.float() - full).abs().mean()) / float(full.abs().mean())
+
+
 @torch.no_grad()
 def init_random(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Fill every parameter deterministically (ComfyUI's ops leave weights uninitialised):
@@ -157,6 +170,38 @@ def unet_calls(model):
         yield calls
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def rows_per_step(*models):
+    """Records, while open, the rows (batch size) of every UNet call of `models` (forward pre-hooks on
+    their diffusion models, removed on exit), grouped by the call's timestep: yields the dict
+    {timestep: [rows of each call of that step, in call order]} it fills."""
+    steps: dict[float, list[int]] = {}
+
+    def hook(module, args):
+        steps.setdefault(round(float(args[1][0]), 3), []).append(int(args[0].shape[0]))
+
+    handles = [model.model.diffusion_model.register_forward_pre_hook(hook) for model in models]
+    try:
+        yield steps
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def free_memory_for(monkeypatch, model, rows: int, latent: torch.Tensor) -> None:
+    """Make ComfyUI's free memory (``comfy.model_management.get_free_memory``, through `monkeypatch`)
+    just what one UNet call of `model` on `rows` rows of `latent`'s frames [F, 4, h, w] needs by ComfyUI's
+    batch rule (``memory_required`` x 1.5 < free): a low-VRAM GPU's cond/uncond split, on the CPU."""
+    import comfy.model_management as mm
+
+    free = 1.5 * model.model.memory_required([rows, *latent.shape[1:]]) * 1.01
+
+    def get_free_memory(dev=None, torch_free_too=False):
+        return (free, free) if torch_free_too else free
+
+    monkeypatch.setattr(mm, "get_free_memory", get_free_memory)
 
 
 def write_random_sd15_checkpoint(path: Path, seed: int = 0) -> Path:

@@ -11,7 +11,9 @@ venv=${DIFFFERV_VENV:-$root/.venv}
 python=${PYTHON:-python3}
 
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+# --no-compile: Python compiles a module when it is first imported; compiling every file of torch and
+# transformers up front costs the install time and most of it is never imported.
+pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile)
 
 # torchvision must match torch exactly (ComfyUI imports it at start-up); there is no CPU-only
 # torchvision on PyPI, so the test environment uses the standard build, which runs on the CPU.

@@ -22,6 +22,7 @@ SMALLEST = {
     "bench_long_clips.py": [
         *("--frames", "6", "10", "--size", "64", "--steps", "1", "--window", "4", "--overlap", "1"),
         *("--seams", "--seam-frames", "10", "--seam-size", "64", "--seam-steps", "1", "--fuses", "pyramid"),
+        "--split",
     ],
     "bench_report.py": ["--frames", "4", "--size", "64"],
     "bench_speed_mode.py": ["--frames", "6", "--size", "64", "--steps", "2", "--every", "4"],
@@ -49,7 +50,9 @@ def test_benchmark_runs_in_its_smallest_mode(name, tmp_path):
 @pytest.mark.slow
 def test_gpu_check_runs_its_smoke_mode_on_the_cpu(tmp_path):
     """tests/benchmarks/gpu_check.sh, the full-size GPU check of long clips, takes the same path at a tiny
-    size on the CPU (--smoke): both cache modes, the store mode's skip rule, the name=value lines."""
+    size on the CPU (--smoke): both cache modes, the store mode's skip rule, the name=value lines (with
+    ComfyUI's estimate of the largest call), and a "skipped" line for each GPU-only part (peak VRAM and
+    sync count, the edit under a memory cap)."""
     script = BENCHMARKS / "gpu_check.sh"
     result = subprocess.run(
         ["bash", str(script), "--smoke"],
@@ -62,4 +65,8 @@ def test_gpu_check_runs_its_smoke_mode_on_the_cpu(tmp_path):
     for mode, frames in (("recompute", 6), ("store", 6), ("store", 4)):
         assert f"tiny_{mode}_{frames}f_s_per_frame=" in result.stdout
         assert f"tiny_{mode}_{frames}f_largest_unet_batch=" in result.stdout
+        assert f"tiny_{mode}_{frames}f_comfy_estimate_largest_call_mib=" in result.stdout
+        assert f"tiny_{mode}_{frames}f_unet_syncs=n/a" in result.stdout
+    assert "tiny_device_memory_and_syncs_skipped=needs a CUDA GPU" in result.stdout
+    assert "tiny_split_skipped=needs a CUDA GPU" in result.stdout
     assert "gpu_check_wall_s=" in result.stdout

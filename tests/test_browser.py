@@ -18,18 +18,18 @@ frontend (the frontend asks /api/workflow_templates/<pack folder>/<name>.jpg for
 template: mediaSubtype "jpg" in comfyui-frontend-package 1.32.9's template store).
 """
 
+import hashlib
 import io
 import json
 import os
 import shutil
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 import requests
 from comfy_harness import ComfyServer
 from conftest import ROOT
-from workflow_graphs import CHECKPOINT, GRAPHS, SPECIALIZED_UNET, widget_names
+from workflow_graphs import CHECKPOINT, EDIT_UNET, GRAPHS, IDENTITY_UNET, SPECIALIZED_UNET, widget_names
 
 pytestmark = pytest.mark.slow
 
@@ -130,6 +130,16 @@ CARD_IMAGE_LOADED = """(name) => {
     }
     return false;
 }"""
+# SHA-256 (hex) of the bytes behind an image address (http: or blob:), read by the page.
+IMAGE_DIGEST = """async (source) => {
+    const bytes = await (await fetch(source)).arrayBuffer();
+    const digest = await crypto.subtle.digest("SHA-256", bytes);
+    return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}"""
+
+
+def thumbnail_of(workflow: Path) -> Path:
+    return workflow.with_suffix(".jpg")
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +149,13 @@ def server(tmp_path_factory, demo_clip):
     and the frontend's missing-model check finds them; nothing loads them here)."""
     workdir = tmp_path_factory.mktemp("browser_server")
     models = workdir / "models"
-    for folder, name in (("checkpoints", CHECKPOINT), ("unet", SPECIALIZED_UNET)):
+    for folder, names in (
+        ("checkpoints", [CHECKPOINT]),
+        ("unet", [SPECIALIZED_UNET, IDENTITY_UNET, EDIT_UNET]),
+    ):
         (models / folder).mkdir(parents=True)
-        (models / folder / name).touch()
+        for name in names:
+            (models / folder / name).touch()
     instance = ComfyServer(workdir, models)
     for clip in demo_clip.parent.glob("*.mp4"):
         shutil.copy(clip, workdir / "input" / clip.name)
@@ -280,7 +294,7 @@ def test_workflow_loads_in_the_frontend(browser, object_info, path):
     assert result["prompt"] == json.loads((path.parent / "api" / path.name).read_text())
 
     if os.environ.get("DIFFFERV_WRITE_THUMBNAILS") == "1":
-        write_thumbnail(browser, path.with_suffix(".jpg"))
+        write_thumbnail(browser, thumbnail_of(path))
 
 
 SHOW_REPORT = """async ({graph, text}) => {
@@ -329,7 +343,7 @@ def test_template_browser_lists_the_workflows_with_thumbnails(browser, server):
     listed = requests.get(server.url + "/workflow_templates", timeout=30).json()
     assert sorted(listed.get(PACK_FOLDER, [])) == [p.stem for p in WORKFLOWS]
     for path in WORKFLOWS:
-        thumbnail = path.with_suffix(".jpg")
+        thumbnail = thumbnail_of(path)
         assert thumbnail.is_file(), f"{thumbnail} is missing: run this test with DIFFFERV_WRITE_THUMBNAILS=1"
         assert thumbnail.stat().st_size < THUMBNAIL_MAX_BYTES, (
             f"{thumbnail} is over {THUMBNAIL_MAX_BYTES} bytes"
@@ -340,10 +354,12 @@ def test_template_browser_lists_the_workflows_with_thumbnails(browser, server):
     page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
     page.locator(".p-dialog").get_by_text(PACK_FOLDER, exact=True).click()
     for path in WORKFLOWS:
-        # the loaded image is the pack's thumbnail (the test server's answer; the request and its
-        # response event may reach the test after the page has drawn the image, so the page is asked)
+        # the loaded image is the pack's thumbnail: the page is asked for the bytes behind the card's image
+        # (the frontend may show it from a blob: address, and the response event of its request may
+        # reach the test after the image has drawn)
         source = page.wait_for_function(CARD_IMAGE_LOADED, arg=path.stem).json_value()
-        assert urlsplit(source).path == f"/api/workflow_templates/{PACK_FOLDER}/{path.stem}.jpg"
+        shown = page.evaluate(IMAGE_DIGEST, source)
+        assert shown == hashlib.sha256(thumbnail_of(path).read_bytes()).hexdigest(), (path.stem, source)
     page.screenshot(path=ARTIFACTS / "template_browser.png")
     page.keyboard.press("Escape")
     assert browser.errors == []

@@ -1,14 +1,26 @@
 """DDIM Invert With Cache and Preservation Inject Sampler under ComfyUI's context windows, inside a real
 ComfyUI, on the demo clip's frames, with the tiny random-weight SD1.5-shaped model: exactness with one
 window, every fuse method and schedule of the core node, store = recompute, the UNet batch bounded by
-the window, the whole 121-frame clip in both cache modes, and speed mode's keyframes in windows."""
+the window, the whole 121-frame clip in both cache modes, speed mode's keyframes in windows, and windows
+and speed mode with the UNet in fp16 / bf16."""
 
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from comfy_harness import Clip, build_unet, encode_clip, load_video, sample, schema_defaults, unet_calls
+from comfy_harness import (
+    HALF_PRECISION,
+    HALF_TOLERANCE,
+    Clip,
+    build_unet,
+    encode_clip,
+    load_video,
+    relative_difference,
+    sample,
+    schema_defaults,
+    unet_calls,
+)
 from comfy_harness import invert as invert_clip
 from conftest import ROOT
 from test_editing import PLAIN, SOURCE
@@ -296,3 +308,50 @@ def test_speed_mode_edits_the_keyframes_in_windows(comfy, tiny_sd15, input_clip)
     change = (frames - whole).abs().mean(dim=(1, 2, 3))
     print(f"\nspeed mode in windows: mean abs change per frame {[round(float(c), 3) for c in change]}")
     assert (change[[1, 3, 5, 7]] > 0.3 * change[[0, 2, 4, 6, 8]].mean()).all()
+
+
+@pytest.mark.parametrize("dtype", HALF_PRECISION.values(), ids=HALF_PRECISION.keys())
+def test_windows_in_half_precision_stay_close_to_fp32(comfy, clip, dtype):
+    """The inversion and edit in Context Windows (DiffFERV) (window 4, overlap 1 over 8 frames; recompute,
+    the long-clip workflow's mode; store measured the same) with the UNet in fp16 / bf16: finite, and
+    within half precision's rounding of the same run in fp32."""
+    mode = "recompute"
+    edits = {}
+    for run_dtype in (torch.float32, dtype):
+        unet = temporal(comfy, build_unet(seed=5, output_scale=0.02, dtype=run_dtype), clip.trajectories)
+        model = diffferv_windows(comfy, unet)
+        with unet_calls(unet) as calls:
+            inversion, _ = invert(comfy, clip, model, mode, steps=3)
+            edits[run_dtype] = edit(comfy, clip, model, inversion)
+        assert {window for _, window in calls} == {(0, 1, 2, 3), (3, 4, 5, 6), (4, 5, 6, 7)}
+    assert torch.isfinite(edits[dtype]).all()
+    difference = relative_difference(edits[dtype], edits[torch.float32])
+    print(f"\nwindows, {mode}, {dtype}: mean |half - fp32| / mean |fp32| = {difference:.4f}")
+    assert difference < HALF_TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", HALF_PRECISION.values(), ids=HALF_PRECISION.keys())
+def test_speed_mode_in_half_precision_stays_close_to_fp32(comfy, tiny_sd15, input_clip, dtype):
+    """Speed mode (every 2nd of 5 frames: 3 keyframes, recompute) with the UNet in fp16 / bf16: the
+    propagated frames are finite and within half precision's rounding of the fp32 run's."""
+    whole = load_video(comfy, input_clip, 5)
+    (images, keyframe_set), _ = comfy.run_node("DiffFERV_SelectKeyframes", frames=whole, keyframe_every=2)
+    keys = load_frames(comfy, tiny_sd15, images)
+    frames = {}
+    for run_dtype in (torch.float32, dtype):
+        model = temporal(comfy, build_unet(seed=5, output_scale=0.02, dtype=run_dtype), keys.trajectories)
+        inversion, _ = invert(comfy, keys, model, "recompute", steps=3)
+        edited = edit(comfy, keys, model, inversion)
+        (decoded,), _ = comfy.run_node("VAEDecode", samples={"samples": edited}, vae=tiny_sd15.vae)
+        (frames[run_dtype],), _ = comfy.run_node(
+            "DiffFERV_PropagateKeyframeEdit",
+            source=whole,
+            edited_keyframes=decoded,
+            keyframe_set=keyframe_set,
+            backend="dis",
+            consistency_threshold=1.0,
+        )
+    assert frames[dtype].shape == whole.shape and torch.isfinite(frames[dtype]).all()
+    difference = relative_difference(frames[dtype], frames[torch.float32])
+    print(f"\nspeed mode, {dtype}: mean |half - fp32| / mean |fp32| of the frames = {difference:.4f}")
+    assert difference < HALF_TOLERANCE[dtype]

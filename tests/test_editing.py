@@ -5,7 +5,16 @@ from dataclasses import replace
 
 import pytest
 import torch
-from comfy_harness import Clip, build_unet, encode_clip, load_video, sample, schema_defaults
+from comfy_harness import (
+    Clip,
+    build_unet,
+    encode_clip,
+    free_memory_for,
+    load_video,
+    rows_per_step,
+    sample,
+    schema_defaults,
+)
 from comfy_harness import invert as invert_clip
 from comfyui_diffferv.editing.inputs import GUIDANCE
 from comfyui_diffferv.editing.token_alignment import align_tokens
@@ -179,13 +188,59 @@ def test_mismatched_inputs_are_clear_errors(comfy, clip, recomputed, tiny_sd15):
         edit(comfy, clip, inversion, " ".join(["woman"] * 80))
 
 
-@pytest.mark.parametrize("mode", ["store", "recompute"])
-def test_comfy_sizes_memory_for_the_rows_the_unet_really_runs(comfy, clip, mode, monkeypatch):
+MEMORY_CASES = (
+    "store",
+    "recompute",
+    "recompute split",
+    "identity UNet",
+    "context windows",
+    "mask",
+    "speed mode",
+)
+
+
+def memory_case(comfy, clip: Clip, case: str, monkeypatch) -> tuple[Clip, dict, dict, list]:
+    """The clip, inversion inputs, sampler inputs and UNets (ModelPatchers) of one `MEMORY_CASES` run."""
+    mode = "store" if case == "store" else "recompute"
+    inverting, editing, models = {"mode": mode}, {}, [clip.model]
+    if case == "recompute split":
+        free_memory_for(monkeypatch, clip.model, FRAMES, clip.latent["samples"])  # one chunk per call
+    elif case == "identity UNet":
+        identity = build_unet(seed=9, output_scale=0.02)
+        inverting["model"], models = identity, [clip.model, identity]
+    elif case == "context windows":
+        (windowed,), _ = comfy.run_node(
+            "DiffFERV_ContextWindows",
+            model=clip.model,
+            context_length=4,
+            context_overlap=1,
+            fuse_method="pyramid",
+        )
+        inverting["model"] = editing["model"] = windowed
+    elif case == "mask":
+        mask = torch.zeros(1, *clip.frames.shape[1:3])
+        mask[:, : mask.shape[1] // 2] = 1.0
+        editing["mask"] = mask
+    elif case == "speed mode":
+        (images, _), _ = comfy.run_node("DiffFERV_SelectKeyframes", frames=clip.frames, keyframe_every=2)
+        node = "DiffFERV_ComputeFlowTrajectories"
+        (trajectories, _), _ = comfy.run_node(node, **schema_defaults(comfy, node), frames=images)
+        latent = {"samples": clip.latent["samples"][[0, 2, 4, 5]]}  # the keyframes' latents
+        clip = replace(clip, frames=images, trajectories=trajectories, latent=latent)
+    return clip, inverting, editing, models
+
+
+@pytest.mark.parametrize("case", MEMORY_CASES)
+def test_comfy_sizes_memory_for_the_rows_the_unet_really_runs(comfy, clip, case, monkeypatch):
     """ComfyUI's loader is given an estimate (``estimate_memory``'s noise shape) that covers every UNet call
-    of the run: its rows (the recompute mode's source chunk included) and the patches' working memory."""
+    of the run, in every mode: its rows (the recompute mode's source chunk included), the patches' working
+    memory, and the one-step store of the source path held on the device when it runs in a call of its
+    own (the identity UNet; the sampler's own UNet under a cond/uncond split)."""
     import comfy.sampler_helpers as helpers
+    from comfyui_diffferv.attention.control import CONTROL_KEY, SOURCE_CACHE
     from comfyui_diffferv.attention.memory import patch_bytes
 
+    run, inverting, editing, models = memory_case(comfy, clip, case, monkeypatch)
     estimated, ran = [], []
     original = helpers.estimate_memory
 
@@ -193,28 +248,86 @@ def test_comfy_sizes_memory_for_the_rows_the_unet_really_runs(comfy, clip, mode,
         estimated.append((model, list(noise_shape)))
         return original(model, noise_shape, conds)
 
+    def after_call(module, args, kwargs, output):
+        """(rows, frames per chunk, features from a host store, bytes held on the device) of one call."""
+        options = kwargs["transformer_options"]
+        window = options.get("context_window")
+        control = options.get(CONTROL_KEY)
+        store = None if control is None else control.store
+        on_host = store is not None and store.device is not None
+        cached = on_host and any(i.source == SOURCE_CACHE for i in control.injections.values())
+        held = 0 if store is None or on_host else store.nbytes  # after the call: what it recorded
+        frames = run.latent["samples"].shape[0] if window is None else len(window.index_list)
+        ran.append((int(args[0].shape[0]), frames, cached, held))
+
     monkeypatch.setattr(helpers, "estimate_memory", spy)
-    unet = clip.model.get_model_object("diffusion_model")
-    hook = unet.register_forward_pre_hook(lambda module, args: ran.append(args[0].shape[0]))
+    hooks = [
+        model.model.diffusion_model.register_forward_hook(after_call, with_kwargs=True) for model in models
+    ]
     try:
-        inversion, _ = invert(comfy, clip, mode, steps=3)
-        inverted_rows, estimated_inversion = max(ran), estimated[-1]
+        inversion, _ = invert(comfy, run, steps=3, **inverting)
+        inversion_calls, estimated_inversion = list(ran), estimated[-1]
         ran.clear()
-        edit(comfy, clip, inversion)
-        edited_rows, estimated_edit = max(ran), estimated[-1]
+        edit(comfy, run, inversion, **editing)
+        edit_calls, estimated_edit = list(ran), estimated[-1]
     finally:
-        hook.remove()
-    assert inverted_rows == FRAMES and edited_rows == FRAMES * (3 if mode == "recompute" else 2)
-    for (model, shape), rows, cached in (
-        (estimated_inversion, inverted_rows, False),
-        (estimated_edit, edited_rows, mode == "store"),
+        for hook in hooks:
+            hook.remove()
+    for what, (model, shape), calls in (
+        ("inversion", estimated_inversion, inversion_calls),
+        ("edit", estimated_edit, edit_calls),
     ):
         base = model.model
         estimate = base.memory_required([2 * shape[0], *shape[1:]])  # what estimate_memory asks for
-        real = base.memory_required([rows, *shape[1:]]) + patch_bytes(
-            FRAMES, tuple(shape[-2:]), model.model_dtype().itemsize, cached
+        real = max(
+            base.memory_required([rows, *shape[1:]])
+            + patch_bytes(frames, tuple(shape[-2:]), model.model_dtype().itemsize, cached)
+            + held
+            for rows, frames, cached, held in calls
         )
-        assert 2 * shape[0] >= rows and estimate >= real, (mode, shape, rows)
+        rows = max(rows for rows, *_ in calls)
+        held = max(held for *_, held in calls)
+        print(
+            f"\n{case}, {what}: ComfyUI sized {2 * shape[0]} rows ({estimate / 2**20:.1f} MiB), the UNet ran "
+            f"{rows} rows at most, {real / 2**20:.1f} MiB with the patches' work and {held / 2**20:.2f} MiB held"
+        )
+        assert 2 * shape[0] >= rows and estimate >= real, (case, what, shape, calls)
+    if case == "recompute split":
+        assert max(held for *_, held in edit_calls) > 0  # the one-step store was held, and counted
+
+
+@pytest.fixture(scope="module")
+def short(comfy, clip):
+    """Both cache modes' inversions of the clip in 3 steps."""
+    return {mode: invert(comfy, clip, mode, steps=3)[0] for mode in ("store", "recompute")}
+
+
+@pytest.mark.parametrize("mode", ["recompute", "store"])
+def test_a_low_vram_split_gives_the_same_frames_and_runs_the_source_once_per_step(
+    comfy, clip, short, mode, monkeypatch
+):
+    """ComfyUI's free memory made to fit 2 chunks of the clip's frames, then 1 (the cond/uncond split of
+    a low-VRAM GPU): the frames stay those of the unsplit run, and every step runs the source path once:
+    recompute mode's source chunk alone first when the edit's chunks and it do not fit one call."""
+    inversion, latent = short[mode], clip.latent["samples"]
+    runs = {}
+    for fits in (3, 2, 1) if mode == "recompute" else (2, 1):  # chunks of FRAMES rows that fit one call
+        with monkeypatch.context() as patch, rows_per_step(clip.model) as steps:
+            if fits < 3:
+                free_memory_for(patch, clip.model, fits * FRAMES, latent)
+            runs[fits] = edit(comfy, clip, inversion, "a photo of an old woman"), list(steps.values())
+        print(f"\n{mode}, {fits} chunks fit: UNet rows per step {runs[fits][1]}")
+    unsplit, unsplit_rows = runs[max(runs)]
+    differences = {fits: float((frames - unsplit).abs().max()) for fits, (frames, _) in runs.items()}
+    print(f"{mode}: max abs latent difference to the unsplit run, by chunks that fit: {differences}")
+    assert unsplit_rows == [[FRAMES * (3 if mode == "recompute" else 2)]] * 3
+    assert max(differences.values()) < 1e-5
+    source = [FRAMES] if mode == "recompute" else []
+    for fits, (_, rows) in runs.items():
+        if fits == 2 and mode == "recompute":
+            assert rows == [[*source, 2 * FRAMES]] * 3
+        elif fits == 1:
+            assert rows == [[*source, FRAMES, FRAMES]] * 3
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])

@@ -4,13 +4,21 @@ clip's frames with tiny random-weight UNets. The features come from the identity
 modes (two UNet calls per step in recompute mode, the same frames as the in-batch path when both UNets
 hold the same weights, other frames than the edit model's own features); a LoRA-style clone works in
 store mode, like the same weights baked into a UNet of their own, and is refused in recompute mode;
-other layouts are refused; all of it under context windows too."""
+other layouts are refused; all of it under context windows too; and both UNets in fp16 / bf16."""
 
 from dataclasses import replace
 
 import pytest
 import torch
-from comfy_harness import build_unet, unet_calls
+from comfy_harness import (
+    HALF_PRECISION,
+    HALF_TOLERANCE,
+    build_unet,
+    free_memory_for,
+    relative_difference,
+    rows_per_step,
+    unet_calls,
+)
 from test_context_windows import WINDOW, diffferv_windows, edit, invert, load_clip, temporal
 
 FRAMES, STEPS = 8, 3
@@ -55,6 +63,23 @@ def test_identity_features_reach_the_edit_in_both_cache_modes(comfy, clip, ident
         f"\nidentity model: store vs recompute {modes:.2e}, vs the edit model's own features {from_own:.2e}"
     )
     assert modes < TOLERANCE and from_own > 20 * TOLERANCE
+
+
+def test_the_identity_unet_runs_once_per_step_under_a_split(comfy, clip, identity, inverted, monkeypatch):
+    """ComfyUI's free memory made to fit one chunk of the clip's frames (a low-VRAM GPU's cond/uncond
+    split): the identity UNet still runs once per step and the frames are those of the unsplit run."""
+    with rows_per_step(identity, clip.model) as steps:
+        unsplit = edit(comfy, clip, clip.model, inverted["recompute"])
+    unsplit_rows = list(steps.values())
+    with monkeypatch.context() as patch, rows_per_step(identity, clip.model) as steps:
+        free_memory_for(patch, clip.model, FRAMES, clip.latent["samples"])
+        split = edit(comfy, clip, clip.model, inverted["recompute"])
+    split_rows, difference = list(steps.values()), largest(split, unsplit)
+    print(f"\nidentity UNet, UNet rows per step: unsplit {unsplit_rows}, split {split_rows}")
+    print(f"identity UNet: max abs latent difference split vs unsplit {difference:.2e}")
+    assert unsplit_rows == [[FRAMES, 2 * FRAMES]] * STEPS
+    assert split_rows == [[FRAMES, FRAMES, FRAMES]] * STEPS
+    assert difference < 1e-5
 
 
 def test_two_calls_with_the_same_weights_give_the_in_batch_frames(comfy, clip):
@@ -145,3 +170,22 @@ def test_models_that_do_not_fit_otherwise_are_refused(comfy, clip, identity):
         match=r"self-attention blocks \[\('middle', 0\)\] that the inversion's model .* leaves plain",
     ):
         edit(comfy, clip, clip.model, inversion)
+
+
+@pytest.mark.parametrize("dtype", HALF_PRECISION.values(), ids=HALF_PRECISION.keys())
+def test_identity_model_in_half_precision_stays_close_to_fp32(comfy, clip, dtype):
+    """Both UNets in fp16 / bf16, recompute (the identity UNet's one-step store on the call's device, in
+    its dtype): per step one identity call and one edit call, the edit finite and within half precision's
+    rounding of the fp32 run."""
+    edits = {}
+    for run_dtype in (torch.float32, dtype):
+        identity = temporal(comfy, unet(9, dtype=run_dtype), clip.trajectories)
+        model = temporal(comfy, unet(5, dtype=run_dtype), clip.trajectories)
+        inversion, _ = invert(comfy, clip, identity, "recompute", steps=STEPS)
+        with unet_calls(identity) as identity_calls, unet_calls(model) as edit_calls:
+            edits[run_dtype] = edit(comfy, clip, model, inversion)
+        assert identity_calls == [(FRAMES, None)] * STEPS and edit_calls == [(2 * FRAMES, None)] * STEPS
+    assert torch.isfinite(edits[dtype]).all()
+    difference = relative_difference(edits[dtype], edits[torch.float32])
+    print(f"\nidentity model, {dtype}: mean |half - fp32| / mean |fp32| = {difference:.4f}")
+    assert difference < HALF_TOLERANCE[dtype]

@@ -28,6 +28,7 @@ RULES = {
     "unet": (),
     "specialize": ("unet.files", "headless.host", "headless.cli", "faces", "settings"),
     "headless": (
+        "attention.memory",
         "editing.inputs",
         "editing.preservation",
         "keyframes.selection",

@@ -1,9 +1,12 @@
 """Edits confined to a mask: Preservation Inject Sampler's mask input inside a real ComfyUI, tiny random
-SD1.5-shaped model, the demo clip's frames (the set-up of tests/test_editing.py), both cache modes."""
+SD1.5-shaped model, the demo clip's frames (the set-up of tests/test_editing.py), both cache modes, in fp32
+and in fp16 / bf16."""
+
+from dataclasses import replace
 
 import pytest
 import torch
-from comfy_harness import encode_clip
+from comfy_harness import HALF_PRECISION, HALF_TOLERANCE, build_unet, encode_clip, relative_difference
 from test_editing import FRAMES, SOURCE, clip, edit, invert  # noqa: F401  (clip: the module's fixture)
 
 EDIT = "a photo of an old man with glasses"
@@ -156,3 +159,23 @@ def test_in_context_windows_outside_the_mask_stays_the_source(comfy, long_clip, 
         f"mean |edit - same-prompt edit| {inside:.4f}"
     )
     assert outside < 1e-5 and inside > 0.05
+
+
+@pytest.mark.parametrize("dtype", HALF_PRECISION.values(), ids=HALF_PRECISION.keys())
+@pytest.mark.parametrize("mode", ["store", "recompute"])
+def test_a_masked_edit_in_half_precision_stays_close_to_fp32(comfy, clip, mode, dtype):  # noqa: F811
+    """The masked edit (left half) with the UNet in fp16 / bf16: finite, outside the mask still the source
+    latent, and within half precision's rounding of the fp32 run."""
+    edits = {}
+    for run_dtype in (torch.float32, dtype):
+        run = replace(clip, model=build_unet(seed=5, output_scale=0.02, dtype=run_dtype))
+        inversion = invert(comfy, run, mode, steps=STEPS)[0]
+        edits[run_dtype] = edit(comfy, run, inversion, EDIT, mask=half_mask(), mask_feather_px=0)
+    half = edits[dtype]
+    outside = float((half - clip.latent["samples"])[..., 4:].abs().max())
+    difference = relative_difference(half, edits[torch.float32])
+    print(
+        f"\nmask, {mode}, {dtype}: mean |half - fp32| / mean |fp32| = {difference:.4f}, outside {outside:.1e}"
+    )
+    assert torch.isfinite(half).all() and outside < 1e-5
+    assert difference < HALF_TOLERANCE[dtype]

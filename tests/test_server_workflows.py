@@ -16,6 +16,7 @@ from comfyui_diffferv.headless.workflow import prepare_prompt
 from conftest import ROOT
 from PIL import Image
 from video_probe import probe
+from workflow_graphs import EDIT_UNET, IDENTITY_UNET
 
 TWO_FACES = ROOT / "workflows" / "media" / "two_faces.mp4"
 
@@ -27,6 +28,11 @@ def server(tmp_path_factory, demo_clip, sd15_checkpoint):
     models = tmp_path_factory.mktemp("models")
     (models / "checkpoints").mkdir()
     (models / "checkpoints" / sd15_checkpoint.name).symlink_to(sd15_checkpoint)
+    # the two-UNet workflow's identity and edit models: the checkpoint's own UNet (a single-file
+    # checkpoint is a valid UNet file for Load Specialized UNet)
+    (models / "unet").mkdir()
+    for name in (IDENTITY_UNET, EDIT_UNET):
+        (models / "unet" / name).symlink_to(sd15_checkpoint)
     instance = ComfyServer(tmp_path_factory.mktemp("server"), models_dir=models)
     shutil.copy(demo_clip, instance.workdir / "input" / demo_clip.name)
     shutil.copy(TWO_FACES, instance.workdir / "input" / TWO_FACES.name)

