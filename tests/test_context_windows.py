@@ -271,7 +271,7 @@ def test_the_121_frame_clip_runs_in_windows(comfy, tiny_sd15, mode, tmp_path):
     (images,), _ = comfy.run_node("VAEDecode", samples={"samples": edited}, vae=tiny_sd15.vae)
     combine = "DiffFERV_VideoCombine"
     _, ui = comfy.run_node(
-        combine, **schema_defaults(comfy, combine), images=images, filename_prefix=f"long_{mode}"
+        combine, **schema_defaults(comfy, combine) | {"images": images, "filename_prefix": f"long_{mode}"}
     )
     written = comfy.output_path(ui["images"][0])
     from video_probe import probe
