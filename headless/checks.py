@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from ..windows.schedule import CONTEXT_LENGTH, RunPlan, overlap_problem
 from .cli import InputRefusedError
 from .flags import DECLARED, EXTENSIONS
 from .plan import byte_size, gpu_need_of
+from .server_api import read_headers, url_problem
 from .workflow import CHECKPOINT, CHECKPOINT_URL, KEYFRAMES, SPEED_WORKFLOW, WORKFLOW
 
 CHECKPOINT_HELP = f"""No Stable Diffusion 1.5 checkpoint was found.
@@ -225,21 +227,59 @@ def read_workflow(args: argparse.Namespace) -> tuple[dict, str]:
     return workflow, workflow_path
 
 
-def preflight(args: argparse.Namespace, comfyui: Path) -> Checked:
+def preflight(args: argparse.Namespace, comfyui: Path | None) -> Checked:
     """Check every value and file before ComfyUI starts. Raises InputRefusedError (all problems of the
-    values; else the first problem of the files)."""
+    values; else the first problem of the files). `comfyui` None: the edit runs on a server (--server),
+    which holds the models and the face models: they are checked there (server_check.py), by file name."""
     problems = value_problems(args)
     if problems:
         raise InputRefusedError("\n".join(problems))
-    if args.mask != "none":
+    if comfyui is not None and args.mask != "none":
         missing = missing_reason()
         if missing:
             raise InputRefusedError(f"--mask {args.mask}: {missing}")
     video, clip = check_video(args.video, args.frames)
     formats = output_formats(args, video, clip)
-    checkpoint, unet = check_models(args, comfyui)
+    if comfyui is None:
+        checkpoint = Path(args.checkpoint or CHECKPOINT)
+        unet = Path(args.unet) if args.unet else None
+    else:
+        checkpoint, unet = check_models(args, comfyui)
     workflow, workflow_path = read_workflow(args)
     return Checked(video, checkpoint, unet, formats, workflow, workflow_path)
+
+
+def server_headers(args: argparse.Namespace) -> dict[str, str]:
+    """The extra request headers for the server(s): `Authorization: Bearer` with the token in the
+    environment variable --token-env names, and those of --headers-file. Refuses an unset variable, an
+    unreadable or malformed file, and --server flags with no meaning there; never says a value."""
+    servers = args.server if isinstance(args.server, list) else [args.server]
+    for url in servers:
+        problem = url_problem(url)
+        if problem:
+            raise InputRefusedError(f"--server: {problem}")
+    if getattr(args, "cpu", False):
+        raise InputRefusedError(
+            "--cpu: a server runs on its own device; start that server with --cpu instead"
+        )
+    headers = {}
+    if args.headers_file:
+        path = Path(args.headers_file).expanduser()
+        try:
+            headers.update(read_headers(path))
+        except OSError as error:
+            raise InputRefusedError(f"--headers-file: {path} cannot be read ({error.strerror})") from None
+        except ValueError as error:
+            raise InputRefusedError(f"--headers-file: {path}: {error}") from None
+    if args.token_env:
+        token = os.environ.get(args.token_env, "").strip()
+        if not token:
+            raise InputRefusedError(
+                f"--token-env: the environment variable {args.token_env} is not set (or empty); export it "
+                "with the server's token"
+            )
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
 
 
 @dataclass(frozen=True)

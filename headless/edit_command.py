@@ -35,108 +35,117 @@ failures.py, outputs.py; this module puts them in order.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from .checks import cuda_gpu, gpu_problem, preflight
-from .cli import InputRefusedError, run_command
+from .checks import Gpu, cuda_gpu, gpu_problem, preflight, server_headers
+from .cli import CommandError, InputRefusedError, run_command
+from .edit_job import EditJob, prepare_job
 from .failures import WorkflowFailedError
 from .flags import parse
-from .graph import ApiGraph
 from .host import find_comfyui
 from .outputs import write_outputs, write_report
-from .plan import byte_size, free_ram, plan_run, stages
+from .plan import byte_size, free_ram, stages
 from .progress import OverallProgress
+from .remote_runner import fetch_outputs, run_on_server
 from .runner import HeadlessComfy, PromptError
-from .workflow import (
-    CHECKPOINT_LOADER,
-    EDIT_PREFIX,
-    LOAD_VIDEO,
-    UNET_LOADER,
-    VIDEO_COMBINE,
-    FaceMaskSettings,
-    prepare_prompt,
-)
+from .server_api import ServerApi, ServerError
+from .server_check import lacks, server_facts, upload_clip, upload_problem
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.server:
+        asyncio.run(edit_on_server(args, server_headers(args)))
+        return
     try:
         comfyui = find_comfyui(args.comfyui)
     except FileNotFoundError as error:  # it says where it looked
         raise InputRefusedError(str(error)) from None
     checked = preflight(args, comfyui)
-    video, unet_path = checked.video, checked.unet
     with tempfile.TemporaryDirectory(prefix="diffferv_") as folder:
         workdir = Path(folder)
         print(f"starting ComfyUI from {comfyui} ...", file=sys.stderr)
         comfy = HeadlessComfy(workdir, host=comfyui, cpu=True if args.cpu else None)
-        shutil.copy(video, workdir / "input" / video.name)
+        shutil.copy(checked.video, workdir / "input" / checked.video.name)
         comfy.add_model_folder("checkpoints", checked.checkpoint.parent)
-        if unet_path is not None:
-            comfy.add_model_folder("diffusion_models", unet_path.parent)
-        try:
-            prompt = prepare_prompt(
-                checked.workflow,
-                video=video.name,
-                checkpoint=checked.checkpoint.name,
-                source=args.source,
-                edit=args.edit,
-                frames=args.frames,
-                size=args.size,
-                steps=args.steps,
-                tau_app=args.tau_app,
-                guidance=args.guidance,
-                cache_mode=args.cache_mode,
-                unet=unet_path.name if unet_path is not None else None,
-                formats=checked.formats,
-                window=args.window,
-                overlap=args.overlap,
-                keyframe_every=args.keyframe_every if args.keyframe_every > 1 else None,
-                face_mask=None
-                if args.mask == "none"
-                else FaceMaskSettings(
-                    args.mask, args.mask_face, args.mask_pick, args.mask_grow, args.mask_feather
-                ),
-            )
-            plan, lines, clip_frames = plan_run(prompt, video, free_ram())
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise InputRefusedError(
-                f"--workflow: {checked.workflow_path} is not the face-edit workflow ({error})"
-            ) from None
+        if checked.unet is not None:
+            comfy.add_model_folder("diffusion_models", checked.unet.parent)
+        job = prepare_job(args, checked, free_ram())
         gpu = None if args.cpu else cuda_gpu()
-        if gpu is not None:
-            lines.append(f"GPU: {gpu.name}, {byte_size(gpu.free)} free")
-        print("plan:\n" + "\n".join("  " + line for line in lines), flush=True)
-        problem = gpu and gpu_problem(plan, gpu)
-        if problem:
-            raise InputRefusedError(problem)
-        graph = ApiGraph(prompt)
-        progress = OverallProgress(stages(plan, clip_frames), graph.class_types())
+        show_plan(job, gpu)
+        progress = OverallProgress(stages(job.plan, job.clip_frames), job.graph.class_types())
         try:
             outputs = comfy.run_prompt(
-                prompt, on_progress=progress.node_progress, on_node=progress.node_started
+                job.prompt, on_progress=progress.node_progress, on_node=progress.node_started
             )
             progress.finish()
         except PromptError as error:
-            files = {LOAD_VIDEO: video, CHECKPOINT_LOADER: checked.checkpoint}
-            if unet_path is not None:
-                files[UNET_LOADER] = unet_path
-            raise WorkflowFailedError(error, graph.titles(), files) from None
+            raise WorkflowFailedError(error, job.graph.titles(), job.files()) from None
         finally:
             progress.end_line()
         produced = {
-            prompt[key]["inputs"]["filename_prefix"]: comfy.output_path(outputs[key]["images"][0])
-            for key in graph.ids(VIDEO_COMBINE)
+            prefix: comfy.output_path(outputs[key]["images"][0])
+            for key, prefix in job.video_outputs().items()
         }
-        targets = [(produced[EDIT_PREFIX], args.output)]
-        if args.compare:
-            targets.append((produced[EDIT_PREFIX + "_compare"], args.compare))
-        write_outputs(targets)
+        write_outputs(job.targets(produced))
         if args.report:
-            write_report(prompt, outputs, Path(args.output))
+            write_report(job.prompt, outputs, Path(args.output))
+
+
+def show_plan(job: EditJob, gpu: Gpu | None, where: str | None = None) -> None:
+    """Print the plan (with the GPU, when there is one, and where the edit runs); refuse a window the GPU
+    cannot hold."""
+    lines = list(job.lines)
+    if where is not None:
+        lines.insert(0, f"server: {where}")
+    if gpu is not None:
+        lines.append(f"GPU: {gpu.name}, {byte_size(gpu.free)} free")
+    print("plan:\n" + "\n".join("  " + line for line in lines), flush=True)
+    problem = gpu and gpu_problem(job.plan, gpu)
+    if problem:
+        raise InputRefusedError(problem)
+
+
+async def edit_on_server(args: argparse.Namespace, headers: dict[str, str]) -> None:
+    """`edit --server URL`: the same checks, plan, workflow and outputs as the in-process edit, run on a
+    ComfyUI server. Every check that needs no server comes first, then what the server has (the pack and
+    its version, the checkpoint, the UNet, the face models, the upload limit), all before any upload."""
+    checked = preflight(args, None)
+    async with ServerApi(args.server, headers) as api:
+        try:
+            facts = await server_facts(api)
+        except ServerError as error:
+            raise InputRefusedError(f"--server: {error}") from None
+        job = prepare_job(args, checked, facts.ram_free)
+        missing = lacks(facts, job.needs())
+        if missing:
+            raise InputRefusedError(f"--server: {facts.name} lacks " + "; ".join(missing))
+        too_large = upload_problem(facts, "--video", str(checked.video), job.needs().upload_bytes)
+        if too_large:
+            raise InputRefusedError(too_large)
+        show_plan(job, facts.gpu, where=facts.name)
+        progress = OverallProgress(stages(job.plan, job.clip_frames), job.graph.class_types())
+        with tempfile.TemporaryDirectory(prefix="diffferv_") as folder:
+            try:
+                job.set_video(await upload_clip(api, checked.video, "--video"))
+                outputs = await run_on_server(
+                    api, job.prompt, on_progress=progress.node_progress, on_node=progress.node_started
+                )
+                produced = await fetch_outputs(api, outputs, job.video_outputs(), Path(folder))
+                progress.finish()
+            except PromptError as error:
+                raise WorkflowFailedError(error, job.graph.titles(), job.files()) from None
+            except ServerError as error:
+                raise CommandError(f"--server: {error}") from None
+            finally:
+                progress.end_line()
+            write_outputs(job.targets(produced))
+        if args.report:
+            write_report(job.prompt, outputs, Path(args.output))
 
 
 def main(argv: list[str]) -> int:

@@ -298,5 +298,29 @@ def parser() -> CommandParser:
         help="the ComfyUI folder (default: the one this pack is installed in, else $DIFFFERV_COMFYUI)",
     )
     add("--cpu", action="store_true", help="run on the CPU even if a GPU is present (slow)")
+    add(
+        "--server",
+        metavar="URL",
+        help="run the edit on this ComfyUI server (http:// or https://host:port) instead of in this process: "
+        "the same checks, plan and outputs; the clip is uploaded, --checkpoint and --unet name files in the "
+        "server's models folders, the outputs are fetched back (default: run here)",
+    )
+    add_server_access(parser)
     add("--verbose", action="store_true", help="show ComfyUI's log, and the traceback of a failure")
     return parser
+
+
+def add_server_access(parser: argparse.ArgumentParser) -> None:
+    """The flags that get a request through to servers behind an authenticating proxy."""
+    parser.add_argument(
+        "--token-env",
+        metavar="VAR",
+        help="send 'Authorization: Bearer <token>' with every request, the token read from this environment "
+        "variable (never printed or written) (default: none)",
+    )
+    parser.add_argument(
+        "--headers-file",
+        metavar="FILE",
+        help="extra request headers, one 'Name: value' a line (e.g. a proxy's access keys; never printed or "
+        "written) (default: none)",
+    )

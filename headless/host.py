@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
+PACK_NAME = "comfyui-diffferv"
+
+
+def pack_version() -> str:
+    """The pack's version, as pyproject.toml (what the Comfy Registry publishes) says it."""
+    text = (PACK_ROOT / "pyproject.toml").read_text()
+    return re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE).group(1)
 
 
 def find_comfyui(explicit: str | os.PathLike | None = None) -> Path:

@@ -92,6 +92,27 @@ def validation_problems(prompt: dict, error: dict | None, node_errors: dict) -> 
     return problems
 
 
+def failure(messages: list) -> PromptError:
+    """The PromptError for a failed or interrupted run, from ComfyUI's status messages ([event, data]
+    pairs: the executor's `status_messages`, or a server's history entry's `status.messages`)."""
+    problems, stage = [], "execution"
+    for event, data in messages:
+        if event == "execution_error":
+            problems.append(
+                NodeProblem(
+                    data["node_id"],
+                    data["node_type"],
+                    None,
+                    str(data["exception_message"]).strip(),
+                    "".join(data.get("traceback") or []),
+                )
+            )
+        elif event == "execution_interrupted":
+            stage = "interrupted"
+            problems.append(NodeProblem(data["node_id"], data["node_type"], None, "interrupted"))
+    return PromptError.reported(stage, problems)
+
+
 class HeadlessComfy:
     """ComfyUI in this process with this pack loaded; see the module docstring.
 
@@ -211,22 +232,7 @@ class HeadlessComfy:
             comfy.utils.set_progress_bar_global_hook(previous)
             self.log.on_node = None
         if not self.executor.success:
-            problems, stage = [], "execution"
-            for event, data in self.executor.status_messages:
-                if event == "execution_error":
-                    problems.append(
-                        NodeProblem(
-                            data["node_id"],
-                            data["node_type"],
-                            None,
-                            str(data["exception_message"]).strip(),
-                            "".join(data.get("traceback") or []),
-                        )
-                    )
-                elif event == "execution_interrupted":
-                    stage = "interrupted"
-                    problems.append(NodeProblem(data["node_id"], data["node_type"], None, "interrupted"))
-            raise PromptError.reported(stage, problems)
+            raise failure(self.executor.status_messages)
         return self.executor.history_result["outputs"]
 
     def output_path(self, saved: dict) -> Path:

@@ -16,6 +16,7 @@ from .face_mask import FaceMask
 from .inject_sampler import PreservationInjectSampler
 from .keyframes import PropagateKeyframeEdit, SelectKeyframes
 from .load_video import LoadVideo
+from .server_info import add_routes
 from .specialized_unet import LoadSpecializedUNet
 from .temporal_attention import ApplyTemporalAttention
 from .trajectories import ComputeFlowTrajectories
@@ -25,6 +26,7 @@ from .video_combine import VideoCombine
 class DiffFERVExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        add_routes()  # GET /diffferv/info, when ComfyUI runs its server
         return [
             LoadVideo,
             LoadSpecializedUNet,

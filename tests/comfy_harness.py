@@ -265,16 +265,17 @@ def free_port() -> int:
 
 class ComfyServer:
     """`python main.py --cpu` on a loopback port with this pack loaded from outside ComfyUI's folder
-    (through an extra-model-paths file, as a user with a shared models folder would)."""
+    (through an extra-model-paths file, as a user with a shared models folder would); `pack` False: a
+    server without it."""
 
-    def __init__(self, workdir: Path, models_dir: Path | None = None):
+    def __init__(self, workdir: Path, models_dir: Path | None = None, pack: bool = True):
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         packs = workdir / "custom_nodes"
         packs.mkdir(parents=True, exist_ok=True)
         link = packs / "comfyui-diffferv"
-        if not link.exists():
+        if pack and not link.exists():
             link.symlink_to(ROOT, target_is_directory=True)
         for name in ("input", "output", "temp", "user"):
             (workdir / name).mkdir(exist_ok=True)
@@ -288,9 +289,12 @@ class ComfyServer:
         self.log_path = workdir / "server.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180.0) -> ComfyServer:
-        import requests
+    def start(self, timeout: float = 180.0, *flags: str) -> ComfyServer:
+        """Launch the server (with ComfyUI's `flags`) and wait until it answers."""
+        return self.launch(*flags).ready(timeout)
 
+    def launch(self, *flags: str) -> ComfyServer:
+        """Start the server's process (`flags`: more ComfyUI flags); `ready` waits for it."""
         command = [
             sys.executable,
             str(host_dir() / "main.py"),
@@ -313,7 +317,15 @@ class ComfyServer:
         if not torch.cuda.is_available():
             command.append("--cpu")
         log = self.log_path.open("w")
-        self.process = subprocess.Popen(command, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [*command, *flags], cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def ready(self, timeout: float = 180.0) -> ComfyServer:
+        """Wait until the launched server answers /system_stats."""
+        import requests
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

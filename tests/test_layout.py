@@ -53,6 +53,7 @@ RULES = {
         "masks",
         "keyframes",
         "settings",
+        "headless.host",
     ),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""
@@ -82,6 +83,7 @@ NODE_GLUE = {
     "preservation_glue",
     "prompts",
     "window_glue",
+    "server_info",
 }
 """nodes/ modules that hold glue, not node classes."""
 

@@ -1,0 +1,112 @@
+"""One edit made ready to run, wherever it runs: the workflow with the command's values (`prepare_job`),
+its plan and the lines that print it, and what the command needs around the run (the files behind node
+inputs, for messages in the user's terms; where each produced video goes; what a server must have). The
+in-process `edit`, `edit --server` and each job of `batch` go through it."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..windows.schedule import RunPlan
+from .checks import Checked
+from .cli import InputRefusedError
+from .graph import ApiGraph
+from .plan import plan_run
+from .server_check import Needs
+from .workflow import (
+    CHECKPOINT_LOADER,
+    EDIT_PREFIX,
+    LOAD_VIDEO,
+    UNET_LOADER,
+    VIDEO_COMBINE,
+    FaceMaskSettings,
+    prepare_prompt,
+)
+
+
+@dataclass
+class EditJob:
+    """An edit ready to run: the command's values (`args`), what the preflight found (`checked`), the
+    API-form workflow, its plan and plan lines, and the clip's frame count."""
+
+    args: argparse.Namespace
+    checked: Checked
+    prompt: dict
+    plan: RunPlan
+    lines: list[str]
+    clip_frames: int
+
+    @property
+    def graph(self) -> ApiGraph:
+        return ApiGraph(self.prompt)
+
+    def set_video(self, name: str) -> None:
+        """The clip's name in the ComfyUI input folder it runs from (a server may rename an upload)."""
+        self.graph.inputs(LOAD_VIDEO)["video"] = name
+
+    def files(self) -> dict[str, Path]:
+        """Node class -> the user's path of the file it reads (for messages in the user's terms)."""
+        files = {LOAD_VIDEO: self.checked.video, CHECKPOINT_LOADER: self.checked.checkpoint}
+        if self.checked.unet is not None:
+            files[UNET_LOADER] = self.checked.unet
+        return files
+
+    def video_outputs(self) -> dict[str, str]:
+        """Video Combine node id -> its filename prefix (the edit's, or the comparison's)."""
+        return {key: self.prompt[key]["inputs"]["filename_prefix"] for key in self.graph.ids(VIDEO_COMBINE)}
+
+    def targets(self, produced: dict[str, Path]) -> list[tuple[Path, str]]:
+        """(produced file, the user's path) for the edit and, when asked, the comparison; `produced`:
+        filename prefix -> the file the run wrote."""
+        targets = [(produced[EDIT_PREFIX], self.args.output)]
+        if self.args.compare:
+            targets.append((produced[EDIT_PREFIX + "_compare"], self.args.compare))
+        return targets
+
+    def needs(self) -> Needs:
+        """What a server must have to run the job."""
+        return Needs(
+            node_classes=frozenset(self.graph.class_types().values()),
+            checkpoint=self.checked.checkpoint.name,
+            unet=self.checked.unet.name if self.checked.unet is not None else None,
+            face_models=self.args.mask != "none" or self.args.report,
+            upload_bytes=self.checked.video.stat().st_size,
+        )
+
+
+def prepare_job(args: argparse.Namespace, checked: Checked, free_ram: int) -> EditJob:
+    """The workflow with the command's values and its plan (`auto` resolved against `free_ram` bytes of
+    the machine that runs it). Refuses a --workflow that is not the face-edit workflow."""
+    unet = checked.unet
+    try:
+        prompt = prepare_prompt(
+            checked.workflow,
+            video=checked.video.name,
+            checkpoint=checked.checkpoint.name,
+            source=args.source,
+            edit=args.edit,
+            frames=args.frames,
+            size=args.size,
+            steps=args.steps,
+            tau_app=args.tau_app,
+            guidance=args.guidance,
+            cache_mode=args.cache_mode,
+            unet=unet.name if unet is not None else None,
+            formats=checked.formats,
+            window=args.window,
+            overlap=args.overlap,
+            keyframe_every=args.keyframe_every if args.keyframe_every > 1 else None,
+            face_mask=None
+            if args.mask == "none"
+            else FaceMaskSettings(
+                args.mask, args.mask_face, args.mask_pick, args.mask_grow, args.mask_feather
+            ),
+        )
+        plan, lines, clip_frames = plan_run(prompt, checked.video, free_ram)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise InputRefusedError(
+            f"--workflow: {checked.workflow_path} is not the face-edit workflow ({error})"
+        ) from None
+    return EditJob(args, checked, prompt, plan, lines, clip_frames)

@@ -1,0 +1,211 @@
+"""A workflow run on a ComfyUI server: the second executor beside the in-process one (runner.py), with
+the same contract: `run_on_server` validates and executes an API-form workflow and returns
+{node id: ui output}, raising `runner.PromptError` with ComfyUI's own messages when the server refuses,
+fails or interrupts it, and calling the same progress hooks; `fetch_outputs` brings the files back.
+
+Progress comes from the server's events on its WebSocket (`executing`, `progress`, the end events). When
+the socket drops, the run is followed through `GET /history/{id}` (and `GET /queue`), and the socket is
+reopened when it can be; a server that answers nothing for `lost_after` seconds, or that no longer knows
+the prompt (it restarted), raises `server_api.ServerLostError`, and the batch dispatcher runs the job
+elsewhere. There is no limit on how long a job may run. Cancelling the run (Ctrl-C) cancels its prompt
+on the server, and only its prompt.
+
+Output file names come from the server and are not trusted: a name that is not a plain file name is
+refused, and the files are written under names the caller chooses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+
+from .runner import NodeHook, ProgressHook, PromptError, failure, validation_problems
+from .server_api import ServerLostError, ServerRefusedError, next_event
+
+LOST_AFTER = 30.0
+"""Seconds without any answer from a server (its socket gone, its API not answering) after which a
+running job counts as lost."""
+POLL = 1.0
+"""Seconds between history requests while the event socket is down."""
+END_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
+
+
+async def run_on_server(
+    api,
+    prompt: dict,
+    on_progress: ProgressHook | None = None,
+    on_node: NodeHook | None = None,
+    prompt_id: str | None = None,
+    lost_after: float = LOST_AFTER,
+) -> dict:
+    """Queue `prompt` on the server (`server_api.ServerApi`) and follow it to its end; returns its
+    outputs. Like the in-process runner, nothing runs when any node fails validation (the server would
+    run the outputs that passed: such a prompt is taken off its queue)."""
+    client_id = uuid.uuid4().hex
+    prompt_id = prompt_id or str(uuid.uuid4())
+    socket = await api.socket(client_id)
+    try:
+        try:
+            left_out = await api.queue(prompt, client_id, prompt_id)
+        except ServerRefusedError as refused:
+            raise rejected(prompt, refused) from None
+        if left_out:
+            await api.cancel(prompt_id)
+            raise PromptError.reported("validation", validation_problems(prompt, None, left_out))
+        try:
+            entry = await follow(api, socket, client_id, prompt_id, on_progress, on_node, lost_after)
+        except asyncio.CancelledError:
+            await asyncio.shield(quietly_cancel(api, prompt_id))
+            raise
+    finally:
+        if not socket.closed:
+            await socket.close()
+    if entry["status"].get("status_str") == "success":
+        return entry["outputs"]
+    raise failure(entry["status"].get("messages", []))
+
+
+def rejected(prompt: dict, refused: ServerRefusedError) -> Exception:
+    """A refused POST /prompt as a validation PromptError (ComfyUI's 400 holds `error` and
+    `node_errors`), or the refusal itself when it is something else (e.g. a proxy's 401)."""
+    try:
+        body = json.loads(refused.body)
+    except ValueError:
+        return refused
+    if not isinstance(body, dict) or "error" not in body:
+        return refused
+    return PromptError.reported(
+        "validation", validation_problems(prompt, body["error"], body.get("node_errors", {}))
+    )
+
+
+async def quietly_cancel(api, prompt_id: str) -> None:
+    """Cancel the prompt if the server still answers (it may be the reason we stop)."""
+    with contextlib.suppress(ServerLostError, ServerRefusedError, asyncio.TimeoutError):
+        await asyncio.wait_for(api.cancel(prompt_id), timeout=10)
+
+
+async def follow(api, socket, client_id, prompt_id, on_progress, on_node, lost_after) -> dict:
+    """Follow the prompt to its end: from its events while the socket lives, else from its history and
+    the queue until the socket reopens; returns its history entry."""
+    while True:
+        entry = await from_events(api, socket, prompt_id, on_progress, on_node, lost_after)
+        if not socket.closed:
+            await socket.close()
+        if entry is not None:
+            return entry
+        entry, socket = await from_history(api, client_id, prompt_id, lost_after)
+        if entry is not None:
+            return entry
+
+
+async def from_events(api, socket, prompt_id, on_progress, on_node, lost_after) -> dict | None:
+    """The prompt's events, passed to the hooks, up to its end (its history entry then); None when the
+    socket drops first."""
+    while True:
+        event = await next_event(socket)
+        if event is None:
+            return None
+        data = event.get("data") or {}
+        if data.get("prompt_id") != prompt_id:
+            continue
+        kind = event.get("type")
+        if kind == "executing" and data.get("node") is not None and on_node is not None:
+            on_node(str(data["node"]))
+        elif kind == "progress" and on_progress is not None:
+            on_progress(int(data.get("value", 0)), int(data.get("max", 0)), str(data.get("node")))
+        elif kind in END_EVENTS:
+            return await ended_entry(api, prompt_id, lost_after)
+
+
+async def ended_entry(api, prompt_id: str, lost_after: float) -> dict:
+    """The history entry of a prompt whose end event came (written just after the event is sent)."""
+    deadline = time.monotonic() + lost_after
+    while True:
+        entry = await api.history(prompt_id)
+        if entry is not None:
+            return entry
+        if time.monotonic() > deadline:
+            raise ServerLostError(
+                f"{api.name} announced the end of prompt {prompt_id} but keeps no history of it"
+            )
+        await asyncio.sleep(0.1)
+
+
+async def from_history(api, client_id, prompt_id, lost_after):
+    """While the socket is down: (the history entry, None) once the prompt has ended, or (None, a new
+    socket) once one opens while it runs. Raises ServerLostError after `lost_after` seconds without an
+    answer, or when the server no longer has the prompt anywhere."""
+    last_answer = time.monotonic()
+    while True:
+        try:
+            entry = await api.history(prompt_id)
+            if entry is not None:
+                return entry, None
+            queue = await api.request("GET", "/queue")
+            last_answer = time.monotonic()
+        except ServerLostError:
+            if time.monotonic() - last_answer > lost_after:
+                raise
+            await asyncio.sleep(POLL)
+            continue
+        waiting = queue.get("queue_running", []) + queue.get("queue_pending", [])
+        if not any(len(item) > 1 and item[1] == prompt_id for item in waiting):
+            entry = await api.history(prompt_id)  # it may have ended in between
+            if entry is not None:
+                return entry, None
+            raise ServerLostError(f"{api.name} no longer has prompt {prompt_id} (did it restart?)")
+        try:
+            return None, await api.socket(client_id)
+        except ServerLostError:
+            await asyncio.sleep(POLL)
+
+
+PLAIN_NAME = re.compile(r"^[^/\\\x00]+$")
+SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+
+
+def saved_file(saved: dict) -> dict:
+    """A ui entry {"filename", "subfolder", "type"} from a server's answer, checked: a plain file name
+    (no folder, not `..`), a relative subfolder without `..`, an output or temp file. Raises
+    ServerRefusedError otherwise (the server's answer is not used)."""
+    name, subfolder, kind = saved.get("filename", ""), saved.get("subfolder", ""), saved.get("type", "")
+    parts = [part for part in re.split(r"[/\\]", subfolder) if part]
+    if (
+        not isinstance(name, str)
+        or not PLAIN_NAME.match(name)
+        or name in (".", "..")
+        or subfolder.startswith(("/", "\\"))
+        or ".." in parts
+        or kind not in ("output", "temp")
+    ):
+        raise ServerRefusedError(
+            f"the server's answer names an output file {name!r} in {subfolder!r} ({kind!r}) that is not a "
+            "plain file name in its output folder; nothing was fetched",
+            0,
+        )
+    return {"filename": name, "subfolder": subfolder, "type": kind}
+
+
+async def fetch_file(api, saved: dict, folder: Path, stem: str) -> Path:
+    """Download one output named in the server's answer into `folder` as `stem` + its suffix (the
+    server's name chooses nothing else)."""
+    checked = saved_file(saved)
+    suffix = Path(checked["filename"]).suffix
+    target = folder / (stem + (suffix if SUFFIX.match(suffix) else ""))
+    await api.download(checked, target)
+    return target
+
+
+async def fetch_outputs(api, outputs: dict, wanted: dict[str, str], folder: Path) -> dict[str, Path]:
+    """The first file each node of `wanted` (node id -> a key, e.g. its filename prefix) saved, fetched
+    into `folder`; returns key -> the local file."""
+    return {
+        key: await fetch_file(api, outputs[node_id]["images"][0], folder, f"output{index}")
+        for index, (node_id, key) in enumerate(wanted.items())
+    }

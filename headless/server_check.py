@@ -1,0 +1,158 @@
+"""What a ComfyUI server has, and what an edit needs of it, checked before anything is sent to it.
+
+`server_facts` asks the server (system_stats, object_info, the pack's /diffferv/info) once: the pack's
+version there, its node classes, the checkpoints and UNets it can load, whether the face models load,
+its free RAM and GPU, and how large an upload it takes (its `--max-upload-size`, read off the command
+line system_stats reports; ComfyUI's default is 100 MB). `lacks` compares them with an edit's `Needs`
+and says, one phrase each, what the server lacks; `upload_problem` is the sentence for a clip over the
+server's upload limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checks import Gpu
+from .cli import InputRefusedError
+from .host import PACK_NAME, pack_version
+from .plan import byte_size
+from .workflow import CHECKPOINT_LOADER, UNET_LOADER
+
+DEFAULT_UPLOAD_MB = 100.0
+"""ComfyUI's --max-upload-size default, in MB (2**20 bytes)."""
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    """One server, as it described itself."""
+
+    name: str  # its display URL
+    pack_version: str | None  # None: the pack is not installed there
+    face_models_missing: str | None  # why dlib's face models do not load there (None: they do)
+    node_classes: frozenset[str]
+    checkpoints: frozenset[str]
+    unets: frozenset[str]
+    ram_free: int
+    gpu: Gpu | None  # a CUDA device (None: the server runs on its CPU or another kind of device)
+    upload_limit: int  # bytes
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What one edit needs of a server: its workflow's node classes, the checkpoint and UNet it loads (by
+    file name), the face models (--mask, --report) and the size of the clip to upload."""
+
+    node_classes: frozenset[str]
+    checkpoint: str
+    unet: str | None
+    face_models: bool
+    upload_bytes: int
+
+
+def combo_options(object_info: dict, node_class: str, name: str) -> frozenset[str]:
+    """The options of a node's combo input in /object_info, in either form ComfyUI writes it:
+    `[[options...], {...}]` (V1 nodes) or `["COMBO", {"options": [...]}]` (V3 nodes)."""
+    node = object_info.get(node_class)
+    if node is None:
+        return frozenset()
+    spec = {**node["input"].get("optional", {}), **node["input"].get("required", {})}.get(name)
+    if not spec:
+        return frozenset()
+    if isinstance(spec[0], list):
+        return frozenset(spec[0])
+    return frozenset(spec[1].get("options", []) if len(spec) > 1 else [])
+
+
+def upload_limit(argv: list[str]) -> int:
+    """The server's upload limit in bytes, from its command line (`--max-upload-size MB`, default 100)."""
+    megabytes = DEFAULT_UPLOAD_MB
+    for index, word in enumerate(argv):
+        value = None
+        if word == "--max-upload-size" and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif word.startswith("--max-upload-size="):
+            value = word.split("=", 1)[1]
+        if value is not None:
+            with contextlib.suppress(ValueError):
+                megabytes = float(value)
+    return round(megabytes * 2**20)
+
+
+async def server_facts(api) -> ServerFacts:
+    """Ask the server (a `server_api.ServerApi`) what it has; raises its ServerLostError/ServerRefusedError."""
+    stats = await api.system_stats()
+    info = await api.pack_info()
+    object_info = await api.object_info()
+    cuda = [device for device in stats.get("devices", []) if device.get("type") == "cuda"]
+    gpu = Gpu(cuda[0].get("name", "cuda"), int(cuda[0].get("vram_free", 0))) if cuda else None
+    return ServerFacts(
+        name=api.name,
+        pack_version=info.get("version") if info else None,
+        face_models_missing=info.get("face_models_missing") if info else None,
+        node_classes=frozenset(object_info),
+        checkpoints=combo_options(object_info, CHECKPOINT_LOADER, "ckpt_name"),
+        unets=combo_options(object_info, UNET_LOADER, "unet_name"),
+        ram_free=int(stats.get("system", {}).get("ram_free", 0)),
+        gpu=gpu,
+        upload_limit=upload_limit(stats.get("system", {}).get("argv", [])),
+    )
+
+
+def lacks(facts: ServerFacts, needs: Needs) -> list[str]:
+    """What the server lacks for the edit, a phrase each (empty when it has everything)."""
+    if facts.pack_version is None:
+        return [f"the pack {PACK_NAME} (install it there: ComfyUI-Manager, or clone it into custom_nodes/)"]
+    said = []
+    here = pack_version()
+    if facts.pack_version != here:
+        said.append(
+            f"the pack's version {here} (it runs {facts.pack_version}; update the pack there or here)"
+        )
+    missing_nodes = sorted(needs.node_classes - facts.node_classes)
+    if missing_nodes:
+        said.append(f"the nodes {', '.join(missing_nodes)} (install the packs that provide them)")
+    if needs.checkpoint not in facts.checkpoints:
+        said.append(f"the checkpoint {needs.checkpoint} (put it in its models/checkpoints/)")
+    if needs.unet is not None and needs.unet not in facts.unets:
+        said.append(f"the UNet {needs.unet} (put it in its models/diffusion_models/)")
+    if needs.face_models and facts.face_models_missing:
+        said.append(f"the face models for --mask and --report ({facts.face_models_missing})")
+    return said
+
+
+def upload_problem(facts: ServerFacts, flag: str, video: str, size: int) -> str | None:
+    """The sentence for a clip larger than the server takes (None when it fits)."""
+    if size <= facts.upload_limit:
+        return None
+    return upload_refused(facts.name, flag, video, size, facts.upload_limit)
+
+
+def upload_refused(server: str, flag: str, video: str, size: int, limit: int | None) -> str:
+    """A clip over a server's upload limit, in one sentence with the server's flag to raise it."""
+    over = (
+        f"takes uploads up to {byte_size(limit)}"
+        if limit is not None
+        else "refused it as too large (HTTP 413)"
+    )
+    needed = -(-size // 2**20) + 1
+    return (
+        f"{flag}: {video} is {byte_size(size)} and the server {server} {over}; start that server with "
+        f"--max-upload-size {needed} (MB) or more"
+    )
+
+
+async def upload_clip(api, video: Path, flag: str) -> str:
+    """Upload the clip into the server's input folder; returns the name it has there. A refusal for its
+    size (HTTP 413: over the server's --max-upload-size) is the one sentence of `upload_refused`."""
+    from .server_api import ServerRefusedError
+
+    try:
+        return await api.upload(video, video.name)
+    except ServerRefusedError as error:
+        if error.status != 413:
+            raise
+        raise InputRefusedError(
+            upload_refused(api.name, flag, str(video), video.stat().st_size, None)
+        ) from None

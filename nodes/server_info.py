@@ -1,0 +1,35 @@
+"""The pack's answer to clients of a ComfyUI server: `GET /diffferv/info` says which version of the pack
+the server runs and whether the face models (dlib's, for Face Mask and the Edit Report's identity
+distances) load there, so `edit --server` and `batch` can check a server before sending it anything
+(headless/server_check.py). Registered on ComfyUI's PromptServer route table, the way ComfyUI offers
+packs to add routes; without a server (the in-process runner) there is none to add."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from ..faces.dlib_models import missing_reason
+from ..headless.host import PACK_NAME, pack_version
+
+ROUTE = "/diffferv/info"
+
+
+def add_routes() -> None:
+    """Add the route to the running ComfyUI server, once; nothing when ComfyUI runs without one (its
+    main.py imports `server` and makes the PromptServer before it loads packs; the in-process runner
+    imports neither)."""
+    prompt_server = getattr(sys.modules.get("server"), "PromptServer", None)
+    server = getattr(prompt_server, "instance", None)
+    if server is None or getattr(server, "diffferv_info_added", False):
+        return
+    server.diffferv_info_added = True
+
+    @server.routes.get(ROUTE)
+    async def pack_info(request):
+        from aiohttp import web
+
+        missing = await asyncio.to_thread(missing_reason)
+        return web.json_response(
+            {"pack": PACK_NAME, "version": pack_version(), "face_models_missing": missing}
+        )
