@@ -2,7 +2,7 @@
 
 The pack folder is not an installed package (and its name has a hyphen), so this file imports it under
 a fixed name. The pack's __init__.py and nodes/__init__.py register ComfyUI nodes and need ComfyUI's node
-API; the commands (headless/, specialize/) do not, so the pack and nodes/ are registered without running
+API; the commands (headless/, batch/, specialize/) do not, so the pack and nodes/ are registered without running
 their __init__.
 """
 
@@ -12,11 +12,12 @@ from pathlib import Path
 
 PACKAGE = "comfyui_diffferv"
 ROOT = Path(__file__).resolve().parent
-COMMANDS = {"edit": "headless.edit_command", "specialize": "specialize.command"}
+COMMANDS = {"edit": "headless.edit_command", "batch": "batch.command", "specialize": "specialize.command"}
 USAGE = """usage: python ComfyUI/custom_nodes/ComfyUI-DiffFERV COMMAND [--help]
 
 commands (ComfyUI need not be running):
   edit         edit a face video with the shipped DiffFERV workflow, through ComfyUI, without the browser
+  batch        edit many face videos on one or more ComfyUI servers (a job list, resumable)
   specialize   train a face-specialized SD1.5 UNet (DiffFERV section 3.2) for Load Specialized UNet"""
 
 

@@ -39,6 +39,7 @@ from ..video.timing import Picking
 from ..windows.schedule import CONTEXT_LENGTH, RunPlan, overlap_problem
 from .cli import InputRefusedError
 from .flags import DECLARED, EXTENSIONS
+from .outputs import report_path
 from .plan import byte_size, gpu_need_of
 from .server_api import read_headers, url_problem
 from .workflow import CHECKPOINT, CHECKPOINT_URL, KEYFRAMES, SPEED_WORKFLOW, WORKFLOW
@@ -174,9 +175,7 @@ def output_formats(args: argparse.Namespace, video: Path, clip: ClipInfo) -> tup
             raise InputRefusedError("--compare: it names the same file as --output; give it another name")
         check_writable("--compare", args.compare, estimated_bytes(formats[1], frames, height, 2 * width))
     if args.report:
-        check_writable(
-            "--report", Path(args.output).expanduser().resolve().with_suffix(".report.json"), 2**16
-        )
+        check_writable("--report", report_path(args.output), 2**16)
     return formats
 
 

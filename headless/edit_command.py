@@ -129,7 +129,9 @@ async def edit_on_server(args: argparse.Namespace, headers: dict[str, str]) -> N
             raise InputRefusedError(too_large)
         show_plan(job, facts.gpu, where=facts.name)
         progress = OverallProgress(stages(job.plan, job.clip_frames), job.graph.class_types())
-        with tempfile.TemporaryDirectory(prefix="diffferv_") as folder:
+        scratch = Path(args.output).expanduser().resolve().parent  # no file outside the paths given
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=scratch, prefix=".diffferv_") as folder:
             try:
                 job.set_video(await upload_clip(api, checked.video, "--video"))
                 outputs = await run_on_server(

@@ -12,7 +12,7 @@ from .graph import ApiGraph
 from .workflow import EDIT_REPORT
 
 
-def write_outputs(targets: list[tuple[Path, str]]) -> None:
+def write_outputs(targets: list[tuple[Path, str]], show: bool = True) -> None:
     """Copy each produced file to its target, all or none: each goes to a hidden file next to its target
     first, and is renamed into place only when every copy succeeded."""
     staged = []
@@ -25,17 +25,26 @@ def write_outputs(targets: list[tuple[Path, str]]) -> None:
             shutil.copyfile(produced, partial)
         for partial, path in staged:
             os.replace(partial, path)
-            print(f"wrote {path}", file=sys.stderr)
+            if show:
+                print(f"wrote {path}", file=sys.stderr)
     finally:
         for partial, _ in staged:
             partial.unlink(missing_ok=True)
 
 
-def write_report(prompt: dict, outputs: dict, video: Path) -> Path:
-    """Prints the Edit Report node's text and writes its JSON beside ``video`` (``NAME.report.json``)."""
+def write_report(prompt: dict, outputs: dict, video: Path, show: bool = True) -> Path:
+    """Writes the Edit Report node's JSON beside ``video`` (``NAME.report.json``) and, with `show`,
+    prints its text."""
     shown = outputs[ApiGraph(prompt).only(EDIT_REPORT)]
-    print(shown["text"][0])
-    target = video.expanduser().resolve().with_suffix(".report.json")
+    if show:
+        print(shown["text"][0])
+    target = report_path(video)
     target.write_text(shown["report"][0] + "\n")
-    print(f"wrote {target}", file=sys.stderr)
+    if show:
+        print(f"wrote {target}", file=sys.stderr)
     return target
+
+
+def report_path(video: str | Path) -> Path:
+    """Where the Edit Report's JSON of the edited video `video` goes: beside it, NAME.report.json."""
+    return Path(video).expanduser().resolve().with_suffix(".report.json")

@@ -41,7 +41,8 @@ def format_duration(seconds: float) -> str:
 
 class OverallProgress:
     """See the module docstring. `node_types` maps the workflow's node ids to their class types; nodes of
-    no stage (previews) move nothing, and stages without a node in the workflow are left out."""
+    no stage (previews) move nothing, and stages without a node in the workflow are left out. `show`
+    False: nothing is printed (the share done and the ETA are still kept, e.g. for one job of a batch)."""
 
     def __init__(
         self,
@@ -49,6 +50,7 @@ class OverallProgress:
         node_types: dict[str, str],
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        show: bool = True,
     ):
         kinds = set(node_types.values())
         self.stages = [stage for stage in stages if stage.node_types & kinds]
@@ -60,7 +62,8 @@ class OverallProgress:
             if kind in stage.node_types
         }
         self.stream = stream if stream is not None else sys.stdout
-        self.live = self.stream.isatty()
+        self.show = show
+        self.live = show and self.stream.isatty()
         self.clock = clock
         self.start = clock()
         self.finished: set[int] = set()
@@ -127,6 +130,8 @@ class OverallProgress:
         return f"[{format_duration(elapsed):>12}] {100 * self.done():3.0f}% {name}{self.detail}{remaining}"
 
     def _show(self, stage_start: bool, name: str | None = None) -> None:
+        if not self.show:
+            return
         tenths = int(self.done() * 10 + 1e-9)
         if self.live:
             print("\r\033[K" + self.line(name), end="", file=self.stream, flush=True)

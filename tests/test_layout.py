@@ -39,6 +39,7 @@ RULES = {
         "faces.dlib_models",
         "settings",
     ),
+    "batch": ("headless",),
     "faces": (),
     "metrics": ("flow", "faces"),
     "nodes": (

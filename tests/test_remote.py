@@ -7,17 +7,11 @@ server's answer."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 from comfy_harness import ComfyServer, run_edit
-from conftest import ROOT
 from video_probe import probe
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,155 @@
+"""The jobs spread over the servers: each server runs one job at a time and takes the next waiting job
+when it is free. A server lost during a job (it stopped answering, died, restarted: `ServerLostError`)
+puts the job back at the front of the queue for another server and leaves the batch; a job the server
+refuses or fails (validation in the flag's terms, a node's error, an upload too large) is recorded
+failed once and not retried. Each finished job's files are fetched into a hidden folder inside the
+output folder and moved into place together (`headless.outputs.write_outputs`); the status file
+records every job's end (`status.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..headless.checks import gpu_problem
+from ..headless.cli import InputRefusedError
+from ..headless.edit_job import prepare_job
+from ..headless.failures import WorkflowFailedError
+from ..headless.outputs import write_outputs, write_report
+from ..headless.plan import stages
+from ..headless.progress import OverallProgress, format_duration
+from ..headless.remote_runner import LOST_AFTER, fetch_outputs, run_on_server
+from ..headless.runner import PromptError
+from ..headless.server_api import ServerApi, ServerLostError, ServerRefusedError
+from ..headless.server_check import ServerFacts, upload_clip
+from .jobs import Job
+from .progress import BatchProgress
+from .status import DONE, FAILED, StatusFile
+
+
+@dataclass
+class Server:
+    """A server the batch runs jobs on, and what it said of itself when checked."""
+
+    api: ServerApi
+    facts: ServerFacts
+
+    @property
+    def name(self) -> str:
+        return self.api.name
+
+
+class JobFailedError(Exception):
+    """The job cannot run (on any server): the message says why, in the edit's flag terms."""
+
+
+@dataclass
+class Dispatcher:
+    """Runs `jobs` on `servers`; see the module docstring. After `run`, `pending` holds the jobs no
+    server could take (every server was lost), `failed` the failed jobs and their sentences, `lost` the
+    lost servers and why."""
+
+    jobs: list[Job]
+    servers: list[Server]
+    status: StatusFile
+    progress: BatchProgress
+    folder: Path
+    lost_after: float = LOST_AFTER
+    pending: deque = field(init=False)
+    failed: list[tuple[Job, str]] = field(default_factory=list)
+    lost: list[tuple[str, str]] = field(default_factory=list)
+    running: int = 0
+
+    def __post_init__(self):
+        self.pending = deque(self.jobs)
+        self.changed = asyncio.Condition()
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self.worker(server) for server in self.servers))
+
+    async def take(self) -> Job | None:
+        """The next job, waiting while none waits but some run (a lost server's job may come back);
+        None when all have ended."""
+        async with self.changed:
+            while not self.pending:
+                if self.running == 0:
+                    return None
+                await self.changed.wait()
+            self.running += 1
+            return self.pending.popleft()
+
+    async def give_back(self, job: Job, requeue: bool) -> None:
+        async with self.changed:
+            self.running -= 1
+            if requeue:
+                self.pending.appendleft(job)
+            self.changed.notify_all()
+
+    async def worker(self, server: Server) -> None:
+        while (job := await self.take()) is not None:
+            try:
+                await self.run_job(server, job)
+            except ServerLostError as lost:
+                await self.give_back(job, requeue=True)
+                self.lost.append((server.name, str(lost)))
+                self.progress.ended(
+                    job.name,
+                    f"server {server.name} was lost during {job.name} ({lost}); the job goes back to the "
+                    "queue and the server is left out",
+                    None,
+                )
+                return
+            except BaseException:
+                await self.give_back(job, requeue=False)
+                raise
+            await self.give_back(job, requeue=False)
+
+    async def run_job(self, server: Server, job: Job) -> None:
+        """Run one job on `server`: upload, queue, follow, fetch, record. Raises ServerLostError when the
+        server is lost; records any other failure of the job."""
+        started = time.monotonic()
+        try:
+            edit = prepare_job(job.args, job.checked, server.facts.ram_free)
+            problem = server.facts.gpu and gpu_problem(edit.plan, server.facts.gpu)
+            if problem:
+                raise JobFailedError(problem)
+            progress = OverallProgress(
+                stages(edit.plan, edit.clip_frames), edit.graph.class_types(), show=False
+            )
+            self.progress.started(job.name, server.name, progress)
+
+            def on_progress(value, total, node_id):
+                progress.node_progress(value, total, node_id)
+                self.progress.moved()
+
+            def on_node(node_id):
+                progress.node_started(node_id)
+                self.progress.moved()
+
+            edit.set_video(await upload_clip(server.api, job.checked.video, "--video"))
+            try:
+                outputs = await run_on_server(
+                    server.api, edit.prompt, on_progress, on_node, lost_after=self.lost_after
+                )
+            except PromptError as error:
+                said = WorkflowFailedError(error, edit.graph.titles(), edit.files()).lines(verbose=False)
+                raise JobFailedError("; ".join(said)) from None
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=self.folder, prefix=".batch_") as scratch:
+                produced = await fetch_outputs(server.api, outputs, edit.video_outputs(), Path(scratch))
+                write_outputs(edit.targets(produced), show=False)
+            if job.args.report:
+                write_report(edit.prompt, outputs, Path(job.args.output), show=False)
+        except (JobFailedError, InputRefusedError, ServerRefusedError) as failure:
+            seconds = time.monotonic() - started
+            self.failed.append((job, str(failure)))
+            self.status.record(job, FAILED, server.name, seconds, str(failure))
+            self.progress.ended(job.name, f"{job.name} failed on {server.name}: {failure}", False)
+            return
+        seconds = time.monotonic() - started
+        self.status.record(job, DONE, server.name, seconds)
+        self.progress.ended(job.name, f"{job.name} done on {server.name} in {format_duration(seconds)}", True)
