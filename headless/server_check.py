@@ -17,7 +17,6 @@ from pathlib import Path
 from .checks import Gpu
 from .cli import InputRefusedError
 from .host import PACK_NAME, pack_version
-from .plan import byte_size
 from .workflow import CHECKPOINT_LOADER, UNET_LOADER
 
 DEFAULT_UPLOAD_MB = 100.0
@@ -131,16 +130,18 @@ def upload_problem(facts: ServerFacts, flag: str, video: str, size: int) -> str 
 
 def upload_refused(server: str, flag: str, video: str, size: int, limit: int | None) -> str:
     """A clip over a server's upload limit, in one sentence with the server's flag to raise it."""
-    over = (
-        f"takes uploads up to {byte_size(limit)}"
-        if limit is not None
-        else "refused it as too large (HTTP 413)"
-    )
+    over = f"takes uploads up to {megabytes(limit)}" if limit is not None else "refused it as too large (HTTP 413)"
     needed = -(-size // 2**20) + 1
     return (
-        f"{flag}: {video} is {byte_size(size)} and the server {server} {over}; start that server with "
+        f"{flag}: {video} is {megabytes(size)} and the server {server} {over}; start that server with "
         f"--max-upload-size {needed} (MB) or more"
     )
+
+
+def megabytes(nbytes: int) -> str:
+    """A size in the MB (2**20 bytes) of ComfyUI's --max-upload-size."""
+    value = nbytes / 2**20
+    return f"{value:.2f} MB" if value < 10 else f"{value:.0f} MB"
 
 
 async def upload_clip(api, video: Path, flag: str) -> str:
