@@ -95,7 +95,7 @@ def run(argv: list[str]) -> None:
     status = StatusFile(folder)
     todo = [job for job in jobs if not status.is_done(job)]
     print(
-        f"{len(jobs)} jobs in {args.jobs}: {len(jobs) - len(todo)} done in an earlier run, {len(todo)} to run"
+        f"{count(len(jobs), 'job')} in {args.jobs}: {len(jobs) - len(todo)} done in an earlier run, {len(todo)} to run"
     )
     if todo:
         asyncio.run(run_jobs(args.server, headers, todo, status, folder, args.lost_after))
@@ -119,11 +119,11 @@ async def run_jobs(
     if dispatcher.pending:
         lost = "; ".join(f"{name}: {why}" for name, why in dispatcher.lost)
         said.append(
-            f"{len(dispatcher.pending)} jobs were not run: every server was lost ({lost}); run the same command "
+            f"{count(len(dispatcher.pending), 'job')} not run: every server was lost ({lost}); run the same command "
             "again to run them"
         )
     done = len(jobs) - len(dispatcher.failed) - len(dispatcher.pending)
-    print(f"{done} of {len(jobs)} jobs done; outputs in {folder}, status in {status.path}")
+    print(f"{done} of {count(len(jobs), 'job')} done; outputs in {folder}, status in {status.path}")
     if said:
         raise CommandError("\n".join(said))
 
@@ -159,6 +159,10 @@ async def ready_servers(apis: list[ServerApi], jobs: list[Job]) -> list[Server]:
     if not ready:
         raise InputRefusedError("--server: no server can run the jobs:\n" + "\n".join(left_out))
     return ready
+
+
+def count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def main(argv: list[str]) -> int:

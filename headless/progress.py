@@ -107,9 +107,9 @@ class OverallProgress:
         self._show(stage_start=False)
 
     def finish(self) -> None:
-        """The run is done: the 100 % line (and the end of the terminal line)."""
-        if self.current is not None:
-            self.finished.add(self.current)
+        """The run is done: the 100 % line (and the end of the terminal line), whatever events came (a
+        stage whose nodes ComfyUI took from its cache, or whose events were lost, reports nothing)."""
+        self.finished.update(range(len(self.stages)))
         self.current = None
         self.detail = ""
         self._show(stage_start=True, name="done")

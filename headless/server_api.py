@@ -15,14 +15,19 @@ retry. aiohttp is ComfyUI's own HTTP library (in every ComfyUI environment); it 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 REQUEST_TIMEOUT = 30.0
 """Seconds one request (not a job: a job may take hours) may take before the server counts as lost."""
 HEARTBEAT = 10.0
 """Seconds between WebSocket pings; a server that does not answer one is taken as gone."""
+
+ACCESS_ADVICE = (
+    " (give the server's token with --token-env VAR, or its proxy's headers with --headers-file FILE)"
+)
 
 
 class ServerError(Exception):
@@ -48,7 +53,8 @@ def display_url(url: str) -> str:
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    port = parts.netloc.rpartition("@")[2][len(host) :].lstrip(":") if host else ""
+    netloc = f"{host}:{port}" if port else host
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
@@ -81,14 +87,18 @@ def read_headers(path: Path) -> dict[str, str]:
 
 class ServerApi:
     """One ComfyUI server; use as `async with ServerApi(url, headers) as api:`. `url`: http(s)://host:port
-    (a path prefix is kept, for a server behind a proxy at a sub-path). `headers`: sent with every request
-    and the WebSocket's handshake."""
+    (a path prefix is kept, for a server behind a proxy at a sub-path; a user and password in it are sent
+    as HTTP Basic authorization unless `headers` hold an Authorization). `headers`: sent with every
+    request and the WebSocket's handshake."""
 
     def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = REQUEST_TIMEOUT):
         parts = urlsplit(url)
-        self.base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
         self.name = display_url(url)
+        self.base = self.name  # credentials in the URL travel as a header, not in the address
         self.headers = dict(headers or {})
+        if parts.username is not None and "Authorization" not in self.headers:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            self.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         self.timeout = timeout
         self.session = None
 
@@ -130,8 +140,9 @@ class ServerApi:
             )
         if response.status >= 400:
             body = await self._text(response)
+            advice = ACCESS_ADVICE if response.status in (401, 403) else ""
             raise ServerRefusedError(
-                f"{self.name} refused {method} {path} with HTTP {response.status} {body[:300]}",
+                f"{self.name} refused {method} {path} with HTTP {response.status} {body[:300]}{advice}",
                 response.status,
                 body,
             )

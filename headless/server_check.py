@@ -130,7 +130,11 @@ def upload_problem(facts: ServerFacts, flag: str, video: str, size: int) -> str 
 
 def upload_refused(server: str, flag: str, video: str, size: int, limit: int | None) -> str:
     """A clip over a server's upload limit, in one sentence with the server's flag to raise it."""
-    over = f"takes uploads up to {megabytes(limit)}" if limit is not None else "refused it as too large (HTTP 413)"
+    over = (
+        f"takes uploads up to {megabytes(limit)}"
+        if limit is not None
+        else "refused it as too large (HTTP 413)"
+    )
     needed = -(-size // 2**20) + 1
     return (
         f"{flag}: {video} is {megabytes(size)} and the server {server} {over}; start that server with "

@@ -1,0 +1,324 @@
+"""The client side of edits on servers, without ComfyUI: the server names and access headers, the job
+list's checks, and `edit --server` against a small stand-in server (aiohttp, in a thread) that answers
+the way a ComfyUI server does, but can be made hostile (an output named `../../x`), drop its event
+socket in the middle of a job, or check a token. (The real servers are in test_remote.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from comfyui_diffferv.batch.command import main as batch_main
+from comfyui_diffferv.batch.jobs import read_jobs
+from comfyui_diffferv.headless.cli import InputRefusedError
+from comfyui_diffferv.headless.edit_command import main as edit_main
+from comfyui_diffferv.headless.host import pack_version
+from comfyui_diffferv.headless.remote_runner import saved_file
+from comfyui_diffferv.headless.server_api import ServerRefusedError, display_url, read_headers, url_problem
+from comfyui_diffferv.headless.server_check import upload_limit
+from comfyui_diffferv.headless.workflow import CHECKPOINT, SPEED_WORKFLOW, WORKFLOW
+
+TINY = ["--frames", "2", "--size", "64", "--steps", "2", "--window", "0", "--cache-mode", "recompute"]
+
+
+def test_a_server_is_named_without_its_credentials():
+    assert display_url("https://user:secret@gpu.example.com:8443/comfy/?token=abc#x") == (
+        "https://gpu.example.com:8443/comfy"
+    )
+    assert display_url("http://[::1]:8188/") == "http://[::1]:8188"
+    assert url_problem("http://gpu-box:8188") is None and url_problem("https://gpu-box") is None
+    assert "is not an http:// or https:// URL with a host" in url_problem("gpu-box:8188")
+    assert "is not an http:// or https:// URL with a host" in url_problem("ftp://gpu-box")
+    assert "port" in url_problem("http://gpu-box:99999")
+
+
+def test_a_headers_file_is_read_and_its_values_never_said(tmp_path):
+    path = tmp_path / "headers.txt"
+    path.write_text("# proxy keys\nCF-Access-Client-Id: abc\n\nCF-Access-Client-Secret:  s3cret \n")
+    assert read_headers(path) == {"CF-Access-Client-Id": "abc", "CF-Access-Client-Secret": "s3cret"}
+    path.write_text("X-Token: fine\nnot a header s3cret\n")
+    with pytest.raises(ValueError) as error:
+        read_headers(path)
+    assert str(error.value) == "line 2 is not a header of the form 'Name: value'"
+
+
+def test_the_upload_limit_is_read_off_the_servers_command_line():
+    assert upload_limit(["main.py", "--listen"]) == 100 * 2**20  # ComfyUI's default
+    assert upload_limit(["main.py", "--max-upload-size", "0.5"]) == 2**19
+    assert upload_limit(["main.py", "--max-upload-size=2000"]) == 2000 * 2**20
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        {"filename": "../../x", "subfolder": "", "type": "output"},
+        {"filename": "/etc/passwd", "subfolder": "", "type": "output"},
+        {"filename": "..", "subfolder": "", "type": "output"},
+        {"filename": "x.mp4", "subfolder": "../..", "type": "output"},
+        {"filename": "x.mp4", "subfolder": "/etc", "type": "output"},
+        {"filename": "x.mp4", "subfolder": "", "type": "input"},
+    ],
+)
+def test_an_output_name_that_is_not_a_plain_file_name_is_refused(saved):
+    with pytest.raises(ServerRefusedError, match="not a plain file name"):
+        saved_file(saved)
+
+
+def test_a_plain_output_name_is_taken():
+    saved = {"filename": "edit_00001.mp4", "subfolder": "DiffFERV", "type": "output"}
+    assert saved_file(saved) == saved
+
+
+def job_list(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "jobs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_job_list_names_each_bad_line(tmp_path, demo_clip):
+    """Every problem of the list at once, each with its line: a missing prompt, a flag of the batch
+    command's, an output outside the output folder, a value out of range, two jobs writing one file."""
+    path = job_list(
+        tmp_path,
+        "# a comment, then a blank line",
+        "",
+        f"{demo_clip} 'a photo of a woman'",
+        f"{demo_clip} 'a photo of a woman' 'a photo of an old woman' --server http://x:1",
+        f"{demo_clip} 'a photo of a woman' 'a photo of an old woman' --output ../../escape.mp4",
+        f"{demo_clip} 'a photo of a woman' 'a photo of an old woman' --output /tmp/abs.mp4",
+        f"{demo_clip} 'a photo of a woman' 'a photo of an old woman' --steps 1",
+        f"{demo_clip} 'a photo of a woman' 'a photo of an old woman' --output same.mp4",
+        f"{demo_clip} 'a photo of a woman' 'a photo of a young woman' --output same.mp4",
+    )
+    with pytest.raises(InputRefusedError) as refused:
+        read_jobs(path, tmp_path / "out", [])
+    lines = str(refused.value).splitlines()
+    prefix = f"--jobs: {path} line"
+    assert lines == [
+        f'{prefix} 3: give VIDEO "SOURCE PROMPT" "EDIT PROMPT" first, then any edit flags',
+        f"{prefix} 4: --server is not a job's flag (video and prompts come first; --server and the access flags "
+        "are the batch command's)",
+        f"{prefix} 5: --output ../../escape.mp4: give a name inside the output folder (no absolute path, no ..)",
+        f"{prefix} 6: --output /tmp/abs.mp4: give a name inside the output folder (no absolute path, no ..)",
+        f"{prefix} 7: --steps is 1; use a value from 2 to 1000 (50 is the paper's; 10 for a first try)",
+        f"{prefix} 9 writes {tmp_path / 'out' / 'same.mp4'}, as line 8 does; give one of them another --output",
+    ]
+
+
+def test_a_job_takes_the_batchs_flags_then_its_own(tmp_path, demo_clip):
+    """Relative videos are taken from the list's folder; the default output is NNN_VIDEO.mp4 in the output
+    folder; flags after `--` apply to every job and a line's own come after them."""
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes(demo_clip.read_bytes())
+    path = job_list(
+        tmp_path,
+        "clips/a.mp4 'a photo of a woman' 'a photo of an old woman'",
+        "clips/a.mp4 'a photo of a woman' 'a photo of a man' --steps 4 --compare cmp/a.webm --report",
+    )
+    first, second = read_jobs(path, tmp_path / "out", ["--steps", "3", "--size", "128"])
+    assert first.checked.video == tmp_path / "clips" / "a.mp4"
+    assert (first.args.steps, first.args.size, second.args.steps, second.args.size) == (3, 128, 4, 128)
+    assert first.outputs() == [tmp_path / "out" / "001_a.mp4"]
+    assert second.outputs() == [
+        tmp_path / "out" / "002_a.mp4",
+        tmp_path / "out" / "cmp" / "a.webm",
+        tmp_path / "out" / "002_a.report.json",
+    ]
+    assert first.key != second.key and first.name == "job 1 (a.mp4)"
+
+
+class StandIn:
+    """A stand-in ComfyUI server on a loopback port, answering what `edit --server` asks: system_stats,
+    the pack's info, object_info (the workflow's node classes and the checkpoint), upload, prompt, the
+    event socket, queue, history, view. It "runs" a queued prompt by answering with the demo clip as its
+    output. `output_name`: the file name its history gives; `drop_socket`: close every event socket at
+    once (the client then follows the job through /queue and /history, which say "running" for
+    `running_polls` requests); `token`: the bearer token every request must carry (else 401)."""
+
+    def __init__(
+        self, clip: Path, output_name="edit_00001.mp4", drop_socket=False, running_polls=0, token=None
+    ):
+        self.clip, self.output_name, self.drop_socket = clip, output_name, drop_socket
+        self.running_polls, self.token = running_polls, token
+        self.prompts: dict[str, dict] = {}
+        self.requests: list[tuple[str, dict]] = []
+        self.history_polls = 0
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+
+    def __enter__(self) -> StandIn:
+        self.thread.start()
+        self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def serve(self):
+        asyncio.set_event_loop(self.loop)
+        app = web.Application(middlewares=[self.check_token])
+        app.router.add_get("/system_stats", self.system_stats)
+        app.router.add_get("/diffferv/info", self.info)
+        app.router.add_get("/object_info", self.object_info)
+        app.router.add_post("/upload/image", self.upload)
+        app.router.add_post("/prompt", self.prompt)
+        app.router.add_get("/ws", self.socket)
+        app.router.add_get("/queue", self.queue)
+        app.router.add_post("/queue", self.ok)
+        app.router.add_post("/interrupt", self.ok)
+        app.router.add_get("/history/{prompt_id}", self.history)
+        app.router.add_get("/view", self.view)
+        runner = web.AppRunner(app)
+        self.loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        self.ready.set()
+        self.loop.run_forever()
+
+    @web.middleware
+    async def check_token(self, request, handler):
+        self.requests.append((request.path, dict(request.headers)))
+        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.Response(status=401, text="401: Unauthorized")
+        return await handler(request)
+
+    async def system_stats(self, request):
+        devices = [{"name": "cpu", "type": "cpu", "vram_free": 0}]
+        return web.json_response({"system": {"ram_free": 2**34, "argv": ["main.py"]}, "devices": devices})
+
+    async def info(self, request):
+        return web.json_response(
+            {"pack": "comfyui-diffferv", "version": pack_version(), "face_models_missing": None}
+        )
+
+    async def object_info(self, request):
+        classes = {
+            node["class_type"]
+            for path in (WORKFLOW, SPEED_WORKFLOW)
+            for node in json.loads(path.read_text()).values()
+        }
+        info = {name: {"input": {"required": {}}} for name in classes}
+        info["CheckpointLoaderSimple"] = {"input": {"required": {"ckpt_name": [[CHECKPOINT], {}]}}}
+        return web.json_response(info)
+
+    async def upload(self, request):
+        form = await request.post()
+        return web.json_response({"name": form["image"].filename, "subfolder": "", "type": "input"})
+
+    async def prompt(self, request):
+        body = await request.json()
+        self.prompts[body["prompt_id"]] = body["prompt"]
+        return web.json_response({"prompt_id": body["prompt_id"], "number": 1, "node_errors": {}})
+
+    async def socket(self, request):
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        if not self.drop_socket:
+            await asyncio.sleep(0.2)
+            for prompt_id in self.prompts:
+                await socket.send_json({"type": "execution_success", "data": {"prompt_id": prompt_id}})
+        await socket.close()
+        return socket
+
+    async def queue(self, request):
+        running = [[1, prompt_id] for prompt_id in self.prompts if self.history_polls <= self.running_polls]
+        return web.json_response({"queue_running": running, "queue_pending": []})
+
+    async def ok(self, request):
+        return web.Response()
+
+    async def history(self, request):
+        prompt_id = request.match_info["prompt_id"]
+        self.history_polls += 1
+        if prompt_id not in self.prompts or self.history_polls <= self.running_polls:
+            return web.json_response({})
+        outputs = {
+            key: {"images": [{"filename": self.output_name, "subfolder": "", "type": "output"}]}
+            for key, node in self.prompts[prompt_id].items()
+            if node["class_type"] == "DiffFERV_VideoCombine"
+        }
+        status = {"status_str": "success", "completed": True, "messages": []}
+        return web.json_response({prompt_id: {"outputs": outputs, "status": status}})
+
+    async def view(self, request):
+        return web.Response(body=self.clip.read_bytes(), content_type="video/mp4")
+
+
+def edit(*arguments: str) -> tuple[int, str, str]:
+    """`edit` in this process: (status, stdout, stderr)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = edit_main(list(arguments))
+    return status, stdout.getvalue(), stderr.getvalue()
+
+
+def test_a_hostile_output_name_writes_nothing_outside_the_output_folder(tmp_path, demo_clip):
+    """A server whose history names its output `../../x`: the edit fails saying so, and no file named x
+    appears anywhere near (nor anything else besides the nothing-written output folder)."""
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    with StandIn(demo_clip, output_name="../../x") as server:
+        status, _, stderr = edit("--server", server.url, *TINY, "--output", str(work / "edit.mp4"))
+    assert status == 1
+    assert stderr.strip().startswith("edit: --server: the server's answer names an output file '../../x'")
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["a", "a/b"]
+    assert not (Path.cwd().parent.parent / "x").exists()
+
+
+def test_the_job_is_followed_through_the_history_when_the_socket_drops(tmp_path, demo_clip):
+    """The server's event socket closes at once: the edit follows the prompt through /queue ("running")
+    and /history until it ends, and fetches its output."""
+    with StandIn(demo_clip, drop_socket=True, running_polls=3) as server:
+        status, stdout, stderr = edit("--server", server.url, *TINY, "--output", str(tmp_path / "edit.mp4"))
+    assert status == 0, stderr
+    assert server.history_polls > 3
+    assert (tmp_path / "edit.mp4").read_bytes() == demo_clip.read_bytes()
+    assert stdout.rstrip().endswith("100% done")
+
+
+def test_the_token_is_sent_and_never_said(tmp_path, demo_clip, monkeypatch):
+    """--token-env: every request carries `Authorization: Bearer <token>`; neither the token nor the URL's
+    password appears in the output, the status file or the error of a server that refuses it."""
+    token = uuid.uuid4().hex
+    monkeypatch.setenv("DIFFFERV_TOKEN", token)
+    jobs = job_list(tmp_path, f"{demo_clip} 'a photo of a woman' 'a photo of an old woman'")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with StandIn(demo_clip, token=token) as server:
+        url = server.url.replace("http://", "http://me:hunter2@")
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            status = batch_main(
+                ["--jobs", str(jobs), "--server", url, "--token-env", "DIFFFERV_TOKEN", "--output-dir", str(tmp_path / "out"),
+                 "--", *TINY]
+            )  # fmt: skip
+        paths = {path for path, _ in server.requests}
+        assert {
+            "/system_stats",
+            "/diffferv/info",
+            "/object_info",
+            "/upload/image",
+            "/prompt",
+            "/view",
+        } <= paths
+        assert all(headers.get("Authorization") == f"Bearer {token}" for _, headers in server.requests)
+        monkeypatch.setenv("DIFFFERV_TOKEN", "wrong")
+        refused, _, said = edit(
+            "--server", url, "--token-env", "DIFFFERV_TOKEN", *TINY, "--output", str(tmp_path / "e.mp4")
+        )
+    assert status == 0, stderr.getvalue()
+    everything = (
+        stdout.getvalue() + stderr.getvalue() + (tmp_path / "out" / "batch_status.json").read_text() + said
+    )
+    assert token not in everything and "hunter2" not in everything and "wrong" not in said.split("401")[0]
+    assert refused == 2 and said.startswith(
+        f"edit: --server: {server.url} refused GET /system_stats with HTTP 401"
+    )
