@@ -5,6 +5,6 @@ with the next job going to whichever is free, a job whose server is lost put bac
 (`dispatch.py`), one overall progress line (`progress.py`), and a status file in the output folder so
 that a second run skips the finished jobs (`status.py`); `command.py` puts them in order.
 
-Imports only headless/ (the edit's flags, checks, workflow, plan, the server client and the remote
+May import only headless/ (the edit's flags, checks, workflow, plan, the server client and the remote
 executor) and never ComfyUI: the servers run the workflows.
 """
