@@ -129,8 +129,8 @@ async def edit_on_server(args: argparse.Namespace, headers: dict[str, str]) -> N
             raise InputRefusedError(too_large)
         show_plan(job, facts.gpu, where=facts.name)
         progress = OverallProgress(stages(job.plan, job.clip_frames), job.graph.class_types())
-        scratch = Path(args.output).expanduser().resolve().parent  # no file outside the paths given
-        scratch.mkdir(parents=True, exist_ok=True)
+        output = Path(args.output).expanduser().resolve()  # downloads are staged beside the output
+        scratch = next(folder for folder in output.parents if folder.is_dir())
         with tempfile.TemporaryDirectory(dir=scratch, prefix=".diffferv_") as folder:
             try:
                 job.set_video(await upload_clip(api, checked.video, "--video"))

@@ -25,7 +25,7 @@ SMALLEST = {
         "--split",
     ],
     "bench_report.py": ["--frames", "4", "--size", "64"],
-    "bench_remote.py": ["--jobs", "2"],
+    "bench_remote.py": ["--jobs", "1", "--servers", "1"],
     "bench_speed_mode.py": ["--frames", "6", "--size", "64", "--steps", "2", "--every", "4"],
     "bench_training.py": ["--steps", "2"],
     "bench_trajectories.py": [],
