@@ -143,10 +143,17 @@ class StandIn:
     `running_polls` requests); `token`: the bearer token every request must carry (else 401)."""
 
     def __init__(
-        self, clip: Path, output_name="edit_00001.mp4", drop_socket=False, running_polls=0, token=None
+        self,
+        clip: Path,
+        output_name="edit_00001.mp4",
+        drop_socket=False,
+        running_polls=0,
+        token=None,
+        refuse=None,
     ):
         self.clip, self.output_name, self.drop_socket = clip, output_name, drop_socket
-        self.running_polls, self.token = running_polls, token
+        self.running_polls, self.token, self.refuse = running_polls, token, refuse
+        self.posted: list[str] = []
         self.prompts: dict[str, dict] = {}
         self.requests: list[tuple[str, dict]] = []
         self.history_polls = 0
@@ -217,6 +224,24 @@ class StandIn:
 
     async def prompt(self, request):
         body = await request.json()
+        sampler = next(
+            k for k, n in body["prompt"].items() if n["class_type"] == "DiffFERV_PreservationInjectSampler"
+        )
+        edit_prompt = body["prompt"][sampler]["inputs"]["edit_prompt"]
+        self.posted.append(edit_prompt)
+        if self.refuse and self.refuse in edit_prompt:  # ComfyUI's answer to a workflow that fails validation
+            reason = {
+                "type": "custom_validation_failed",
+                "message": "Custom validation failed for node",
+                "details": f"edit_prompt - the edit prompt may not say {self.refuse!r}",
+                "extra_info": {"input_name": "edit_prompt"},
+            }
+            error = {
+                "type": "prompt_outputs_failed_validation",
+                "message": "Prompt outputs failed validation",
+            }
+            node_errors = {sampler: {"errors": [reason], "class_type": "DiffFERV_PreservationInjectSampler"}}
+            return web.json_response({"error": error, "node_errors": node_errors}, status=400)
         self.prompts[body["prompt_id"]] = body["prompt"]
         return web.json_response({"prompt_id": body["prompt_id"], "number": 1, "node_errors": {}})
 
@@ -322,3 +347,40 @@ def test_the_token_is_sent_and_never_said(tmp_path, demo_clip, monkeypatch):
     assert refused == 2 and said.startswith(
         f"edit: --server: {server.url} refused GET /system_stats with HTTP 401"
     )
+
+
+def test_a_job_the_server_refuses_is_said_in_flag_terms_once_and_not_retried(tmp_path, demo_clip):
+    """The server's validator refuses one job of two: the batch says so once with the flag (--edit), records
+    it failed, runs the other, and exits with 1; the refused prompt was sent once."""
+    jobs = job_list(
+        tmp_path,
+        f"{demo_clip} 'a photo of a woman' 'a photo of an old woman'",
+        f"{demo_clip} 'a photo of a woman' 'a photo of a forbidden woman'",
+    )
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with StandIn(demo_clip, refuse="forbidden") as server:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            status = batch_main(
+                [
+                    "--jobs",
+                    str(jobs),
+                    "--server",
+                    server.url,
+                    "--output-dir",
+                    str(tmp_path / "out"),
+                    "--",
+                    *TINY,
+                ]
+            )
+        posted = server.posted
+    sentence = "--edit: the edit prompt may not say 'forbidden'"
+    assert status == 1
+    assert posted == ["a photo of an old woman", "a photo of a forbidden woman"]
+    assert f"job 2 (talking_face.mp4) failed on {server.url}: {sentence}" in stdout.getvalue()
+    assert stderr.getvalue() == f"batch: job 2 (talking_face.mp4): {sentence}\n"
+    entries = json.loads((tmp_path / "out" / "batch_status.json").read_text())["jobs"].values()
+    assert sorted((e["line"], e["state"], e.get("message")) for e in entries) == [
+        (1, "done", None),
+        (2, "failed", sentence),
+    ]
+    assert "1 of 2 jobs done" in stdout.getvalue()
