@@ -17,6 +17,7 @@ from pathlib import Path
 from .checks import Gpu
 from .cli import InputRefusedError
 from .host import PACK_NAME, pack_version
+from .server_api import ServerRefusedError
 from .workflow import CHECKPOINT_LOADER, UNET_LOADER
 
 DEFAULT_UPLOAD_MB = 100.0
@@ -151,7 +152,6 @@ def megabytes(nbytes: int) -> str:
 async def upload_clip(api, video: Path, flag: str) -> str:
     """Upload the clip into the server's input folder; returns the name it has there. A refusal for its
     size (HTTP 413: over the server's --max-upload-size) is the one sentence of `upload_refused`."""
-    from .server_api import ServerRefusedError
 
     try:
         return await api.upload(video, video.name)
