@@ -114,12 +114,16 @@ class ServerApi:
     async def __aexit__(self, *exc) -> None:
         await self.session.close()
 
-    async def request(self, method: str, path: str, *, data=None, json_body=None, params=None, read=True):
+    async def request(
+        self, method: str, path: str, *, data=None, json_body=None, params=None, read=True, bounded=True
+    ):
         """One request; returns the answer's body (JSON decoded when it is JSON), raising ServerLostError
         or ServerRefusedError. `read` False returns the open response (for a download; the caller
-        releases it)."""
+        releases it). `bounded`: the whole request must end within the timeout; otherwise (an upload, a
+        download: they take as long as the file needs) only connecting and each wait for data are."""
         import aiohttp
 
+        whole = self.timeout if bounded and read else None
         try:
             response = await self.session.request(
                 method,
@@ -127,9 +131,7 @@ class ServerApi:
                 data=data,
                 json=json_body,
                 params=params,
-                timeout=aiohttp.ClientTimeout(
-                    total=None if not read else self.timeout, sock_read=self.timeout
-                ),
+                timeout=aiohttp.ClientTimeout(total=whole, sock_connect=self.timeout, sock_read=self.timeout),
             )
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as error:
             raise ServerLostError(f"{self.name} did not answer {method} {path} ({describe(error)})") from None
@@ -187,7 +189,7 @@ class ServerApi:
             form = aiohttp.FormData()
             form.add_field("image", handle, filename=name, content_type="application/octet-stream")
             form.add_field("type", "input")
-            answer = await self.request("POST", "/upload/image", data=form)
+            answer = await self.request("POST", "/upload/image", data=form, bounded=False)
         return answer["name"]
 
     async def queue(self, prompt: dict, client_id: str, prompt_id: str) -> dict:
