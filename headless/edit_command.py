@@ -121,10 +121,11 @@ async def edit_on_server(args: argparse.Namespace, headers: dict[str, str]) -> N
         except ServerError as error:
             raise InputRefusedError(f"--server: {error}") from None
         job = prepare_job(args, checked, facts.ram_free)
-        missing = lacks(facts, job.needs())
+        needs = job.needs()
+        missing = lacks(facts, needs)
         if missing:
             raise InputRefusedError(f"--server: {facts.name} lacks " + "; ".join(missing))
-        too_large = upload_problem(facts, "--video", str(checked.video), job.needs().upload_bytes)
+        too_large = upload_problem(facts, "--video", str(checked.video), needs.upload_bytes)
         if too_large:
             raise InputRefusedError(too_large)
         show_plan(job, facts.gpu, where=facts.name)

@@ -40,14 +40,13 @@ async def run_on_server(
     prompt: dict,
     on_progress: ProgressHook | None = None,
     on_node: NodeHook | None = None,
-    prompt_id: str | None = None,
     lost_after: float = LOST_AFTER,
 ) -> dict:
     """Queue `prompt` on the server (`server_api.ServerApi`) and follow it to its end; returns its
     outputs. Like the in-process runner, nothing runs when any node fails validation (the server would
     run the outputs that passed: such a prompt is taken off its queue)."""
     client_id = uuid.uuid4().hex
-    prompt_id = prompt_id or str(uuid.uuid4())
+    prompt_id = str(uuid.uuid4())  # chosen here, so a cancel can name it even while it is being queued
     socket = await api.socket(client_id)
     try:
         try:

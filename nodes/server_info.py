@@ -21,9 +21,8 @@ def add_routes() -> None:
     imports neither)."""
     prompt_server = getattr(sys.modules.get("server"), "PromptServer", None)
     server = getattr(prompt_server, "instance", None)
-    if server is None or getattr(server, "diffferv_info_added", False):
+    if server is None or any(getattr(route, "path", None) == ROUTE for route in server.routes):
         return
-    server.diffferv_info_added = True
 
     @server.routes.get(ROUTE)
     async def pack_info(request):
