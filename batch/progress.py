@@ -6,12 +6,11 @@ in place; otherwise it is printed with each event and each time another tenth of
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from typing import TextIO
 
-from ..headless.progress import OverallProgress, format_duration
+from ..headless.progress import OverallProgress, ProgressOutput, format_duration
 
 
 class BatchProgress:
@@ -19,15 +18,12 @@ class BatchProgress:
 
     def __init__(self, jobs: int, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
         self.jobs = jobs
-        self.stream = stream if stream is not None else sys.stdout
-        self.live = self.stream.isatty()
+        self.output = ProgressOutput(stream)
         self.clock = clock
         self.start = clock()
         self.done = 0
         self.failed = 0
         self.running: dict[str, tuple[str, OverallProgress]] = {}  # job name -> (server, its progress)
-        self.tenths_shown = 0
-        self.line_open = False
 
     def share(self) -> float:
         """The share of the batch's work done, 0..1 (a failed job counts as done work)."""
@@ -65,28 +61,12 @@ class BatchProgress:
 
     def moved(self) -> None:
         """A running job's progress moved."""
-        tenths = int(self.share() * 10 + 1e-9)
-        if self.live:
-            self._draw()
-        elif tenths > self.tenths_shown:
-            self.tenths_shown = tenths
-            print(self.line(), file=self.stream, flush=True)
+        self.output.update(self.line(), self.share(), always=False)
 
     def event(self, said: str) -> None:
         """Print an event on its own line, then the progress line."""
-        self.end_line()
-        print(said, file=self.stream, flush=True)
-        if self.live:
-            self._draw()
-        else:
-            self.tenths_shown = max(self.tenths_shown, int(self.share() * 10 + 1e-9))
-            print(self.line(), file=self.stream, flush=True)
-
-    def _draw(self) -> None:
-        print("\r\033[K" + self.line(), end="", file=self.stream, flush=True)
-        self.line_open = True
+        self.output.say(said)
+        self.output.update(self.line(), self.share(), always=True)
 
     def end_line(self) -> None:
-        if self.live and self.line_open:
-            print(file=self.stream, flush=True)
-            self.line_open = False
+        self.output.end_line()

@@ -39,6 +39,43 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
 
 
+class ProgressOutput:
+    """Where a progress line goes: on a terminal, one line redrawn in place; elsewhere (a log, a pipe),
+    printed lines, one when asked (`always`) or when another tenth of the work is done. `show` False:
+    nothing at all."""
+
+    def __init__(self, stream: TextIO | None = None, show: bool = True):
+        self.stream = stream if stream is not None else sys.stdout
+        self.show = show
+        self.live = show and self.stream.isatty()
+        self.tenths_shown = 0
+        self.line_open = False
+
+    def update(self, text: str, share: float, always: bool) -> None:
+        """Show the progress line `text` with `share` (0..1) of the work done."""
+        if not self.show:
+            return
+        if self.live:
+            print("\r\033[K" + text, end="", file=self.stream, flush=True)
+            self.line_open = True
+            return
+        tenths = int(share * 10 + 1e-9)
+        if always or tenths > self.tenths_shown:
+            self.tenths_shown = max(self.tenths_shown, tenths)
+            print(text, file=self.stream, flush=True)
+
+    def say(self, text: str) -> None:
+        """Print a line of its own (the redrawn line ended first)."""
+        self.end_line()
+        print(text, file=self.stream, flush=True)
+
+    def end_line(self) -> None:
+        """End the line being redrawn on a terminal (before other output, e.g. an error); no-op otherwise."""
+        if self.live and self.line_open:
+            print(file=self.stream, flush=True)
+            self.line_open = False
+
+
 class OverallProgress:
     """See the module docstring. `node_types` maps the workflow's node ids to their class types; nodes of
     no stage (previews) move nothing, and stages without a node in the workflow are left out. `show`
@@ -61,17 +98,13 @@ class OverallProgress:
             for index, stage in enumerate(self.stages)
             if kind in stage.node_types
         }
-        self.stream = stream if stream is not None else sys.stdout
-        self.show = show
-        self.live = show and self.stream.isatty()
+        self.output = ProgressOutput(stream, show)
         self.clock = clock
         self.start = clock()
         self.finished: set[int] = set()
         self.current: int | None = None
         self.share = 0.0  # of the current stage
         self.detail = ""
-        self.tenths_shown = 0
-        self.line_open = False
 
     def done(self) -> float:
         """The share of the whole work done, 0..1."""
@@ -117,9 +150,7 @@ class OverallProgress:
 
     def end_line(self) -> None:
         """End the line being redrawn on a terminal (before other output, e.g. an error); no-op otherwise."""
-        if self.live and self.line_open:
-            print(file=self.stream, flush=True)
-            self.line_open = False
+        self.output.end_line()
 
     def line(self, name: str | None = None) -> str:
         elapsed = self.clock() - self.start
@@ -130,13 +161,4 @@ class OverallProgress:
         return f"[{format_duration(elapsed):>12}] {100 * self.done():3.0f}% {name}{self.detail}{remaining}"
 
     def _show(self, stage_start: bool, name: str | None = None) -> None:
-        if not self.show:
-            return
-        tenths = int(self.done() * 10 + 1e-9)
-        if self.live:
-            print("\r\033[K" + self.line(name), end="", file=self.stream, flush=True)
-            self.line_open = True
-            return
-        if stage_start or tenths > self.tenths_shown:
-            self.tenths_shown = max(self.tenths_shown, tenths)
-            print(self.line(name), file=self.stream, flush=True)
+        self.output.update(self.line(name), self.done(), always=stage_start)
