@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import inspect
 import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .comfy_versions import EXECUTOR_CACHE_OFF, hidden_inputs
 from .host import PACK_ROOT, find_comfyui
 
 ProgressHook = Callable[[int, int, str | None], None]
@@ -124,7 +124,7 @@ class HeadlessComfy:
         import torch
 
         self.workdir = Path(workdir)
-        for name in ("input", "output", "temp", "models/checkpoints", "models/diffusion_models"):
+        for name in ("input", "output", "temp", "user", "models/checkpoints", "models/diffusion_models"):
             (self.workdir / name).mkdir(parents=True, exist_ok=True)
         host_path = str(host or find_comfyui())
         if host_path not in sys.path:
@@ -137,6 +137,7 @@ class HeadlessComfy:
         folder_paths.set_input_directory(str(self.workdir / "input"))
         folder_paths.set_output_directory(str(self.workdir / "output"))
         folder_paths.set_temp_directory(str(self.workdir / "temp"))
+        folder_paths.set_user_directory(str(self.workdir / "user"))
         for kind in ("checkpoints", "diffusion_models"):
             folder_paths.add_model_folder_path(kind, str(self.workdir / "models" / kind), is_default=True)
         # main.py imports ComfyUI's `utils` package before `nodes`, which puts comfy/ (holding a module
@@ -149,6 +150,12 @@ class HeadlessComfy:
         self.folder_paths = folder_paths
         self.nodes = nodes
         self.execution = execution
+        # ComfyUI's server object, made as main.py makes it and never started (no socket, no route
+        # served): core nodes and their comfy_entrypoints reach for `PromptServer.instance` and its parts
+        # (newer ComfyUI registers node replacements on it while the extras load).
+        import server
+
+        self.server = server.PromptServer(asyncio.new_event_loop())
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
         before = set(nodes.NODE_CLASS_MAPPINGS)
         if not asyncio.run(nodes.load_custom_node(str(PACK_ROOT), module_parent="custom_nodes")):
@@ -157,7 +164,7 @@ class HeadlessComfy:
         self.log = MessageLog()
         # no output cache between workflows: each one runs in full
         self.executor = execution.PromptExecutor(
-            self.log, cache_type=execution.CacheType.NONE, cache_args={"lru": 0, "ram": 0}
+            self.log, cache_type=execution.CacheType.NONE, cache_args=dict(EXECUTOR_CACHE_OFF)
         )
 
     def add_model_folder(self, kind: str, folder: Path) -> None:
@@ -181,18 +188,10 @@ class HeadlessComfy:
                     "1",
                     node,
                     {k: [v] for k, v in inputs.items()},
-                    **self._hidden_keyword(hidden or {}),
+                    **hidden_inputs(self.execution.get_output_data, hidden or {}),
                 )
             )
         return tuple(values[0] for values in output), ui
-
-    def _hidden_keyword(self, hidden: dict) -> dict:
-        """get_output_data's keyword for hidden inputs: `hidden_inputs=` up to ComfyUI 0.3.x,
-        `v3_data={"hidden_inputs": ...}` from 0.4 on (read off the host's signature, not its version)."""
-        parameters = inspect.signature(self.execution.get_output_data).parameters
-        if "hidden_inputs" in parameters:
-            return {"hidden_inputs": hidden}
-        return {"v3_data": {"hidden_inputs": hidden}}
 
     def validate(self, prompt: dict, prompt_id: str = "validation") -> tuple[list[NodeProblem], list[str]]:
         """ComfyUI's validator on an API-form workflow (no node runs): (problems, output nodes to run)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 import folder_paths
 from comfy_api.latest import InputImpl, io
 
+from ..headless.comfy_versions import trim_window
 from ..video.damage import find_damage
 from ..video.decode import (
     ANIMATED_IMAGES,
@@ -127,8 +128,8 @@ class LoadVideo(io.ComfyNode):
                     "source",
                     optional=True,
                     tooltip="Optional VIDEO (core Load Video, Create Video, ...): read instead of the file. A "
-                    "file-backed VIDEO is decoded here (upright, timestamps); one made of frames is picked "
-                    "and sized.",
+                    "file-backed VIDEO is decoded here (upright, timestamps, the core node's trim kept: skip and "
+                    "cap count within it); one made of frames is picked and sized.",
                 ),
             ],
             outputs=[
@@ -213,6 +214,7 @@ class LoadVideo(io.ComfyNode):
                 every_nth=every_nth,
                 on_frame=progress(max_frames or None),
                 rate=frame_rate,
+                trim=trim_window(source) if file is not None else (0.0, 0.0),
             )
         frames = fit_frames(clip.frames, short_side, SIZE_MULTIPLE, fit)
         for note in clip_notes(clip):

@@ -8,10 +8,10 @@ working memory, and, when the recompute mode's source path runs in a call of its
 or the sampler's UNet under a cond/uncond split), the one-step store of its features held on the device.
 `count_real_rows` installs, on a clone, a ``PREPARE_SAMPLING`` wrapper that hands ComfyUI a noise shape
 whose rows cover the largest call the run can make (`UNetCall`: each kind of call the run may make):
-per call, the frames of one context window (the window handler's own clamp, done here: the core
-handler's wrapper is removed from the clone, since it would clamp the enlarged shape back) times the
-chunks, plus the patches' extra bytes and the bytes held on the device, expressed in rows of
-``memory_required`` of one frame. The estimate is then at least the call's real need; what it comes to is
+per call, the frames of one context window and its anchor frame if the handler adds one (the window
+handler's own clamp, done here: the core handler's wrapper is removed from the clone, since it would
+clamp the enlarged shape back, and it does not count the anchor) times the chunks, plus the patches'
+extra bytes and the bytes held on the device, expressed in rows of ``memory_required`` of one frame. The estimate is then at least the call's real need; what it comes to is
 logged with the run (`estimated_rows`).
 """
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import comfy.patcher_extension
 
 from ..attention.memory import patch_bytes
+from .window_glue import call_length
 
 WRAPPER_KEY = "diffferv_real_rows"
 CORE_WINDOWS_KEY = "ContextWindows_prepare_sampling"
@@ -57,9 +58,7 @@ def count_real_rows(model, *calls: UNetCall):
 
     def real_rows(executor, patcher, noise_shape, *args, **kwargs):
         shape = list(noise_shape)
-        handler = (kwargs.get("model_options") or {}).get("context_handler")
-        if handler is not None:
-            shape[0] = min(shape[0], handler.context_length)
+        shape[0] = call_length((kwargs.get("model_options") or {}).get("context_handler"), shape[0])
         frames = shape[0]
         row_bytes = patcher.model.memory_required([1, *shape[1:]])
         element_size = patcher.model_dtype().itemsize

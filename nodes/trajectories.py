@@ -21,14 +21,17 @@ from .common import CATEGORY, PREFIX, Trajectories, input_problem, progress
 
 FLOW_MODELS = "optical_flow"
 """ComfyUI model folder (models/optical_flow) holding user-supplied TorchScript flow models."""
+FLOW_MODEL_EXTENSIONS = {".pt", ".pth", ".ts", ".jit"}
+"""File types listed in that folder: TorchScript files as torch saves them."""
 
 NO_MODEL = "none"
 
-if FLOW_MODELS not in folder_paths.folder_names_and_paths:
-    folder_paths.folder_names_and_paths[FLOW_MODELS] = (
-        [os.path.join(folder_paths.models_dir, FLOW_MODELS)],
-        {".pt", ".pth", ".ts", ".jit"},
-    )
+# Registered here, or (where ComfyUI registers the folder itself, as newer versions do, for .pt/.pth and
+# other extensions) widened to TorchScript's; a new set, so no other folder's extensions change.
+_paths, _extensions = folder_paths.folder_names_and_paths.get(
+    FLOW_MODELS, ([os.path.join(folder_paths.models_dir, FLOW_MODELS)], set())
+)
+folder_paths.folder_names_and_paths[FLOW_MODELS] = (_paths, set(_extensions) | FLOW_MODEL_EXTENSIONS)
 
 
 class ComputeFlowTrajectories(io.ComfyNode):

@@ -12,7 +12,11 @@ frames and fuses their outputs. DiffFERV's nodes accept one installed by the cor
 - the windows must run over the batch dimension (dim 0), where the clip's frames are;
 - the overlap must be smaller than the window (ComfyUI would loop forever or fuse nothing);
 - FreeNoise (ComfyUI 0.8) shuffles the initial noise; the DiffFERV nodes start from the clip's latents
-  and sample without added noise, so it changes nothing.
+  and sample without added noise, so it changes nothing;
+- `causal_window_fix` (newer ComfyUI, on by default in the core nodes) prepends the frame before each
+  window to its batch: the patches treat it as one more frame of the call (``windows/frames.py``), and
+  the windows, store sizes and memory estimate here count it. *Context Windows (DiffFERV)* turns it off
+  (see `static_handler`).
 
 ComfyUI 0.3.x's handler looks the step up by comparing the whole sigma batch with the schedule, which
 fails for any batch of more than one frame; `FrameWindowsHandler` compares one sigma (as ComfyUI 0.4+
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import comfy.context_windows as core
 
-from ..windows.frames import FrameWindow
+from ..windows.frames import FrameWindow, anchored
 from ..windows.schedule import check_window_settings
 
 FRAME_DIM = 0
@@ -48,13 +52,18 @@ def static_handler(length: int, overlap: int, fuse_method: str) -> FrameWindowsH
     """Context windows of `length` frames overlapping by `overlap`, the standard_static schedule (the same
     windows at every step), outputs fused with `fuse_method`, over the frame dimension."""
     check_window_settings(length, overlap)
-    return FrameWindowsHandler(
+    handler = FrameWindowsHandler(
         context_schedule=core.get_matching_context_schedule(core.ContextSchedules.STATIC_STANDARD),
         fuse_method=core.get_matching_fuse_method(fuse_method),
         context_length=length,
         context_overlap=overlap,
         dim=FRAME_DIM,
     )
+    # No anchor frame (newer ComfyUI's causal_window_fix; an unused attribute on older ones): SD1.5 makes
+    # every frame alike, so there is no causal first frame to fix, and the windows' overlap already gives
+    # each window's edge its neighbours; the anchor would cost a frame of work and memory per window.
+    handler.causal_window_fix = False
+    return handler
 
 
 def install(model, handler: core.IndexListContextHandler):
@@ -103,14 +112,29 @@ def prepare_windows(model):
     return clone
 
 
+def anchors(handler: core.IndexListContextHandler) -> bool:
+    """Whether `handler` prepends an anchor frame to windows (newer ComfyUI's causal_window_fix)."""
+    return bool(getattr(handler, "causal_window_fix", False))
+
+
 def windows_of(model, frames: int) -> list[FrameWindow]:
-    """The windows one step of sampling `frames` frames evaluates with this MODEL (one window of all
-    frames without context windows, or when the clip fits in one). For schedules that shift from step to
-    step, those of the handler's current step."""
+    """The frames of each UNet call one step of sampling `frames` frames makes with this MODEL: one
+    window of all frames without context windows, or when the clip fits in one; else each window, with
+    its anchor frame first where the handler adds one. For schedules that shift from step to step, those
+    of the handler's current step."""
     handler = handler_of(model)
     if handler is None or frames <= handler.context_length:
         return [tuple(range(frames))]
-    return [tuple(int(i) for i in window) for window in handler.context_schedule.func(frames, handler, {})]
+    windows = [tuple(int(i) for i in window) for window in handler.context_schedule.func(frames, handler, {})]
+    return [anchored(window, frames) for window in windows] if anchors(handler) else windows
+
+
+def call_length(handler: core.IndexListContextHandler | None, frames: int) -> int:
+    """The most frames one UNet call holds when sampling `frames` frames with `handler` (None: no
+    context windows): the window, and its anchor frame where the handler adds one."""
+    if handler is None or frames <= handler.context_length:
+        return frames
+    return handler.context_length + anchors(handler)
 
 
 def steady_windows(model, frames: int) -> bool:

@@ -25,6 +25,7 @@ from comfyui_diffferv.headless.host import find_comfyui
 from comfyui_diffferv.headless.runner import HeadlessComfy, PromptError
 from comfyui_diffferv.unet.files import comfy_sd15_unet_config
 from comfyui_diffferv.video.decode import EVERY_NTH, FIT, SKIP_FIRST_FRAMES
+from comfyui_diffferv.windows.frames import call_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,19 +158,48 @@ def build_vae(seed: int = 2, tiny: bool = True):
 @contextlib.contextmanager
 def unet_calls(model):
     """Records, while open, every call of `model`'s UNet (a forward pre-hook on the diffusion model,
-    removed on exit) as (batch size, the context window's frame indices or None): yields the list it
-    appends to."""
+    removed on exit) as (batch size, the clip frames of the call's context window in batch order, its
+    anchor frame first where ComfyUI adds one, or None): yields the list it appends to."""
     calls: list[tuple[int, tuple[int, ...] | None]] = []
 
     def hook(module, args, kwargs):
-        window = kwargs.get("transformer_options", {}).get("context_window")
-        calls.append((int(args[0].shape[0]), None if window is None else tuple(window.index_list)))
+        calls.append((int(args[0].shape[0]), call_frames(kwargs.get("transformer_options", {}))))
 
     handle = model.model.diffusion_model.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         yield calls
     finally:
         handle.remove()
+
+
+def core_windows(
+    comfy, model, schedule, length, overlap, fuse="pyramid", stride=1, closed_loop=False, anchor=False
+):
+    """`model` through the core Context Windows (Manual) node over the frames (dim 0). ComfyUI 0.8 adds a
+    freenoise switch (on here: it shuffles the initial noise, DiffFERV adds none, so nothing changes);
+    newer ComfyUI adds causal_window_fix, set to `anchor` (an anchor frame asked of a ComfyUI without the
+    switch skips the test)."""
+    import pytest
+
+    inputs = dict(
+        model=model,
+        context_length=length,
+        context_overlap=overlap,
+        context_schedule=schedule,
+        context_stride=stride,
+        closed_loop=closed_loop,
+        fuse_method=fuse,
+        dim=0,
+    )
+    names = {i.id for i in comfy.node_class("ContextWindowsManual").GET_SCHEMA().inputs}
+    if "freenoise" in names:
+        inputs["freenoise"] = True
+    if "causal_window_fix" in names:
+        inputs["causal_window_fix"] = anchor
+    elif anchor:
+        pytest.skip("this ComfyUI's context windows add no anchor frame (no causal_window_fix)")
+    (windowed,), _ = comfy.run_node("ContextWindowsManual", **inputs)
+    return windowed
 
 
 @contextlib.contextmanager

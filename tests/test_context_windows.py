@@ -21,6 +21,7 @@ from comfy_harness import (
     schema_defaults,
     unet_calls,
 )
+from comfy_harness import core_windows as harness_core_windows
 from comfy_harness import invert as invert_clip
 from conftest import ROOT
 from test_editing import PLAIN, SOURCE
@@ -67,23 +68,9 @@ def diffferv_windows(comfy, model, length=WINDOW, overlap=OVERLAP, fuse="pyramid
     return windowed
 
 
-def core_windows(comfy, model, schedule, fuse="pyramid", stride=1, closed_loop=False):
-    """The core Context Windows (Manual) node (ComfyUI 0.8 adds a freenoise switch)."""
-    inputs = dict(
-        model=model,
-        context_length=WINDOW,
-        context_overlap=OVERLAP,
-        context_schedule=schedule,
-        context_stride=stride,
-        closed_loop=closed_loop,
-        fuse_method=fuse,
-        dim=0,
-    )
-    names = {i.id for i in comfy.node_class("ContextWindowsManual").GET_SCHEMA().inputs}
-    if "freenoise" in names:
-        inputs["freenoise"] = True  # shuffles the initial noise: DiffFERV adds none, so nothing changes
-    (windowed,), _ = comfy.run_node("ContextWindowsManual", **inputs)
-    return windowed
+def core_windows(comfy, model, schedule, **options):
+    """The core Context Windows (Manual) node, windows of WINDOW frames overlapping by OVERLAP."""
+    return harness_core_windows(comfy, model, schedule, WINDOW, OVERLAP, **options)
 
 
 def invert(comfy, clip: Clip, model, mode: str, steps: int = STEPS):
@@ -151,6 +138,34 @@ def test_store_and_recompute_give_the_same_frames_in_windows(comfy, clip, tiny_s
     assert float((frames[0] - frames[1]).abs().max()) < 2.0 / 255
 
 
+def test_the_core_nodes_anchor_frame_runs_as_one_more_frame_of_its_window(comfy, clip):
+    """The core node with causal_window_fix (newer ComfyUI) runs each window after the first with the frame
+    before it prepended, and drops that frame's output. The patches take it as a frame of the call (SWCFA
+    and TTA over the anchored window, the store keyed by the call's frames, the recompute mode's source
+    chunk with the anchor's latent): store and recompute agree, and the edit with the source prompt
+    brings the clip back as it does without the anchor."""
+    model = core_windows(comfy, clip.model, "standard_static", anchor=True)
+    with unet_calls(clip.model) as calls:
+        store, _, from_store = run_both(comfy, clip, model, "store", prompt=SOURCE)
+    windows = [(0, 1, 2, 3), (2, 3, 4, 5, 6), (3, 4, 5, 6, 7)]
+    assert store.store.windows() == windows
+    assert {window for _, window in calls} == set(windows)
+    assert {batch for batch, _ in calls} == {4, 5, 8, 10}  # inversion, then cond + uncond
+    _, _, from_recompute = run_both(comfy, clip, model, "recompute", prompt=SOURCE)
+    _, _, unanchored = run_both(
+        comfy, clip, core_windows(comfy, clip.model, "standard_static"), "recompute", prompt=SOURCE
+    )
+    source = clip.latent["samples"]
+    errors = [float((x - source).abs().mean()) for x in (from_recompute, unanchored)]
+    difference = float((from_store - from_recompute).abs().max())
+    print(
+        f"\nanchor frame: store vs recompute {difference:.2e}; reconstruction error {errors[0]:.4f} "
+        f"(without the anchor {errors[1]:.4f}, |latent| {float(source.abs().mean()):.4f})"
+    )
+    assert difference < 2e-3
+    assert errors[0] < 1.2 * errors[1] and errors[0] < 0.5 * float(source.abs().mean())
+
+
 @pytest.mark.slow
 def test_windows_reconstruct_as_well_as_one_batch(comfy, clip):
     """Edit prompt = source prompt (8 steps): the clip comes back about as close in windows as in one
@@ -179,13 +194,18 @@ SCHEDULES = [
 ]
 
 
+@pytest.mark.parametrize("anchor", [False, True], ids=["no anchor", "anchor"])
 @pytest.mark.parametrize("schedule, options", SCHEDULES, ids=[f"{s}{o or ''}" for s, o in SCHEDULES])
-def test_every_core_schedule_runs_in_recompute_mode(comfy, clip, schedule, options):
-    model = core_windows(comfy, clip.model, schedule, **options)
+def test_every_core_schedule_runs_in_recompute_mode(comfy, clip, schedule, options, anchor):
+    """Every schedule of the core node, with and without its anchor frame (causal_window_fix)."""
+    model = core_windows(comfy, clip.model, schedule, anchor=anchor, **options)
     with unet_calls(clip.model) as calls:
         _, noise, edited = run_both(comfy, clip, model, "recompute")
     assert torch.isfinite(edited).all() and edited.shape == clip.latent["samples"].shape
-    assert max(batch for batch, _ in calls) <= 3 * WINDOW * options.get("stride", 1)
+    assert max(batch for batch, _ in calls) <= 3 * (WINDOW * options.get("stride", 1) + anchor)
+    assert all(
+        batch % len(window) == 0 for batch, window in calls
+    )  # the batch is chunks of the call's frames
     seen = {frame for _, window in calls for frame in window}
     assert seen == set(range(FRAMES))  # every frame went through the UNet, in windows only
     assert not (noise - clip.latent["samples"]).abs().max() < 1e-3  # the inversion moved

@@ -55,6 +55,7 @@ RULES = {
         "keyframes",
         "settings",
         "headless.host",
+        "headless.comfy_versions",
     ),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""

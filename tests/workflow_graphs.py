@@ -667,6 +667,20 @@ def ui_form(graph: Graph, infos: dict) -> dict:
     }
 
 
+def described(workflow: dict) -> dict:
+    """`workflow` (either form) without the output slots that carry no link: what the description fixes.
+    Unlinked output slots follow the host's node definitions (ComfyUI 0.33 gives Preview Image a
+    pass-through IMAGE output that 0.3.75 lacks), and the frontend builds a node's slots from its
+    definition when it loads the workflow (tests/test_browser.py checks both hosts' frontends)."""
+    if "nodes" not in workflow:
+        return workflow
+    nodes = [
+        {**node, "outputs": [slot for slot in node["outputs"] if slot.get("links")]}
+        for node in workflow["nodes"]
+    ]
+    return {**workflow, "nodes": nodes}
+
+
 def write_all(comfy, folder: Path = WORKFLOWS) -> list[Path]:
     """Write every graph's two forms under `folder`; returns the paths written."""
     written = []

@@ -197,30 +197,41 @@ def read_clip(
     every_nth: int = 1,
     on_frame: FrameHook | None = None,
     rate: float = 0.0,
+    trim: tuple[float, float] = (0.0, 0.0),
 ) -> Clip:
     """Decode `path` (a path, or a binary file object holding a video) upright, taken at a constant
     `rate` (0: the clip's own; a variable-rate clip is taken at its average rate by its timestamps),
     skipping `skip_first` frames, then keeping every `every_nth` frame, at most `max_frames` of them
-    (0 = no cap). Decoding stops once the last kept frame is reached, so memory is O(kept frames). The
-    returned fps is the rate / every_nth; the audio covers the kept span. A file that stops decoding
-    before that raises DamagedClipError.
+    (0 = no cap). `trim` (start, duration) in seconds (duration 0: to the end) first cuts the clip to the
+    frames shown in that span (the trim window of a core VIDEO). Decoding stops once the last kept frame
+    is reached, so memory is O(kept frames). The returned fps is the rate / every_nth; the audio covers
+    the kept span. A file that stops decoding before that raises DamagedClipError.
     """
     name = Path(path).name if isinstance(path, (str, Path)) else "the video"
     if isinstance(path, (str, Path)) and Path(path).suffix.lower() in ANIMATED_IMAGES:
         return _read_animated_image(Path(path), max_frames, skip_first, every_nth, on_frame)
     picking = Picking(max_frames, skip_first, every_nth, rate)
-    timing = read_timing(path)
-    if timing is None:
+    whole = read_timing(path)
+    if whole is None:
         raise ClipError(f"{name} holds no video frame: export the video again")
+    timing, first = whole, 0  # the frames picked from, and the index of their first in the whole clip
+    if trim != (0.0, 0.0):
+        trimmed = whole.trimmed(*trim)
+        if trimmed is None:
+            raise ClipError(
+                f"{name}: no frame is shown in its trim window ({trim[0]:.3f} s for {trim[1]:.3f} s; the clip "
+                f"lasts {whole.duration:.3f} s): move the trim's start into the clip"
+            )
+        timing, first = trimmed
     with open_source(path) as container:
         stream = video_stream(container)
         nominal = own_rate(stream)
-        wanted = picking.sources(timing, nominal)
+        wanted = picking.sources(timing, nominal) + first
         if not len(wanted):
             raise ValueError(
                 f"{name}: no frames left after skipping {skip_first} of {timing.frames} (lower skip_first_frames)"
             )
-        kept, orientation = _decode_picked(container, stream, timing, wanted, on_frame, name)
+        kept, orientation = _decode_picked(container, stream, whole, wanted, on_frame, name)
     start, end = picking.span(timing, nominal, len(kept))
     audio = _read_audio(path, start, end)
     fps = picking.clip_rate(timing, nominal) / every_nth

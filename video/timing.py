@@ -16,6 +16,9 @@ import numpy as np
 
 MAX_RATE = 240.0
 """The highest frame rate a clip is taken at (Load Video's frame_rate) or written with (Video Combine's fps)."""
+TIME_EPSILON = 1e-6
+"""Seconds within which a frame's start counts as on a span's edge (timestamps are rounded to the
+container's time base)."""
 VARIABLE_TOLERANCE = 0.1
 """Frame intervals further than this fraction of the median interval from it make a clip variable-rate."""
 
@@ -50,6 +53,17 @@ class Timing:
             return False
         median = float(np.median(intervals))
         return bool(np.abs(intervals - median).max() > max(VARIABLE_TOLERANCE * median, 1e-3))
+
+    def trimmed(self, start: float, duration: float = 0.0) -> tuple[Timing, int] | None:
+        """The frames shown from `start` seconds into the clip for `duration` seconds (0: to its end), a
+        frame belonging where it starts: (their Timing, the index of the first of them), or None when no
+        frame starts in that span. Times count from the first frame's start."""
+        begin = float(self.starts[0]) + max(start, 0.0)
+        end = begin + duration if duration > 0 else self.end
+        first, stop = np.searchsorted(self.starts, [begin - TIME_EPSILON, end - TIME_EPSILON])
+        if stop <= first:
+            return None
+        return Timing(self.starts[first:stop], min(end, self.end)), int(first)
 
     def slots(self, rate: float) -> int:
         """How many frames of 1 / `rate` seconds the span holds (at least one)."""
