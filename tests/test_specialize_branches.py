@@ -154,82 +154,112 @@ def test_options_of_another_branch_and_unknown_onnx_operators_are_refused(
     assert "missing.onnx: file not found" in capsys.readouterr().err
 
 
-def identity_distances(parts, network, images, landmarks, probes) -> torch.Tensor:
-    """Mean over the fixed (t, noise) probes of the identity network's cosine distance between the decoded
-    one-step prediction and the real face: [faces]."""
-    from comfyui_diffferv.specialize.objectives import decode, predicted_x0
+@pytest.fixture(scope="module")
+def face_vae(parts_factory, face_pairs):
+    """The tiny SD1.5 parts whose VAE reproduces the first face crop (tests/training_probe.py says why),
+    DRAWS copies of that crop [N, 3, 64, 64], its dlib landmarks [N, 5, 2] and the trainer's micro-batch
+    of those copies. Torch asks for deterministic algorithms while the probe tests run."""
+    from comfyui_diffferv.specialize.data import PairDataset, load_image
+    from comfyui_diffferv.specialize.objectives import find_landmarks
+    from training_probe import DRAWS, reconstructing_vae
 
-    with torch.no_grad():
-        latents = parts.vae.encode(images).latent_dist.mean * parts.vae.config.scaling_factor
-        context = parts.encode_text(["a photo of a woman"] * len(images))
-        out = []
-        for t, noise in probes:
-            timesteps = torch.full((len(images),), t)
-            noisy = parts.scheduler.add_noise(latents, noise, timesteps)
-            eps = parts.unet(noisy, timesteps, encoder_hidden_states=context).sample
-            decoded = decode(parts.vae, predicted_x0(parts.scheduler.alphas_cumprod, noisy, eps, timesteps))
-            out.append(network.cosine_distance(decoded, images, landmarks))
-    return torch.stack(out).mean(0)
-
-
-CURVE_STEPS = (0, 15, 30, 45, 60)
-
-
-def test_identity_training_brings_the_predicted_face_closer_than_epsilon_only(
-    tmp_path, parts_factory, face_pairs
-):
-    """The tiny SD1.5 (random weights) trained 60 steps on one face crop with the identity branch (the real
-    dlib network) and, beside it, with the epsilon loss only: the identity distance (1 - cos) of the
-    decoded one-step prediction to the real face, mean over fixed (t, noise) pairs, every 15 steps.
-
-    Two settings fit the random weights: the VAE's posterior is narrowed to SD1.5's (a random encoder has
-    a standard deviation of 1, three times its mean: the latents would be mostly noise), and the L1 weight
-    is 0 (a random decoder cannot reproduce the pixels, so the L1 term pulls elsewhere; the identity weight
-    is raised to 30 against the epsilon anchor instead)."""
-    from comfyui_diffferv.faces.dlib_models import face_models
-    from comfyui_diffferv.faces.identity import DlibIdentity
-    from comfyui_diffferv.specialize.data import load_image
-    from comfyui_diffferv.specialize.objectives import IdentityObjective, find_landmarks
-    from comfyui_diffferv.specialize.train import TrainSettings, train
-
-    network = DlibIdentity(face_models().resnet)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
     face = face_pairs[:1]
     landmarks, missed = find_landmarks(face, RESOLUTION, print)
     assert not missed
-    images = load_image(face[0].image, RESOLUTION)[None].expand(2, -1, -1, -1)
-    generator = torch.Generator().manual_seed(1)
-    probes = [(t, torch.randn(2, 4, 8, 8, generator=generator)) for t in (50, 200, 350, 500)]
-    curves = {}
-    for branch in ("identity", "specialization"):
-        parts = parts_factory()
-        with torch.no_grad():  # log-variance channels of the encoder's output: std e^-6
-            parts.vae.quant_conv.weight[4:] = 0.0
-            parts.vae.quant_conv.bias[4:] = -12.0
-        curve = curves[branch] = []
+    image = load_image(face[0].image, RESOLUTION)[None]
+    parts = parts_factory()
+    error = reconstructing_vae(parts.vae, image)
+    print(f"\nthe VAE reproduces the face crop with mean |error| {error:.4f} (of a range of 2)")
+    parts.text_encoder.eval().requires_grad_(False)
+    parts.unet.train().requires_grad_(True)
+    dataset = PairDataset(face, [], RESOLUTION, landmarks)
+    batch = torch.utils.data.default_collate([dataset[0]] * DRAWS)
+    yield parts, image.expand(DRAWS, -1, -1, -1), landmarks.expand(DRAWS, -1, -1), batch
+    torch.use_deterministic_algorithms(deterministic)
 
-        def measure(step, loss, parts=parts, curve=curve):
-            if step in CURVE_STEPS:
-                distances = identity_distances(parts, network, images, landmarks.expand(2, -1, -1), probes)
-                curve.append(round(distances.mean().item(), 4))
 
-        measure(0, None)
-        settings = TrainSettings(
-            steps=CURVE_STEPS[-1], batch_size=2, micro_batch=2, learning_rate=1e-3, resolution=RESOLUTION,
-            general_share=0.0, augment_probability=0.0, save_every=10**6, workers=0, branch=branch,
-        )  # fmt: skip
-        objective = (
-            IdentityObjective(network, l1_weight=0.0, identity_weight=30.0) if branch == "identity" else None
-        )
-        train(
-            parts, face, [], settings, tmp_path / branch, device=torch.device("cpu"), log=lambda _: None,
-            on_step=measure, objective=objective, landmarks=landmarks if objective else None,
-        )  # fmt: skip
-    print(f"identity distance at steps {CURVE_STEPS}: identity branch {curves['identity']}, "
-          f"epsilon only {curves['specialization']}")  # fmt: skip
-    identity, baseline = curves["identity"], curves["specialization"]
-    assert identity[0] == baseline[0]  # the same start
-    assert identity[-1] < identity[0] - 0.01, curves
-    assert identity[-1] < baseline[-1] - 0.008, curves
+PROBE_SEEDS = range(5)
+PROBE_MARGIN = 3.0
+"""How many standard errors above zero the mean paired difference must be (measured: about 4.5)."""
+
+
+def assert_the_term_works(rows) -> None:
+    """On every seed the term's step improves the held-out measure and more than the epsilon term's
+    step does, its gradient is better aligned with the measure's, and the mean paired differences are
+    PROBE_MARGIN standard errors above zero."""
+    import statistics
+
+    for row in rows:
+        assert row.change_term < 0 and row.change_term < row.change_epsilon, row
+        assert row.cos_term > row.cos_epsilon, row
+    for values in (
+        [r.change_epsilon - r.change_term for r in rows],
+        [r.cos_term - r.cos_epsilon for r in rows],
+    ):
+        error = statistics.stdev(values) / len(values) ** 0.5
+        assert statistics.mean(values) > PROBE_MARGIN * error, values
+
+
+def test_the_identity_term_lowers_the_identity_distance_of_unseen_predictions(face_vae):
+    """IP-FaceDiff's identity branch: the gradient of its identity term (dlib's real network, eq. 5 with
+    the L1 weight 0) on 32 training draws, against the epsilon term's on the same draws, measured on 32
+    other draws by the identity distance (1 - cos) of the decoded one-step predictions to the real face;
+    five seeds (tests/training_probe.py: the probe, the setting and what is deterministic)."""
+    from comfyui_diffferv.faces.dlib_models import face_models
+    from comfyui_diffferv.faces.identity import DlibIdentity
+    from comfyui_diffferv.specialize.objectives import IdentityObjective
+    from comfyui_diffferv.specialize.train import TrainSettings
+    from training_probe import one_step_predictions, probe, table
+
+    parts, images, landmarks, batch = face_vae
+    network = DlibIdentity(face_models().resnet).eval().requires_grad_(False)
+    objective = IdentityObjective(network, l1_weight=0.0)
+    settings = TrainSettings(steps=1, branch="identity", resolution=RESOLUTION, augment_probability=0.0)
+    with torch.no_grad():
+        context = parts.encode_text(["a photo of a woman"] * len(images))
+
+    def identity_distance(generator):
+        decoded = one_step_predictions(parts, images, context, generator)
+        return network.cosine_distance(decoded, images, landmarks).mean()
+
+    rows = [probe(parts, batch, objective, settings, identity_distance, seed) for seed in PROBE_SEEDS]
+    print("\n" + table("identity term vs epsilon term, held-out identity distance", rows))
+    assert_the_term_works(rows)
+
+
+def test_the_edit_term_turns_unseen_predictions_along_the_edit_direction(tmp_path, face_vae):
+    """IP-FaceDiff's edit branch: the gradient of its directional CLIP term (eq. 6, a tiny random two-tower
+    CLIP, one edit phrase) on 32 training draws, against the epsilon term's, measured on 32 other draws
+    by 1 - the CLIP-direction score: the cosine between the change of the CLIP image embedding (the
+    decoded prediction under the edited caption against the real face) and the change of the text
+    embedding (edited caption against caption)."""
+    from comfyui_diffferv.specialize.clip_direction import DirectionalClipLoss, load_clip
+    from comfyui_diffferv.specialize.objectives import EditObjective
+    from comfyui_diffferv.specialize.train import TrainSettings
+    from training_probe import one_step_predictions, probe, table
+
+    parts, images, _, batch = face_vae
+    loss = DirectionalClipLoss(load_clip(write_tiny_clip(tmp_path / "clip.safetensors")))
+    objective = EditObjective(loss, parts.tokenizer, ("old",))
+    settings = TrainSettings(steps=1, branch="edit", resolution=RESOLUTION, augment_probability=0.0)
+    captions = list(batch[1])
+    targets = objective.edited(captions)
+    with torch.no_grad():
+        context = parts.encode_text(targets)
+        source = loss.image_features(images)
+        texts = loss.text_features(torch.cat([objective.ids(captions, "cpu"), objective.ids(targets, "cpu")]))
+    text_direction = texts[len(captions) :] - texts[: len(captions)]
+
+    def direction_miss(generator):
+        decoded = one_step_predictions(parts, images, context, generator)
+        image_direction = loss.image_features(decoded) - source
+        return (1 - torch.nn.functional.cosine_similarity(image_direction, text_direction, dim=-1)).mean()
+
+    rows = [probe(parts, batch, objective, settings, direction_miss, seed) for seed in PROBE_SEEDS]
+    print("\n" + table("edit term vs epsilon term, held-out 1 - CLIP-direction score", rows))
+    assert_the_term_works(rows)
 
 
 def test_augmentation_moves_the_landmarks_with_the_face():
