@@ -203,6 +203,27 @@ def core_windows(
 
 
 @contextlib.contextmanager
+def progress_updates():
+    """Records, while open, every progress update a node makes through ComfyUI's ProgressBar as (value,
+    total): what the node reports, before ComfyUI 0.33's throttle (which forwards only the first, the last
+    and one per 100 ms to the UI) decides what the user sees. Yields the list it appends to."""
+    import comfy.utils
+
+    updates: list[tuple[int, int]] = []
+    original = comfy.utils.ProgressBar.update_absolute
+
+    def recorded(bar, value, total=None, preview=None):
+        original(bar, value, total, preview)
+        updates.append((bar.current, bar.total))
+
+    comfy.utils.ProgressBar.update_absolute = recorded
+    try:
+        yield updates
+    finally:
+        comfy.utils.ProgressBar.update_absolute = original
+
+
+@contextlib.contextmanager
 def rows_per_step(*models):
     """Records, while open, the rows (batch size) of every UNet call of `models` (forward pre-hooks on
     their diffusion models, removed on exit), grouped by the call's timestep: yields the dict

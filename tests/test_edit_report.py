@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from calibration import blurred, other_face, reencoded, shuffled
-from comfy_harness import load_video, load_video_inputs
+from comfy_harness import load_video, load_video_inputs, progress_updates
 from comfyui_diffferv.faces.dlib_models import INSTALL_COMMAND, SAME_PERSON_DISTANCE, face_models
 from comfyui_diffferv.flow.backends import DISFlow
 from comfyui_diffferv.flow.trajectories import compute_source_flow
@@ -68,17 +68,11 @@ def test_report_in_a_workflow_measures_with_the_trajectories_flow(comfy, input_c
 
 
 def test_outputs_progress_and_interruption(comfy, input_clip):
-    from comfy import model_management, utils
+    from comfy import model_management
 
     frames = demo_frames(comfy, input_clip, 4, 128)
-    seen = []
-    utils.set_progress_bar_global_hook(
-        lambda value, total, preview, node_id=None: seen.append((value, total))
-    )
-    try:
+    with progress_updates() as seen:
         (plot, payload), ui = comfy.run_node(NODE, source=frames, edited=frames.flip(0), identity=False)
-    finally:
-        utils.set_progress_bar_global_hook(None)
     # 1 step of image quality, 3 flow pairs (no trajectories: computed here), 3 warping pairs
     assert seen == [(step, 7) for step in range(1, 8)]
     assert plot.ndim == 4 and plot.shape[0] == 1 and plot.shape[-1] == 3 and 0 <= float(plot.min()) <= 1

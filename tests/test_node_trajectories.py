@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 import torch
-from comfy_harness import PromptError, load_video, load_video_inputs
+from comfy_harness import PromptError, load_video, load_video_inputs, progress_updates
 from comfyui_diffferv.flow.backends import BACKEND
 from comfyui_diffferv.flow.consistency import CONSISTENCY_THRESHOLD
 from comfyui_diffferv.flow.preview import PREVIEW_GRID
@@ -54,17 +54,11 @@ def test_demo_clip_trajectories_at_every_grid(comfy, input_clip):
 
 
 def test_progress_per_frame_pair_and_interruption(comfy, input_clip):
-    from comfy import model_management, utils
+    from comfy import model_management
 
     frames = demo_frames(comfy, input_clip, count=5, short_side=128)
-    seen = []
-    utils.set_progress_bar_global_hook(
-        lambda value, total, preview, node_id=None: seen.append((value, total))
-    )
-    try:
+    with progress_updates() as seen:
         comfy.run_node(NODE, frames=frames, **DEFAULTS)
-    finally:
-        utils.set_progress_bar_global_hook(None)
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
     model_management.interrupt_current_processing(True)
