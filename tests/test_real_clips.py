@@ -219,6 +219,36 @@ def test_load_video_reads_a_connected_video_upright(comfy, tmp_path):
     assert psnr(written.frames, expected) > 30 and written.fps == pytest.approx(25.0)
 
 
+def test_load_video_keeps_the_trim_of_a_core_video(comfy, tmp_path):
+    """A file-backed VIDEO trimmed in the core nodes (newer ComfyUI: VideoFromFile's start_time and
+    duration) gives Load Video (DiffFERV) the frames shown in that span, and its skip and cap count
+    within it; the audio is cut to the kept frames."""
+    import inspect
+
+    from comfy_api.latest import InputImpl
+
+    if "start_time" not in inspect.signature(InputImpl.VideoFromFile).parameters:
+        pytest.skip("this ComfyUI's VIDEO carries no trim window")
+    sample_rate = 16000
+    path = write_clip(
+        tmp_path / "trim.mp4",
+        pattern(30, 64, 64),
+        audio=tone(30 / 25, 0.0, sample_rate),
+        sample_rate=sample_rate,
+    )
+    source = probe(path).frames
+    video = InputImpl.VideoFromFile(str(path), start_time=0.4, duration=0.6)  # frames 10..24 at 25 fps
+    (images, fps, count, audio), _ = comfy.run_node(
+        NODE, video=None, **{**LOAD, "skip_first_frames": 2, "every_nth": 3}, source=video
+    )
+    assert count == 5 and fps == pytest.approx(25 / 3)
+    decoded = uint8(images)
+    for kept, frame in enumerate((12, 15, 18, 21, 24)):
+        errors = [np.abs(decoded[kept].astype(int) - source[i].astype(int)).mean() for i in range(30)]
+        assert int(np.argmin(errors)) == frame, (kept, frame, errors)
+    assert audio["waveform"].shape[-1] == pytest.approx(15 * sample_rate / 25, abs=sample_rate / 25)
+
+
 def test_load_video_picks_and_sizes_a_video_made_of_frames(comfy):
     """A VIDEO from frames (core Create Video's kind): skipped, thinned, capped and sized like a file,
     with its audio cut to the kept span."""
