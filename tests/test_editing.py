@@ -8,6 +8,7 @@ import torch
 from comfy_harness import (
     Clip,
     build_unet,
+    core_windows,
     encode_clip,
     free_memory_for,
     load_video,
@@ -18,6 +19,7 @@ from comfy_harness import (
 from comfy_harness import invert as invert_clip
 from comfyui_diffferv.editing.inputs import GUIDANCE
 from comfyui_diffferv.editing.token_alignment import align_tokens
+from comfyui_diffferv.windows.frames import call_frames
 
 STEPS = 10
 SOURCE = "a photo of a woman"
@@ -194,6 +196,7 @@ MEMORY_CASES = (
     "recompute split",
     "identity UNet",
     "context windows",
+    "core windows with anchor",
     "mask",
     "speed mode",
 )
@@ -216,6 +219,9 @@ def memory_case(comfy, clip: Clip, case: str, monkeypatch) -> tuple[Clip, dict, 
             context_overlap=1,
             fuse_method="pyramid",
         )
+        inverting["model"] = editing["model"] = windowed
+    elif case == "core windows with anchor":  # newer ComfyUI: each window runs with the frame before it
+        windowed = core_windows(comfy, clip.model, "standard_static", 4, 1, anchor=True)
         inverting["model"] = editing["model"] = windowed
     elif case == "mask":
         mask = torch.zeros(1, *clip.frames.shape[1:3])
@@ -251,13 +257,13 @@ def test_comfy_sizes_memory_for_the_rows_the_unet_really_runs(comfy, clip, case,
     def after_call(module, args, kwargs, output):
         """(rows, frames per chunk, features from a host store, bytes held on the device) of one call."""
         options = kwargs["transformer_options"]
-        window = options.get("context_window")
         control = options.get(CONTROL_KEY)
         store = None if control is None else control.store
         on_host = store is not None and store.device is not None
         cached = on_host and any(i.source == SOURCE_CACHE for i in control.injections.values())
         held = 0 if store is None or on_host else store.nbytes  # after the call: what it recorded
-        frames = run.latent["samples"].shape[0] if window is None else len(window.index_list)
+        window = call_frames(options)
+        frames = run.latent["samples"].shape[0] if window is None else len(window)
         ran.append((int(args[0].shape[0]), frames, cached, held))
 
     monkeypatch.setattr(helpers, "estimate_memory", spy)
