@@ -156,7 +156,10 @@ class HeadlessComfy:
         import server
 
         self.server = server.PromptServer(asyncio.new_event_loop())
-        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+        # the built-in extra node modules that did not load (ComfyUI logs why; the tests check it)
+        self.extras_not_loaded = list(
+            asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False)) or []
+        )
         before = set(nodes.NODE_CLASS_MAPPINGS)
         if not asyncio.run(nodes.load_custom_node(str(PACK_ROOT), module_parent="custom_nodes")):
             raise RuntimeError("ComfyUI could not load the DiffFERV pack (see the log above)")

@@ -1,6 +1,9 @@
 """The pack as ComfyUI and the Comfy Registry see it: registration, schema, metadata (the layout's import
 rules: tests/test_layout.py)."""
 
+from pathlib import Path
+
+import pytest
 import tomllib
 from conftest import ROOT
 
@@ -52,3 +55,16 @@ def test_registry_metadata(comfy):
 
     parsed = config_parser.extract_node_configuration(str(ROOT))
     assert parsed.project.name == meta["name"]
+
+
+def test_every_core_extra_loads_in_the_headless_host_but_for_want_of_torchaudio(comfy):
+    """The in-process host gives core nodes what they reach for while they load (ComfyUI's server object;
+    0.33's node replacements register on it): a built-in extra module that does not load fails only
+    because torchaudio is missing, which the 0.3.75 test environment leaves out (0.33's needs it)."""
+    import importlib
+
+    print(f"\nbuilt-in extras not loaded: {sorted(comfy.extras_not_loaded) or 'none'}")
+    for name in comfy.extras_not_loaded:
+        with pytest.raises(ModuleNotFoundError) as caught:
+            importlib.import_module(f"comfy_extras.{Path(name).stem}")
+        assert caught.value.name == "torchaudio", (name, caught.value)
