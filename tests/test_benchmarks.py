@@ -19,6 +19,18 @@ SMALLEST = {
     "bench_editing.py": ["--size", "64", "--steps", "2", "--frames", "2"],
     "bench_identity_model.py": ["--frames", "3", "--size", "64", "--steps", "2", "--repeats", "1"],
     "bench_memory.py": ["--frames", "2", "--size", "64"],
+    "bench_objectives.py": [
+        "--seeds",
+        "1",
+        "--steps",
+        "1",
+        "--every",
+        "1",
+        "--draws",
+        "2",
+        "--vae-steps",
+        "1",
+    ],
     "bench_long_clips.py": [
         *("--frames", "6", "10", "--size", "64", "--steps", "1", "--window", "4", "--overlap", "1"),
         *("--seams", "--seam-frames", "10", "--seam-size", "64", "--seam-steps", "1", "--fuses", "pyramid"),
