@@ -116,6 +116,34 @@ def test_audio_is_muxed_and_cut_to_the_video(comfy):
         assert seconds == pytest.approx(1.0, abs=0.05), fmt
 
 
+AUDIO_FRAME = {"mp4 (h264)": 1024, "webm (vp9)": 960}
+"""Samples per frame of each format's audio codec (AAC, Opus at 48 kHz)."""
+
+
+@pytest.mark.parametrize("fmt", list(AUDIO_FRAME))
+@pytest.mark.parametrize("rate", [44100, 48000])
+def test_audio_plays_with_its_frames_to_the_sample(comfy, fmt, rate):
+    """A beep from 0.2 s to 0.5 s under 1 s of video: decoded from the output as a player plays it (the
+    encoder's priming skipped where the container says so), the beep starts at 0.2 s within 2 ms and the
+    audio ends with the video within one audio frame (the codec's last frame is padded)."""
+    from real_clips import onset
+    from video_probe import audio_track
+
+    t = torch.arange(rate * 2) / rate
+    beep = ((t >= 0.2) & (t < 0.5)).float() * 0.5 * torch.sin(2 * torch.pi * 1000 * t)
+    path, _ = combine(
+        comfy, gradient_frames(frames=25), fmt=fmt, audio={"waveform": beep[None, None], "sample_rate": rate}
+    )
+    start, samples, played_rate = audio_track(path)
+    began = start + onset(samples, played_rate)
+    ended = start + samples.shape[1] / played_rate
+    print(
+        f"\n{fmt} at {rate} Hz: first sample {start:.4f} s, beep at {began:.4f} s (0.2), audio ends {ended:.4f} s (1.0)"
+    )
+    assert abs(start) < 1e-3 and began == pytest.approx(0.2, abs=0.002)
+    assert 1.0 - 1e-3 <= ended <= 1.0 + AUDIO_FRAME[fmt] / played_rate
+
+
 def test_runs_never_overwrite_each_other(comfy):
     first, _ = combine(comfy, gradient_frames(frames=2), prefix="tests/again")
     second, _ = combine(comfy, gradient_frames(frames=3), prefix="tests/again")

@@ -41,3 +41,15 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB of two uint8 arrays of the same shape."""
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def audio_track(path: Path) -> tuple[float, np.ndarray, int]:
+    """The audio a player plays: (when its first decoded sample plays, in seconds of the file's timeline;
+    the samples float32 [C, T] as decoded, with the encoder's priming already dropped where the container
+    says so (an mp4 edit list, Opus's pre-skip); the sample rate)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        frames = list(container.decode(stream))
+    start = float(frames[0].time)
+    samples = np.concatenate([f.to_ndarray().reshape(len(f.layout.channels), -1) for f in frames], axis=1)
+    return start, samples.astype(np.float32), frames[0].sample_rate

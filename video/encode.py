@@ -133,6 +133,11 @@ def _mux_audio(container, stream, audio: dict, duration: float) -> None:
         layout="mono" if waveform.shape[0] == 1 else "stereo",
     )
     frame.sample_rate = sample_rate
+    # Timestamped from 0: the encoder's priming (AAC's 1024 samples, Opus's pre-skip) then gets negative
+    # timestamps, which the container records as a delay to skip (an mp4 edit list, WebM's codec delay),
+    # so the first sample plays with the first video frame. Without them it is muxed as sound.
+    frame.pts = 0
+    frame.time_base = Fraction(1, sample_rate)
     container.mux(stream.encode(frame))
     container.mux(stream.encode(None))
 
