@@ -64,7 +64,9 @@ class LoadVideo(io.ComfyNode):
             description=(
                 "Loads a clip from the input folder (or a connected VIDEO) with a frame cap, frame skipping and "
                 "a working size whose sides are multiples of 64, decoding only the frames it keeps. Phone clips "
-                "come out upright; variable-frame-rate clips at a constant rate by their timestamps."
+                "come out upright; variable-frame-rate clips at a constant rate by their timestamps; HDR clips "
+                "(PQ, HLG) tone-mapped to SDR BT.709 (the edit works in SDR); non-square pixels made square. "
+                "What was done is written to ComfyUI's log."
             ),
             inputs=[
                 io.Combo.Input(
@@ -225,9 +227,9 @@ class LoadVideo(io.ComfyNode):
 
 
 def clip_notes(clip) -> list[str]:
-    """What the node did to a clip beyond picking and sizing: turned it upright, took it at a constant
-    rate."""
-    notes = []
+    """What the node did to a clip beyond picking and sizing: tone-mapped HDR to SDR, made its pixels
+    square, turned it upright, took it at a constant rate."""
+    notes = list(clip.picture)
     if not clip.orientation.identity:
         height, width = clip.frames.shape[1:3]
         notes.append(

@@ -59,10 +59,11 @@ def write_clip(
     matrix: list[int] | None = None,
     audio: np.ndarray | None = None,
     sample_rate: int = 48000,
+    sample_aspect: Fraction | None = None,
 ) -> Path:
     """An h264 mp4 of uint8 frames [N, H, W, 3], frame i shown from `times[i]` seconds (default i / rate)
-    until the next (the last until `end`), with an optional display `matrix` and a mono float32 `audio`
-    track [T] (AAC) starting at 0."""
+    until the next (the last until `end`), with an optional display `matrix`, a mono float32 `audio`
+    track [T] (AAC) starting at 0, and the pixels' `sample_aspect` ratio (default square)."""
     times = list(times) if times is not None else [i / rate for i in range(len(frames))]
     end = end if end is not None else times[-1] + 1 / rate
     base = Fraction(1, 1000)
@@ -72,6 +73,8 @@ def write_clip(
         stream.time_base = stream.codec_context.time_base = base
         if matrix is not None:
             stream.set_display_matrix(matrix)
+        if sample_aspect is not None:
+            stream.codec_context.sample_aspect_ratio = sample_aspect
         sound = None
         if audio is not None:
             sound = container.add_stream("aac", rate=sample_rate)
@@ -118,3 +121,79 @@ def onset(waveform: np.ndarray, sample_rate: int, level: float = 0.1) -> float:
     """Seconds until the first sample louder than `level` (waveform [C, T] or [T])."""
     loud = np.flatnonzero(np.abs(np.atleast_2d(waveform)).max(axis=0) > level)
     return float(loud[0]) / sample_rate
+
+
+# ------------------------------------------------------------------------------------------------------
+# HDR clips made from an SDR master the way ITU-R BT.2408 maps SDR into HDR (SDR white at 203 cd/m2),
+# written here from the standards' formulas (ITU-R BT.2100), independently of video/pixels.py.
+
+BT709_TO_BT2020 = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]])
+SDR_WHITE_NITS = 203.0
+
+
+def sdr_to_pq(rgb: np.ndarray) -> np.ndarray:
+    """SDR BT.709 R'G'B' [..., 3] in [0, 1] (gamma 2.4) -> PQ-coded BT.2020 R'G'B' in [0, 1]."""
+    nits = (rgb**2.4 @ BT709_TO_BT2020.T) * SDR_WHITE_NITS
+    m1, m2, c1, c2, c3 = 2610 / 16384, 2523 / 4096 * 128, 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
+    y = np.clip(nits / 10000.0, 0.0, 1.0) ** m1
+    return ((c1 + c2 * y) / (1 + c3 * y)) ** m2
+
+
+def sdr_to_hlg(rgb: np.ndarray, display_peak: float = 1000.0, gamma: float = 1.2) -> np.ndarray:
+    """SDR BT.709 R'G'B' in [0, 1] -> HLG-coded BT.2020 R'G'B': SDR light at 203 cd/m2 white, through the
+    inverse of HLG's OOTF (a `display_peak` display) and HLG's OETF."""
+    display = (rgb**2.4 @ BT709_TO_BT2020.T) * SDR_WHITE_NITS / display_peak
+    luminance = display @ np.array([0.2627, 0.6780, 0.0593])
+    scene_luminance = np.maximum(luminance, 1e-12) ** (1 / gamma)
+    scene = display / (scene_luminance ** (gamma - 1))[..., None]
+    a, b, c = 0.17883277, 1 - 4 * 0.17883277, 0.5 - 0.17883277 * np.log(4 * 0.17883277)
+    scene = np.clip(scene, 0.0, 1.0)
+    return np.where(scene <= 1 / 12, np.sqrt(3 * scene), a * np.log(np.maximum(12 * scene - b, 1e-12)) + c)
+
+
+def yuv420p10(rgb: np.ndarray) -> np.ndarray:
+    """BT.2020 R'G'B' [H, W, 3] in [0, 1] (H, W even) -> the planes of a 10-bit limited-range 4:2:0
+    frame, stacked as PyAV's yuv420p10le array [H * 3 / 2, W] (non-constant-luminance matrix)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = 0.2627 * r + 0.6780 * g + 0.0593 * b
+    cb, cr = (b - y) / 1.8814, (r - y) / 1.4746
+
+    def half(plane):
+        return plane.reshape(plane.shape[0] // 2, 2, plane.shape[1] // 2, 2).mean(axis=(1, 3))
+
+    width = rgb.shape[1]
+    luma = np.round(64 + 876 * y)
+    chroma = [np.round(512 + 896 * half(c)).reshape(-1, width) for c in (cb, cr)]
+    return np.concatenate([luma, *chroma]).clip(0, 1023).astype(np.uint16)
+
+
+def write_hdr_clip(
+    path: Path, frames: np.ndarray, transfer: str, codec: str = "libx265", rate: int = 25
+) -> Path:
+    """A 10-bit HDR clip of SDR uint8 frames [N, H, W, 3] (H, W even): `transfer` "PQ" (with MaxCLL 1000
+    and a 1000 cd/m2 mastering display, as phones write) or "HLG", BT.2020 primaries and matrix; HEVC
+    (libx265, .mp4) or AV1 (libsvtav1, .webm; colour tags only)."""
+    code = {"PQ": 16, "HLG": 18}[transfer]
+    encode = sdr_to_pq if transfer == "PQ" else sdr_to_hlg
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p10le"
+        context = stream.codec_context
+        context.color_primaries, context.color_trc, context.colorspace = 9, code, 9
+        context.color_range = 1  # limited
+        if codec == "libx265":
+            params = "log-level=error:colorprim=bt2020:colormatrix=bt2020nc:transfer=" + (
+                "smpte2084:max-cll=1000,400:master-display=G(13250,34500)B(7500,3000)R(34000,16000)"
+                "WP(15635,16450)L(10000000,1)"
+                if transfer == "PQ"
+                else "arib-std-b67"
+            )
+            stream.options = {"x265-params": params}
+        else:
+            stream.options = {"crf": "20"}
+        for image in frames:
+            frame = av.VideoFrame.from_ndarray(yuv420p10(encode(image / 255.0)), format="yuv420p10le")
+            frame.color_range = 1
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path

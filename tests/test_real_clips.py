@@ -14,7 +14,8 @@ import av
 import numpy as np
 import pytest
 import torch
-from real_clips import damage, display_matrix, onset, pattern, shown, tone, write_clip
+from conftest import DEMO_CLIP
+from real_clips import damage, display_matrix, onset, pattern, shown, tone, write_clip, write_hdr_clip
 from video_probe import probe, psnr
 
 NODE = "DiffFERV_LoadVideo"
@@ -185,6 +186,83 @@ def test_reading_past_the_damage_says_where(comfy, damaged_clip):
     """Without the check (the node run directly), decoding fails with the same sentence."""
     with pytest.raises(Exception, match=r"damaged.mp4 is damaged: decoding stops at frame \d+ "):
         load(comfy, damaged_clip)
+
+
+# ------------------------------------------------------------------------------------------------------
+# HDR and non-square pixels
+
+HDR_CASES = [("PQ", "libx265", "mp4"), ("HLG", "libx265", "mp4"), ("PQ", "libsvtav1", "webm")]
+"""HEVC as phones write it, and AV1 in WebM as the web does (this PyAV's libvpx has no 10-bit VP9
+encoder; the path from decoded 10-bit frames on is the codec's tags, the same for VP9 profile 2)."""
+HDR_LEVELS = 4.0
+"""How far (8-bit levels) the mean of each channel may be from the SDR master's (measured: 2.5 at most)."""
+HDR_SATURATION = 0.05
+"""How far (a fraction) the mean saturation may be from the SDR master's (measured: 2.9% at most)."""
+
+
+def colour_stats(frames: np.ndarray) -> tuple[np.ndarray, float]:
+    """(mean R, G, B in 8-bit levels, mean HSV saturation in 0..255) of uint8 frames [..., 3]."""
+    pixels = frames.reshape(-1, 3).astype(np.float64)
+    top, bottom = pixels.max(axis=1), pixels.min(axis=1)
+    saturation = np.where(top > 0, (top - bottom) / np.maximum(top, 1), 0.0) * 255
+    return pixels.mean(axis=0), float(saturation.mean())
+
+
+@pytest.mark.parametrize("transfer, codec, suffix", HDR_CASES, ids=[f"{t}-{c}" for t, c, _ in HDR_CASES])
+def test_an_hdr_clip_reaches_the_model_in_its_sdr_masters_colours(
+    comfy, tmp_path, caplog, transfer, codec, suffix
+):
+    """A 10-bit HDR clip (PQ with its MaxCLL and mastering display, or HLG; BT.2020) made from the demo
+    clip's frames the way BT.2408 carries SDR in HDR: Load Video gives the model frames whose colour
+    statistics are those of the SDR master, the probe (the edit's plan) says what was done, and the node
+    says it in ComfyUI's log. FFmpeg's plain 8-bit conversion of the same clip is far off."""
+    from comfyui_diffferv.video.decode import probe_clip
+
+    master = probe(DEMO_CLIP).frames[:4, :128, 100:228]
+    path = write_hdr_clip(tmp_path / f"hdr_{transfer}.{suffix}", master, transfer, codec)
+    name = into_input(comfy, path)
+    with caplog.at_level("INFO"):
+        (images, *_), _ = comfy.run_node(NODE, video=name, **{**LOAD, "short_side": 128})
+    with av.open(str(path)) as container:
+        plain = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    rows = {
+        name: colour_stats(frames)
+        for name, frames in (("master", master), ("edit input", uint8(images)), ("plain", plain))
+    }
+    for what, (means, saturation) in rows.items():
+        print(f"\n{transfer} {codec} {what}: mean RGB {means.round(1)}, saturation {saturation:.1f}", end="")
+    (master_means, master_saturation), (means, saturation) = rows["master"], rows["edit input"]
+    assert np.abs(means - master_means).max() <= HDR_LEVELS
+    assert abs(saturation - master_saturation) <= HDR_SATURATION * master_saturation
+    # without the tone map the clip is far off: washed out (PQ) or dark (HLG)
+    plain_means, plain_saturation = rows["plain"]
+    assert (
+        np.abs(plain_means - master_means).max() > 3 * HDR_LEVELS
+        or abs(plain_saturation - master_saturation) > 3 * HDR_SATURATION * master_saturation
+    )
+    described = probe_clip(path).describe()
+    assert f"HDR ({transfer}, BT.2020, peak 1000 cd/m2 from " in described and "the edit is SDR" in described
+    assert any(
+        f"HDR ({transfer}" in r.getMessage()
+        for r in caplog.records
+        if "Load Video (DiffFERV)" in r.getMessage()
+    )
+
+
+def test_non_square_pixels_are_made_square(tmp_path):
+    """A 176x144 clip with pixels 128:117 wide (PAL 4:3) shows 193x144: a square drawn in display space
+    comes out square, in the probe (the plan) and in the frames."""
+    from comfyui_diffferv.video.decode import probe_clip, read_clip
+
+    coded = np.zeros((3, 144, 176, 3), np.uint8)
+    side = 60  # display pixels; coded width = side * 117 / 128
+    coded[:, 40 : 40 + side, 50 : 50 + round(side * 117 / 128)] = 255
+    path = write_clip(tmp_path / "sar.mp4", coded, sample_aspect=Fraction(128, 117))
+    assert "non-square pixels (128:117): 176x144 coded, resampled to 193x144" in probe_clip(path).describe()
+    frame = uint8(read_clip(path, 1).frames)[0]
+    rows, columns = np.nonzero(frame[..., 0] > 128)
+    assert frame.shape[:2] == (144, 193)
+    assert columns.max() - columns.min() + 1 == pytest.approx(rows.max() - rows.min() + 1, abs=2)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -427,4 +505,5 @@ def test_edit_writes_a_phone_clip_upright_and_in_time(sd15_checkpoint, tmp_path)
     written = probe(output)
     assert written.frames.shape == (4, 128, 64, 3)  # portrait
     assert len(written.frames) / written.fps == pytest.approx(end, abs=1 / written.fps)
-    assert written.audio_seconds == pytest.approx(end, abs=0.05)
+    # the sound lasts as long as the output's frames, to the AAC frame its encoder pads the end to
+    assert written.audio_seconds == pytest.approx(len(written.frames) / written.fps, abs=1024 / 48000)

@@ -31,6 +31,7 @@ from .container import (
 from .damage import DamagedClipError, damage_at
 from .frames import FrameHook
 from .orientation import UPRIGHT, Orientation, frame_orientation
+from .pixels import Picture, picture_of
 from .timing import MAX_RATE, Picking, constant_timing
 
 ANIMATED_IMAGES = (".gif", ".webp")
@@ -84,6 +85,8 @@ class ClipInfo:
     orientation: Orientation = UPRIGHT
     variable_rate: bool = False
     duration: float | None = None  # seconds, when counted
+    picture: tuple[str, ...] = ()
+    """What is done to the frames' pixels (HDR tone map, non-square pixels; video/pixels.py), in words."""
 
     def describe(self) -> str:
         """e.g. "48 frames of 256x350 (shown turned 90 degrees clockwise: coded 350x256), variable frame
@@ -96,7 +99,7 @@ class ClipInfo:
             text += f", variable frame rate: taken at a constant {self.fps:.2f} fps by timestamps"
             if self.duration is not None:
                 text += f" ({self.duration:.2f} s, as long as the source)"
-        return text
+        return "; ".join([text, *self.picture])
 
 
 def probe_clip(path: Path, name: str | None = None, count_up_to: int = 0, rate: float = 0.0) -> ClipInfo:
@@ -135,17 +138,21 @@ def _probe_video(path: Path, name: str, count_up_to: int, rate: float) -> ClipIn
         if first is None:
             raise ClipError(f"{name} holds no video frame: export the video again")
         orientation = frame_orientation(first)
+        picture = picture_of(stream, first)
         fps = own_rate(stream)
-    width, height = orientation.upright_size(first.width, first.height)
+    width, height = orientation.upright_size(*picture.size)
+    notes = tuple(picture.notes())
     if count_up_to <= 0:
-        return ClipInfo(width, height, rate or fps, None, orientation)
+        return ClipInfo(width, height, rate or fps, None, orientation, picture=notes)
     timing = read_timing(path)
     picking = Picking(rate=rate)
     frames = len(picking.sources(timing, fps)) if timing is not None else 0
     clip_rate = picking.clip_rate(timing, fps) if timing is not None else fps
     duration = frames / clip_rate if timing is not None and picking.resamples(timing) else None
     variable = timing is not None and timing.variable
-    return ClipInfo(width, height, clip_rate, min(frames, count_up_to), orientation, variable, duration)
+    return ClipInfo(
+        width, height, clip_rate, min(frames, count_up_to), orientation, variable, duration, notes
+    )
 
 
 def _probe_animated_image(path: Path, count_up_to: int) -> ClipInfo:
@@ -180,6 +187,7 @@ class Clip:
     source_frames: int  # frames of the file (before picking)
     orientation: Orientation = UPRIGHT
     variable_rate: bool = False
+    picture: tuple[str, ...] = ()  # what was done to the pixels (video/pixels.py), in words
 
 
 def picked_frames(available: int, max_frames: int, skip_first: int = 0, every_nth: int = 1) -> int:
@@ -231,27 +239,31 @@ def read_clip(
             raise ValueError(
                 f"{name}: no frames left after skipping {skip_first} of {timing.frames} (lower skip_first_frames)"
             )
-        kept, orientation = _decode_picked(container, stream, whole, wanted, on_frame, name)
+        kept, orientation, picture = _decode_picked(container, stream, whole, wanted, on_frame, name)
     start, end = picking.span(timing, nominal, len(kept))
     audio = _read_audio(path, start, end)
     fps = picking.clip_rate(timing, nominal) / every_nth
-    return Clip(_to_image(kept), fps, audio, timing.frames, orientation, timing.variable)
+    return Clip(
+        _to_image(kept), fps, audio, timing.frames, orientation, timing.variable, tuple(picture.notes())
+    )
 
 
-def _decode_picked(container, stream, timing, wanted, on_frame, name) -> tuple[list[np.ndarray], Orientation]:
+def _decode_picked(
+    container, stream, timing, wanted, on_frame, name
+) -> tuple[list[np.ndarray], Orientation, Picture]:
     """The upright RGB frames [H, W, 3] uint8 for each wanted clip frame index (non-decreasing; a
-    repeated index repeats the frame, converted once). When the stream ends early the last frame
-    repeats."""
+    repeated index repeats the frame, converted once), as `video.pixels` makes them. When the stream
+    ends early the last frame repeats."""
     kept: list[np.ndarray] = []
-    orientation, last, position, decoded = UPRIGHT, None, 0, -1
+    orientation, picture, last, position, decoded = UPRIGHT, None, None, 0, -1
     try:
         for index, frame in decoded_frames(container, stream, timing):
             if decoded < 0:
-                orientation = frame_orientation(frame)
+                orientation, picture = frame_orientation(frame), picture_of(stream, frame)
             decoded = index
             if index < wanted[position]:
                 continue
-            last = orientation.apply(frame.to_ndarray(format="rgb24"))
+            last = orientation.apply(picture.rgb(frame))
             while position < len(wanted) and wanted[position] <= index:
                 kept.append(last)
                 position += 1
@@ -265,7 +277,7 @@ def _decode_picked(container, stream, timing, wanted, on_frame, name) -> tuple[l
     if last is None:
         raise ClipError(f"{name} holds no video frame: export the video again")
     kept.extend(last for _ in range(len(wanted) - position))
-    return kept, orientation
+    return kept, orientation, picture
 
 
 def pick_images(images: torch.Tensor, fps: float, audio: dict | None, picking: Picking) -> Clip:
