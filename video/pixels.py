@@ -181,10 +181,7 @@ def picture_of(stream, frame) -> Picture:
 
 def _peak(frame) -> tuple[float | None, str]:
     """The frame's peak light from its side data: MaxCLL, else the mastering display's peak."""
-    found = {
-        getattr(data.type, "name", str(data.type)): bytes(memoryview(data))
-        for data in frame.side_data
-    }
+    found = {getattr(data.type, "name", str(data.type)): bytes(memoryview(data)) for data in frame.side_data}
     level = found.get("CONTENT_LIGHT_LEVEL")
     if level is not None and len(level) >= 4:
         (max_cll,) = struct.unpack_from("<I", level)
