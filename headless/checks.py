@@ -35,7 +35,7 @@ from ..video.decode import (
     size_problem,
 )
 from ..video.encode import FORMAT, format_of
-from ..video.timing import Picking
+from ..video.timing import FIRST_FRAME, Picking, Start
 from ..windows.schedule import CONTEXT_LENGTH, RunPlan, overlap_problem
 from .cli import InputRefusedError
 from .flags import DECLARED, EXTENSIONS
@@ -65,11 +65,14 @@ class Checked:
     formats: tuple[str, str]
     workflow: dict
     workflow_path: str
+    start_frame: int = 0
+    """The frame the edit starts at (--start, at the rate the clip is taken at)."""
 
 
 CHECKED_APART = ("--overlap", "--size")
 """Declared flags with a check of their own: the overlap against --window, the size also as a multiple
-(`video.decode.size_problem`)."""
+(`video.decode.size_problem`). (--start, a frame or a time, is checked as it is parsed,
+`flags.start_flag`, and against the clip, `check_video`.)"""
 
 
 def value_problems(args: argparse.Namespace) -> list[str]:
@@ -140,10 +143,11 @@ def find_checkpoint(given: str | None, comfyui: Path) -> Path:
     raise InputRefusedError(CHECKPOINT_HELP.format(checkpoints=folder))
 
 
-def check_video(given: str, frames: int) -> tuple[Path, ClipInfo]:
-    """The video to edit, resolved, and what its probe found; refuses a missing file, one that is no
-    clip, one too short, and one that stops decoding before the last of the `frames` the edit takes (0:
-    all), saying where and what to do."""
+def check_video(given: str, frames: int, start: Start = FIRST_FRAME) -> tuple[Path, ClipInfo, int]:
+    """The video to edit, resolved, what its probe found, and the frame the edit starts at; refuses a
+    missing file, one that is no clip, one too short, a `start` that leaves too few frames, and one that
+    stops decoding before the last of the `frames` the edit takes from its start (0: all), saying where
+    and what to do."""
     video = Path(given).expanduser().resolve()
     if not video.is_file():
         raise InputRefusedError(f"--video: no file at {video}")
@@ -155,17 +159,26 @@ def check_video(given: str, frames: int) -> tuple[Path, ClipInfo]:
         raise InputRefusedError(
             f"--video: {video} holds {clip.frames} frame; a video edit needs at least {MIN_EDIT_FRAMES}"
         )
+    first = start.frame_at(clip.fps)
+    if clip.frames - first < MIN_EDIT_FRAMES:
+        last = clip.frames - MIN_EDIT_FRAMES
+        raise InputRefusedError(
+            f"--start {start.describe()} is frame {first}, too late in {video} ({clip.frames} frames, "
+            f"{clip.frames / clip.fps:.2f} s at {clip.fps:.4g} fps): a video edit needs at least "
+            f"{MIN_EDIT_FRAMES} frames, so start at frame {last} ({last / clip.fps:.2f} s) or earlier"
+        )
     if video.suffix.lower() not in ANIMATED_IMAGES:
-        damage = find_damage(video, Picking(max_frames=frames))
+        damage = find_damage(video, Picking(max_frames=frames, skip_first=first))
         if damage is not None:
             raise InputRefusedError(f"--video: {damage.sentence(str(video), '--frames')}")
-    return video, clip
+    return video, clip, first
 
 
-def output_formats(args: argparse.Namespace, video: Path, clip: ClipInfo) -> tuple[str, str]:
+def output_formats(args: argparse.Namespace, video: Path, clip: ClipInfo, first: int) -> tuple[str, str]:
     """The VideoCombine formats of --output and --compare (mp4 when there is no comparison), each output
-    (and --report's JSON) checked writable with room for an estimate of its size."""
-    frames = picked_frames(clip.frames, args.frames)
+    (and --report's JSON) checked writable with room for an estimate of its size (the frames from
+    `first` on)."""
+    frames = picked_frames(clip.frames, args.frames, first)
     height, width = fitted_size(clip.height, clip.width, args.size, SIZE_MULTIPLE, FIT.default)
     formats = (output_format("--output", args.output, video), FORMAT.default)
     check_writable("--output", args.output, estimated_bytes(formats[0], frames, height, width))
@@ -237,15 +250,15 @@ def preflight(args: argparse.Namespace, comfyui: Path | None) -> Checked:
         missing = missing_reason()
         if missing:
             raise InputRefusedError(f"--mask {args.mask}: {missing}")
-    video, clip = check_video(args.video, args.frames)
-    formats = output_formats(args, video, clip)
+    video, clip, first = check_video(args.video, args.frames, args.start)
+    formats = output_formats(args, video, clip, first)
     if comfyui is None:
         checkpoint = Path(args.checkpoint or CHECKPOINT)
         unet = Path(args.unet) if args.unet else None
     else:
         checkpoint, unet = check_models(args, comfyui)
     workflow, workflow_path = read_workflow(args)
-    return Checked(video, checkpoint, unet, formats, workflow, workflow_path)
+    return Checked(video, checkpoint, unet, formats, workflow, workflow_path, first)
 
 
 def server_headers(args: argparse.Namespace) -> dict[str, str]:

@@ -88,6 +88,7 @@ def prepare_job(args: argparse.Namespace, checked: Checked, free_ram: int) -> Ed
             source=args.source,
             edit=args.edit,
             frames=args.frames,
+            start=checked.start_frame,
             size=args.size,
             steps=args.steps,
             tau_app=args.tau_app,

@@ -19,8 +19,9 @@ from ..editing.preservation import STORE_SHARE_OF_FREE_RAM
 from ..keyframes.selection import KEYFRAME_EVERY
 from ..masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK, REGION
 from ..settings import Choice, Number
-from ..video.decode import MAX_FRAMES, MIN_EDIT_FRAMES, SHORT_SIDE
+from ..video.decode import MAX_FRAMES, MIN_EDIT_FRAMES, SHORT_SIDE, SKIP_FIRST_FRAMES
 from ..video.encode import FORMATS
+from ..video.timing import FIRST_FRAME, START_SECONDS, Start, parse_start
 from ..windows.schedule import CONTEXT_LENGTH, CONTEXT_OVERLAP
 from .cli import CommandParser
 from .host import PACK_ROOT
@@ -60,6 +61,7 @@ class Setting:
 SETTINGS = (
     Setting("--video", LOAD_VIDEO, "video"),
     Setting("--frames", LOAD_VIDEO, "max_frames", MAX_FRAMES, off=MAX_FRAMES.off, off_by_default=True),
+    Setting("--start", LOAD_VIDEO, "skip_first_frames"),  # a frame or a time: checked by `start_flag`
     Setting("--size", LOAD_VIDEO, "short_side", SHORT_SIDE),
     Setting("--checkpoint", CHECKPOINT_LOADER, "ckpt_name"),
     Setting("--source", INVERT, "source_prompt"),
@@ -166,6 +168,17 @@ def parser() -> CommandParser:
             "--frames",
             "frames to edit from the start of the video, 0 = all; GPU memory does not grow with them (context "
             "windows)",
+        ),
+    )
+    add(
+        "--start",
+        metavar="WHEN",
+        type=start_flag,
+        default=FIRST_FRAME,
+        help=(
+            "where the edit starts in the video: a frame number (300, "
+            f"{SKIP_FIRST_FRAMES.range}) or a time (12.5s, 1:05.5; {START_SECONDS.range} s); --frames "
+            "counts from there (default: 0, the first frame)"
         ),
     )
     add(
@@ -324,3 +337,18 @@ def add_server_access(parser: argparse.ArgumentParser) -> None:
         help="extra request headers, one 'Name: value' a line (e.g. a proxy's access keys; never printed or "
         "written) (default: none)",
     )
+
+
+def start_flag(text: str) -> Start:
+    """--start's value (`video.timing.parse_start`), its frame or time checked against its range."""
+    try:
+        start = parse_start(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if start.frame is not None:
+        problem = SKIP_FIRST_FRAMES.problem("the frame", start.frame)
+    else:
+        problem = START_SECONDS.problem("the time", start.seconds)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return start

@@ -66,7 +66,8 @@ def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[st
     )
     lines = [
         f"video: {video.name}, {info.describe()}",
-        f"edit: {frames} frames at {width}x{height}, {steps} + {steps} DDIM steps, cache {cache}",
+        f"edit: {frames} frames{starting(load['skip_first_frames'], info.fps)} at {width}x{height}, {steps} + "
+        f"{steps} DDIM steps, cache {cache}",
         *speed_mode_lines(graph, keyframes),
         *plan.describe()[1:],
         gpu_line(plan),
@@ -89,6 +90,12 @@ def gpu_line(plan: RunPlan) -> str:
         f"{COMFY_HEADROOM:g} x ComfyUI's estimate of {byte_size(need.call)} for the largest UNet call, {need.rows} "
         f"rows + {byte_size(COMFY_RESERVE)} it keeps free)"
     )
+
+
+def starting(first: int, fps: float) -> str:
+    """ " from frame 300 (12.00 s)" for an edit that does not start at the clip's first frame; "" when it
+    does."""
+    return f" from frame {first} ({first / fps:.2f} s)" if first else ""
 
 
 def windows_of(graph: ApiGraph, frames: int) -> list[tuple[int, ...]]:

@@ -56,6 +56,7 @@ def prepare_prompt(
     video: str,
     checkpoint: str,
     frames: int,
+    start: int = 0,
     source: str = SOURCE_PROMPT,
     edit: str = EDIT_PROMPT,
     size: int = SHORT_SIDE.default,
@@ -72,7 +73,7 @@ def prepare_prompt(
     face_mask: FaceMaskSettings | None = None,
 ) -> dict:
     """The API-form face-edit workflow with its inputs set (a value not given: the setting's declared
-    default). `unet`: a specialized UNet file name in the
+    default); the clip is read from its frame `start` on. `unet`: a specialized UNet file name in the
     diffusion_models folder, loaded onto the checkpoint's MODEL (the shipped graph has that node
     bypassed, so its API form lacks it: it is added and wired in). `formats`: the VideoCombine formats
     (FORMATS keys) of the edit and of the comparison. `window`, `overlap`: the workflow's Context
@@ -86,7 +87,7 @@ def prepare_prompt(
     if keyframe_every is not None:
         graph.inputs(KEYFRAMES)["keyframe_every"] = keyframe_every
     graph.inputs(CHECKPOINT_LOADER)["ckpt_name"] = checkpoint
-    graph.inputs(LOAD_VIDEO).update(video=video, max_frames=frames, short_side=size)
+    graph.inputs(LOAD_VIDEO).update(video=video, max_frames=frames, skip_first_frames=start, short_side=size)
     graph.inputs(INVERT).update(source_prompt=source, steps=steps, cache_mode=cache_mode)
     graph.inputs(SAMPLER).update(edit_prompt=edit, tau_app=tau_app, guidance=guidance)
     edit_video, compare_video = sorted(

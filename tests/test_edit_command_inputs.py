@@ -66,6 +66,9 @@ def refused(tmp_path, *arguments: str, in_process: bool = True) -> str:
         ("--mask-feather", "129", "--mask-feather is 129; use a value from 0 to 128"),
         ("--mask", "hull", "argument --mask: invalid choice: 'hull' (choose from"),
         ("--mask-pick", "right", "argument --mask-pick: invalid choice: 'right' (choose from"),
+        ("--start", "1.5", "argument --start: '1.5' is no start; write a frame number (300), seconds (12.5s) or a time (1:05.5)"),
+        ("--start", "2000000", "argument --start: the frame is 2000000; use a value from 0 to 1000000 (see edit --help)"),
+        ("--start", "25:00:00", "argument --start: the time is 90000; use a value from 0 to 86400"),
     ],
 )  # fmt: skip
 def test_a_value_outside_its_range_is_refused_in_flag_terms(tmp_path, flag, value, sentence):
@@ -188,12 +191,23 @@ def test_a_prompt_over_one_clip_chunk_is_refused_before_any_node_runs(tmp_path, 
     assert not output.exists()
 
 
+def test_a_start_too_late_in_the_clip_is_refused_saying_the_last_start(tmp_path, demo_clip):
+    """The demo clip: 48 frames at 25 fps (1.92 s); an edit needs 2 frames."""
+    said = refused(
+        tmp_path, "--checkpoint", str(tmp_path / NEVER_READ), "--video", str(demo_clip), "--start", "0:01.9"
+    )
+    assert said == (
+        f"edit: --start 1.9 s is frame 47, too late in {demo_clip} (48 frames, 1.92 s at 25 fps): a video edit "
+        "needs at least 2 frames, so start at frame 46 (1.84 s) or earlier"
+    )
+
+
 def test_help_documents_every_option_with_its_range():
     result = run_edit("--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     options = re.findall(r"\[(--[a-z-]+)", result.stdout.split("\n\n")[0])
-    assert len(options) == 29
+    assert len(options) == 30
     for option in options:
         described = re.search(
             rf" {option}(?: [A-Z]+| \{{[a-z,+-]+\}})? (.+?)(?= --[a-z]|$)", text.split("options:")[1]

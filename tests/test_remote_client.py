@@ -84,7 +84,8 @@ def job_list(tmp_path: Path, *lines: str) -> Path:
 
 def test_the_job_list_names_each_bad_line(tmp_path, demo_clip):
     """Every problem of the list at once, each with its line: a missing prompt, a flag of the batch
-    command's, an output outside the output folder, a value out of range, two jobs writing one file."""
+    command's, an output outside the output folder, a value out of range, two jobs writing one file, a
+    start past the clip's end."""
     path = job_list(
         tmp_path,
         "# a comment, then a blank line",
@@ -96,6 +97,7 @@ def test_the_job_list_names_each_bad_line(tmp_path, demo_clip):
         f"{demo_clip} 'a photo of a woman' 'a photo of an old woman' --steps 1",
         f"{demo_clip} 'a photo of a woman' 'a photo of an old woman' --output same.mp4",
         f"{demo_clip} 'a photo of a woman' 'a photo of a young woman' --output same.mp4",
+        f"{demo_clip} 'a photo of a woman' 'a photo of an old woman' --start 2s --output late.mp4",
     )
     with pytest.raises(InputRefusedError) as refused:
         read_jobs(path, tmp_path / "out", [])
@@ -109,6 +111,8 @@ def test_the_job_list_names_each_bad_line(tmp_path, demo_clip):
         f"{prefix} 6: --output /tmp/abs.mp4: give a name inside the output folder (no absolute path, no ..)",
         f"{prefix} 7: --steps is 1; use a value from 2 to 1000 (50 is the paper's; 10 for a first try)",
         f"{prefix} 9 writes {tmp_path / 'out' / 'same.mp4'}, as line 8 does; give one of them another --output",
+        f"{prefix} 10: --start 2 s is frame 50, too late in {demo_clip} (48 frames, 1.92 s at 25 fps): a video "
+        "edit needs at least 2 frames, so start at frame 46 (1.84 s) or earlier",
     ]
 
 

@@ -113,6 +113,26 @@ def test_the_flags_check_is_the_declared_range(flag):
             assert declared.range in said[0] and declared.advice in said[0]
 
 
+def test_the_starts_check_is_the_declared_range_of_a_frame_or_a_time():
+    """--start takes a frame (Load Video's skip_first_frames, SKIP_FIRST_FRAMES) or a time (START_SECONDS):
+    each form's range ends are accepted, what lies beyond is refused saying the range."""
+    from comfyui_diffferv.headless.cli import InputRefusedError
+    from comfyui_diffferv.video.timing import START_SECONDS
+
+    assert parse(["--start", str(SKIP_FIRST_FRAMES.high)]).start.frame == SKIP_FIRST_FRAMES.high
+    assert parse(["--start", f"{number_text(START_SECONDS.high)}s"]).start.seconds == START_SECONDS.high
+    assert parse([]).start.frame == SKIP_FIRST_FRAMES.default == 0
+    for beyond, declared in (
+        (str(SKIP_FIRST_FRAMES.high + 1), SKIP_FIRST_FRAMES),
+        (f"{number_text(START_SECONDS.high + 1)}s", START_SECONDS),
+    ):
+        with pytest.raises(InputRefusedError, match=declared.range):
+            parse(["--start", beyond])
+    assert (
+        START_SECONDS.range in ACTIONS["--start"].help and SKIP_FIRST_FRAMES.range in ACTIONS["--start"].help
+    )
+
+
 def test_the_overlap_is_checked_against_the_window():
     said = value_problems(parse(["--window", "8", "--overlap", "8"]))
     assert said == ["--overlap is 8; use 0 to 7 (less than --window 8)"]

@@ -119,6 +119,10 @@ def test_the_edit_plan_of_the_long_clip():
     )
     assert small.sampling_chunks == 2 and small.store_final_call and not small.windowed
     assert "one window (the whole clip in one batch)" in "\n".join(lines)
+    later, lines, _ = plan_run(
+        long_clip_prompt(frames=0, start=100), ROOT / "workflows" / "media" / "talking_face_long.mp4", 2**36
+    )
+    assert later.frames == 21 and "edit: 21 frames from frame 100 (4.00 s) at 512x512" in "\n".join(lines)
 
 
 def test_prepare_prompt_sets_or_removes_the_context_windows():

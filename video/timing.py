@@ -10,15 +10,23 @@ its own rate the slots are its frames, one for one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..settings import Number
 
 MAX_RATE = 240.0
 """The highest frame rate a clip is taken at (Load Video's frame_rate) or written with (Video Combine's fps)."""
 TIME_EPSILON = 1e-6
 """Seconds within which a frame's start counts as on a span's edge (timestamps are rounded to the
 container's time base)."""
+START_SECONDS = Number(
+    0.0, 0.0, 24 * 3600.0, advice="a time in the clip: 12.5s, 1:05 or 1:05.5; or a frame number: 300"
+)
+"""Where an edit starts in its clip, as a time (the `edit` command's --start; a frame number is Load
+Video's skip_first_frames)."""
 VARIABLE_TOLERANCE = 0.1
 """Frame intervals further than this fraction of the median interval from it make a clip variable-rate."""
 
@@ -136,3 +144,44 @@ class Picking:
         rate = self.clip_rate(timing, own_rate)
         start = float(timing.starts[0]) + self.skip_first / rate
         return start, start + kept * self.every_nth / rate
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where an edit starts: a frame of the clip (at the rate it is taken at) or a time in seconds."""
+
+    frame: int | None = None
+    seconds: float | None = None
+
+    def frame_at(self, rate: float) -> int:
+        """The first frame kept when the clip is taken at `rate` frames per second: the one shown at the
+        time."""
+        if self.frame is not None:
+            return self.frame
+        return int(np.floor(self.seconds * rate + TIME_EPSILON))
+
+    def describe(self) -> str:
+        return f"frame {self.frame}" if self.frame is not None else f"{self.seconds:g} s"
+
+
+FIRST_FRAME = Start(frame=0)
+"""The start of a clip (--start's default)."""
+_CLOCK = re.compile(r"(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)")
+
+
+def parse_start(text: str) -> Start:
+    """A start as a person writes it: "300" (a frame), "12.5s" (seconds), "1:05", "1:05.5" or "0:01:05"
+    (minutes or hours, minutes and seconds). Raises ValueError saying the forms."""
+    text = text.strip()
+    try:
+        if text.isdigit():
+            return Start(frame=int(text))
+        if text.endswith("s") and text[:-1]:
+            return Start(seconds=float(text[:-1]))
+        clock = _CLOCK.fullmatch(text)
+        if clock:
+            hours, minutes, seconds = clock.groups()
+            return Start(seconds=int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds))
+    except ValueError:
+        pass
+    raise ValueError(f"{text!r} is no start; write a frame number (300), seconds (12.5s) or a time (1:05.5)")
