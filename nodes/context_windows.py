@@ -25,7 +25,10 @@ class ContextWindows(io.ComfyNode):
                 "instead of all frames in one batch, so GPU memory stays that of one window whatever the "
                 "clip's length. ComfyUI's own context windows (the same windows at every step), with face "
                 "editing's defaults; the temporal attention works inside each window. Clips no longer "
-                "than one window run unchanged."
+                "than one window run unchanged. Unlike the core node on newer ComfyUI, it adds no anchor frame "
+                "before each window (causal_window_fix): SD1.5 treats every frame alike, so there is no causal "
+                "first frame to fix, the overlap already gives each window's edge its neighbours, and the "
+                "anchor would cost a frame of work and memory per window."
             ),
             inputs=[
                 io.Model.Input(

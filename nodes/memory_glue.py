@@ -11,8 +11,9 @@ whose rows cover the largest call the run can make (`UNetCall`: each kind of cal
 per call, the frames of one context window and its anchor frame if the handler adds one (the window
 handler's own clamp, done here: the core handler's wrapper is removed from the clone, since it would
 clamp the enlarged shape back, and it does not count the anchor) times the chunks, plus the patches'
-extra bytes and the bytes held on the device, expressed in rows of ``memory_required`` of one frame. The estimate is then at least the call's real need; what it comes to is
-logged with the run (`estimated_rows`).
+extra bytes and the bytes held on the device, expressed in rows of ``memory_required`` of one frame.
+The estimate is then at least the call's real need; what it comes to is logged with the run
+(`estimated_rows`).
 """
 
 from __future__ import annotations
