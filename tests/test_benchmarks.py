@@ -31,15 +31,16 @@ SMALLEST = {
         "--vae-steps",
         "1",
     ],
-    "bench_long_clips.py": [
+    "bench_long_clips.py": [  # the store mode: in gpu_check.sh --smoke below
         *("--frames", "6", "10", "--size", "64", "--steps", "1", "--window", "4", "--overlap", "1"),
+        *("--modes", "recompute"),
         *("--seams", "--seam-frames", "10", "--seam-size", "64", "--seam-steps", "1", "--fuses", "pyramid"),
         "--split",
     ],
     "bench_report.py": ["--frames", "4", "--size", "64"],
     "bench_remote.py": ["--jobs", "1", "--servers", "1"],
     "bench_speed_mode.py": ["--frames", "6", "--size", "64", "--steps", "2", "--every", "4"],
-    "bench_training.py": ["--steps", "2"],
+    "bench_training.py": ["--steps", "1"],
     "bench_trajectories.py": [],
 }
 """Each benchmark's smallest arguments (a new benchmark must add its line here)."""

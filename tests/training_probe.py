@@ -113,7 +113,7 @@ def probe(
     epsilon_gradient = gradient(loss - term)
     measured = held_out()
     measure_gradient = gradient(measured)
-    before = float(measured)
+    before = measured.item()
     start = torch.nn.utils.parameters_to_vector(params).detach()
     changes = []
     for direction in (term_gradient, epsilon_gradient):
