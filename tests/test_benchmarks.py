@@ -5,6 +5,8 @@ the README and the docstrings give still starts, runs to the end and prints its 
 benchmark cannot rot unnoticed (one did: bench_training.py stopped at an import).
 """
 
+import concurrent.futures
+import functools
 import os
 import re
 import subprocess
@@ -50,32 +52,60 @@ def test_every_benchmark_has_a_smallest_mode():
     assert sorted(path.name for path in BENCHMARKS.glob("bench_*.py")) == sorted(SMALLEST)
 
 
+RUNS_AT_ONCE = 2
+"""Smallest runs side by side: each spends most of its time starting Python, torch and ComfyUI on one
+core, so two at once on this 2-core machine take about half the wall time of one after another."""
+GPU_CHECK = "gpu_check.sh"
+
+
+@pytest.fixture(scope="module")
+def smallest_runs(tmp_path_factory):
+    """Every benchmark's smallest run and gpu_check.sh --smoke, started together (RUNS_AT_ONCE at a time,
+    the longest first) when the first test of this module asks: {name: (future CompletedProcess, its
+    working folder)}."""
+    python = {**os.environ, "DIFFFERV_PYTHON": sys.executable}
+    commands = {
+        name: [sys.executable, str(BENCHMARKS / name), *arguments] for name, arguments in SMALLEST.items()
+    }
+    commands[GPU_CHECK] = ["bash", str(BENCHMARKS / GPU_CHECK), "--smoke"]
+    longest_first = [GPU_CHECK, "bench_training.py", "bench_remote.py", "bench_long_clips.py"]
+    order = longest_first + sorted(set(commands) - set(longest_first))
+    with concurrent.futures.ThreadPoolExecutor(RUNS_AT_ONCE) as pool:
+        runs = {}
+        for name in order:
+            folder = tmp_path_factory.mktemp(name.replace(".", "_"))
+            run = functools.partial(
+                subprocess.run,
+                commands[name],
+                capture_output=True,
+                text=True,
+                cwd=folder,
+                timeout=1200,
+                env=python,
+            )
+            runs[name] = (pool.submit(run), folder)
+        yield runs
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SMALLEST))
-def test_benchmark_runs_in_its_smallest_mode(name, tmp_path):
-    command = [sys.executable, str(BENCHMARKS / name), *SMALLEST[name]]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=1200)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+def test_benchmark_runs_in_its_smallest_mode(name, smallest_runs):
+    future, folder = smallest_runs[name]
+    result = future.result()
+    assert result.returncode == 0, f"{' '.join(result.args)} failed:\n{result.stdout}\n{result.stderr}"
     values = [line for line in result.stdout.splitlines() if re.fullmatch(r"\w+=\S.*", line)]
     assert len(values) >= 3, f"{name} printed no name=value lines:\n{result.stdout}"
-    assert sorted(path.name for path in tmp_path.iterdir()) == [], f"{name} left files in its working folder"
+    assert sorted(path.name for path in folder.iterdir()) == [], f"{name} left files in its working folder"
 
 
 @pytest.mark.slow
-def test_gpu_check_runs_its_smoke_mode_on_the_cpu(tmp_path):
+def test_gpu_check_runs_its_smoke_mode_on_the_cpu(smallest_runs):
     """tests/benchmarks/gpu_check.sh, the full-size GPU check of long clips, takes the same path at a tiny
     size on the CPU (--smoke): both cache modes, the store mode's skip rule, the name=value lines (with
     ComfyUI's estimate of the largest call), and a "skipped" line for each GPU-only part (peak VRAM and
     sync count, the edit under a memory cap)."""
-    script = BENCHMARKS / "gpu_check.sh"
-    result = subprocess.run(
-        ["bash", str(script), "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        env={**os.environ, "DIFFFERV_PYTHON": sys.executable},
-    )
-    assert result.returncode == 0, f"{script} --smoke failed:\n{result.stdout}\n{result.stderr}"
+    result = smallest_runs[GPU_CHECK][0].result()
+    assert result.returncode == 0, f"gpu_check.sh --smoke failed:\n{result.stdout}\n{result.stderr}"
     for mode, frames in (("recompute", 6), ("store", 6), ("store", 4)):
         assert f"tiny_{mode}_{frames}f_s_per_frame=" in result.stdout
         assert f"tiny_{mode}_{frames}f_largest_unet_batch=" in result.stdout
