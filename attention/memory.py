@@ -8,12 +8,14 @@ output, which replaces the output the plain attention would have made (ComfyUI's
 that), and in the store cache mode the source features of one block moved to the device for the call.
 Working sets are freed between blocks, so the patches' peak is that of the largest block, not a sum.
 
-What fits where (`gpu_need`, `largest_window`): the GPU memory a run needs at a size, from the SD1.5
-UNet's weights, ComfyUI's own estimate of the largest UNet call (its ``memory_required`` formula for
-flash / xformers attention, what CUDA GPUs run) told the call's real rows (window x chunks) and the
-patches' extra (`patch_bytes`), and ComfyUI's rules: a batch runs whole when 1.5x its estimate is free,
-and ``EXTRA_RESERVED_VRAM`` stays free. Computed, not measured. The README's GPU table and the `edit`
-plan come from these.
+What fits where (`gpu_needs`, `gpu_need`, `largest_window`): the GPU memory a run needs at a size, from
+the SD1.5 UNet's weights, ComfyUI's own estimate of a UNet call (its ``memory_required`` formula for flash /
+xformers attention, what CUDA GPUs run) told the call's real rows and the patches' extra (`patch_bytes`),
+and ComfyUI's rules: a batch of chunks runs in one call when 1.5x its estimate is free, else it is split
+(one chunk per call at the least), and ``EXTRA_RESERVED_VRAM`` stays free. A step may take several ways
+(`step_paths`): the recompute mode's three chunks in one call, or its source chunk first (its features
+then held on the device) and the edit's chunks in one call or one at a time; a window fits when the least
+of them does. Computed, not measured. The README's GPU table and the `edit` plan come from these.
 """
 
 from __future__ import annotations
@@ -44,20 +46,22 @@ def patch_bytes(
     element_size: int,
     cached_source: bool,
     base_channels: int = SD15_BASE_CHANNELS,
+    budget: int = WORK_BYTES,
 ) -> int:
-    """Peak bytes the patches add to one UNet call on top of the plain call: one work set (`WORK_BYTES`;
-    a piece may exceed it by one item, bounded by a frame's level-0 tensors, counted too) and, when the
+    """Peak bytes the patches add to one UNet call on top of the plain call: one work set (`budget`, the
+    patches' `max_bytes`: `WORK_BYTES`; a piece may exceed it by one item, bounded by a frame's level-0
+    tensors, counted too) and, when the
     source features come from a store (`cached_source`), one block's source features for the `frames` of
     a chunk moved to the call's device (the largest block: level 0, N = h*w tokens, q and k of
     `base_channels` channels or the 8-head x 77-token cross-attention maps).
 
     latent_hw: the latent grid (h, w) of the frames (512 px: 64x64); element_size: the UNet's dtype size."""
     tokens = latent_hw[0] * latent_hw[1]
-    one_frame = 4 * tokens * base_channels * element_size  # a piece's overshoot: q, k, v, out of a frame
+    one_frame = 5 * tokens * base_channels * element_size  # a piece's overshoot: q, k, v, out, a copy
     cached = 0
     if cached_source:
         cached = frames * tokens * max(2 * base_channels, SD15_HEADS * SD15_CONTEXT_TOKENS) * element_size
-    return WORK_BYTES + one_frame + cached
+    return budget + one_frame + cached
 
 
 SD15_UNET_PARAMETERS = 859_520_964
@@ -69,6 +73,16 @@ Windows, set with --reserve-vram)."""
 COMFY_HEADROOM = 1.5
 """ComfyUI runs a batch of chunks in one UNet call when 1.5x its estimate is free (``comfy.samplers``),
 else it splits the chunks into several calls."""
+CUDA_CONTEXT = 600 * MIB
+"""What a card's memory loses before ComfyUI loads anything: the CUDA context of the process (about
+450 MiB with torch's kernels loaded) and what the driver and a desktop keep (the README's table assumes
+this much; the `edit` command reads the memory really free instead)."""
+
+
+def card_free(gigabytes: int) -> int:
+    """The memory free to ComfyUI on a card sold as `gigabytes` GB (that many GiB, less `CUDA_CONTEXT`):
+    an 8 GB card has about 7.4 GiB."""
+    return gigabytes * GIB - CUDA_CONTEXT
 
 
 def comfy_row_bytes(latent_hw: tuple[int, int], element_size: int) -> float:
@@ -79,33 +93,86 @@ def comfy_row_bytes(latent_hw: tuple[int, int], element_size: int) -> float:
 
 @dataclass(frozen=True)
 class GpuNeed:
-    """The GPU memory of a run (bytes): `weights` of the UNet, `call` ComfyUI's estimate for the largest
-    UNet call (`rows` frame rows plus the patches' extra), and `total`, what the GPU must hold for that
-    call to run whole without offloading weights: weights + 1.5 x call + ComfyUI's reserve."""
+    """The GPU memory (bytes) of a run that takes one way through a sampling step (`path`, described in
+    words): `weights` of the UNet, `held` the features kept on the device through the step's calls (the
+    recompute mode's one-step store, when its source chunk runs alone first), `rows` and `call` of the
+    largest UNet call of that way (frame rows; ComfyUI's estimate plus the patches' extra), and `total`,
+    what the GPU must have free for it to run without offloading weights: weights + held + 1.5 x call +
+    ComfyUI's reserve."""
 
+    path: str
     weights: int
+    held: int
     rows: int
     call: int
     total: int
 
 
-def gpu_need(window: int, chunks: int, latent_hw: tuple[int, int], element_size: int = 2) -> GpuNeed:
-    """The GPU memory of a run whose largest UNet call holds `window` frames x `chunks` chunks (sampling:
-    3 in the recompute cache mode, 2 in store, whose source features come from the store) at the latent
-    grid `latent_hw` (512 px: 64x64), the UNet in a dtype of `element_size` bytes (fp16 / bf16: 2)."""
+def step_paths(chunks: int) -> list[tuple[str, int, bool]]:
+    """The ways a sampling step of `chunks` chunks (3: recompute, 2: store) can run, from the fastest:
+    (description, chunks of the largest call, whether the recompute mode's source features are held on
+    the device through the step). ComfyUI takes the first whose call fits 1.5x in the free memory and, when
+    none does, still runs the last (one chunk per call)."""
+    if chunks == 3:
+        return [
+            ("each step in one call", 3, False),
+            ("the source chunk first, then edit and negative in one call", 2, True),
+            ("the source chunk first, then one chunk per call", 1, True),
+        ]
+    if chunks == 2:
+        return [("each step in one call", 2, False), ("one chunk per call", 1, False)]
+    return [("one call per step", chunks, False)]
+
+
+def gpu_needs(
+    window: int, chunks: int, latent_hw: tuple[int, int], element_size: int = 2, held_per_frame: int = 0
+) -> list[GpuNeed]:
+    """The GPU memory of each way a step of `window` frames x `chunks` chunks can run (`step_paths`, the
+    fastest first) at the latent grid `latent_hw` (512 px: 64x64), the UNet in a dtype of `element_size`
+    bytes (fp16 / bf16: 2). `held_per_frame`: bytes per frame of the one-step store the recompute mode
+    keeps on the device when its source chunk runs alone (``editing.preservation.store_bytes(1, 0, ...)``).
+    The inversion's calls (one chunk) need no more than the last way."""
     weights = SD15_UNET_PARAMETERS * element_size
-    rows = window * chunks
     extra = patch_bytes(window, latent_hw, element_size, cached_source=chunks == 2)
-    call = math.ceil(rows * comfy_row_bytes(latent_hw, element_size)) + extra
-    return GpuNeed(weights, rows, call, weights + math.ceil(COMFY_HEADROOM * call) + COMFY_RESERVE)
+    needs = []
+    for path, call_chunks, holds in step_paths(chunks):
+        rows = window * call_chunks
+        call = math.ceil(rows * comfy_row_bytes(latent_hw, element_size)) + extra
+        held = window * held_per_frame if holds else 0
+        total = weights + held + math.ceil(COMFY_HEADROOM * call) + COMFY_RESERVE
+        needs.append(GpuNeed(path, weights, held, rows, call, total))
+    return needs
+
+
+def gpu_need(
+    window: int,
+    chunks: int,
+    latent_hw: tuple[int, int],
+    element_size: int = 2,
+    held_per_frame: int = 0,
+    free: int | None = None,
+) -> GpuNeed:
+    """The way a step runs on a GPU with `free` bytes free (`gpu_needs`' first that fits; the last, the
+    least a run needs, when none does or `free` is None: what the run cannot do without)."""
+    needs = gpu_needs(window, chunks, latent_hw, element_size, held_per_frame)
+    if free is None:
+        return needs[-1]
+    return next((need for need in needs if need.total <= free), needs[-1])
 
 
 def largest_window(
-    gpu_bytes: int, chunks: int, latent_hw: tuple[int, int], element_size: int = 2, longest: int = 256
+    gpu_bytes: int,
+    chunks: int,
+    latent_hw: tuple[int, int],
+    element_size: int = 2,
+    held_per_frame: int = 0,
+    longest: int = 256,
 ) -> int:
-    """The largest window (1 .. `longest` frames) whose run fits a GPU of `gpu_bytes` (`gpu_need`'s total);
-    0 when not even one frame does."""
+    """The largest window (1 .. `longest` frames) that runs on a GPU with `gpu_bytes` free without
+    offloading weights (the least way of `gpu_needs` fits); 0 when not even one frame does."""
     fitting = [
-        w for w in range(1, longest + 1) if gpu_need(w, chunks, latent_hw, element_size).total <= gpu_bytes
+        w
+        for w in range(1, longest + 1)
+        if gpu_need(w, chunks, latent_hw, element_size, held_per_frame).total <= gpu_bytes
     ]
     return max(fitting, default=0)

@@ -110,8 +110,8 @@ def trajectory_attention(
     otherwise). Trajectories never cross chunks. A trajectory of one frame returns its value unchanged
     (attention over a single key). Extra keyword arguments go to `attention_fn`.
 
-    Memory: the output (none with ``out=v``) plus one piece at a time: the gathered q, k, v, the result
-    and the attention scores of as many trajectories as fit in `max_bytes` (at least one). Peak memory is
+    Memory: the output (none with ``out=v``) plus one piece at a time: the gathered q, k, v, the result,
+    its reshaped copy and the attention scores of as many trajectories as fit in `max_bytes` (at least one). Peak memory is
     therefore linear in frames; time is proportional to sum over trajectories of L^2 (at most F * the
     token count).
     """
@@ -133,7 +133,8 @@ def trajectory_attention(
                 flat = bucket.reshape(-1)
                 result.index_copy_(1, flat, vf.index_select(1, flat))
             continue
-        per_trajectory = chunks * length * (4 * inner + heads * length) * q.element_size()
+        # gathered q, k, v, the attention's output and its reshaped copy, and the scores
+        per_trajectory = chunks * length * (5 * inner + heads * length) * q.element_size()
         step = pieces(count, per_trajectory, max_bytes)
         for start in range(0, count, step):
             flat = bucket[start : start + step].reshape(-1)

@@ -15,7 +15,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..headless.checks import gpu_problem
 from ..headless.cli import InputRefusedError
 from ..headless.edit_job import prepare_job
 from ..headless.failures import WorkflowFailedError
@@ -113,10 +112,7 @@ class Dispatcher:
         server is lost; records any other failure of the job."""
         started = time.monotonic()
         try:
-            edit = prepare_job(job.args, job.checked, server.facts.ram_free)
-            problem = server.facts.gpu and gpu_problem(edit.plan, server.facts.gpu)
-            if problem:
-                raise JobFailedError(problem)
+            edit = prepare_job(job.args, job.checked, server.facts.ram_free, server.facts.gpu)
             progress = OverallProgress(
                 stages(edit.plan, edit.clip_frames), edit.graph.class_types(), show=False
             )

@@ -111,6 +111,19 @@ def appearance_steps(timesteps: torch.Tensor, tau_app: float, total: int = 1000)
     return frozenset(torch.nonzero(timesteps > (1.0 - tau_app) * total).flatten().tolist())
 
 
+def store_problem(what: str, store_need: int, free_bytes: int, recompute_need: int) -> str | None:
+    """Why the store cache mode, asked for by name, cannot run on a host with `free_bytes` of available
+    system memory (None when its cache, `store_need` bytes, fits): the sizes, and the mode that fits (the
+    recompute mode keeps `recompute_need` bytes). `what` names the setting (the node input or the flag)."""
+    if store_need <= free_bytes:
+        return None
+    return (
+        f"{what} store: its cache of features needs about {store_need / 2**30:.1f} GiB of system memory and "
+        f"{free_bytes / 2**30:.1f} GiB is available: use recompute (it keeps "
+        f"{recompute_need / 2**20:.0f} MiB of inverted latents and recomputes the features), or auto"
+    )
+
+
 def resolve_cache_mode(mode: str, store_need: int, free_bytes: int, steady_windows: bool = True) -> str:
     """The cache mode a run uses: `mode` unless it is "auto", which picks "store" when its cache
     (`store_need` bytes) fits in STORE_SHARE_OF_FREE_RAM of `free_bytes` and every step evaluates the

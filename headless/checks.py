@@ -2,8 +2,9 @@
 there and usable (the video, the checkpoint, a specialized UNet, the workflow), every output writable,
 each refused in one sentence with the flag and the user's path. The checks themselves are the pure ones of
 the concepts' packages (editing.inputs, masks.inputs, video, unet.files, windows.schedule); here they are
-put in flag terms. Once ComfyUI has started and the plan is made (before any node runs), `gpu_problem`
-refuses a window that cannot fit the CUDA GPU found (`cuda_gpu`; attention.memory.largest_window)."""
+put in flag terms. Once ComfyUI has started (before any node runs), the plan is fitted to the CUDA GPU
+found (`cuda_gpu`): `window_for` names the largest window that fits when the asked one does not
+(attention.memory.largest_window), `gpu_problem` says why a run cannot fit at all."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from ..windows.schedule import CONTEXT_LENGTH, RunPlan, overlap_problem
 from .cli import InputRefusedError
 from .flags import DECLARED, EXTENSIONS
 from .outputs import report_path
-from .plan import byte_size, gpu_need_of
+from .plan import byte_size, gpu_need_of, held_per_frame
 from .server_api import read_headers, url_problem
 from .workflow import CHECKPOINT, CHECKPOINT_URL, KEYFRAMES, SPEED_WORKFLOW, WORKFLOW
 
@@ -313,23 +314,39 @@ def cuda_gpu() -> Gpu | None:
     return Gpu(torch.cuda.get_device_name(), free)
 
 
-def gpu_problem(plan: RunPlan, gpu: Gpu) -> str | None:
-    """Why `plan`'s longest window cannot run whole on `gpu` (None when it can: `gpu_need_of`'s total fits
-    its free memory), naming --window and the largest window that fits."""
-    need = gpu_need_of(plan)
-    if need.total <= gpu.free:
+def window_for(plan: RunPlan, gpu: Gpu) -> int | None:
+    """None when `plan`'s longest window runs on `gpu` (the least way of `gpu_need_of` fits its free memory);
+    else the largest window that does, 0 when not even windows of CONTEXT_LENGTH.low frames do."""
+    if gpu_need_of(plan).total <= gpu.free:
         return None
-    mode = "recompute" if plan.sampling_chunks == 3 else "store"
-    height, width = (8 * side for side in plan.latent)
+    fits = largest_window(
+        gpu.free, plan.sampling_chunks, plan.latent, 2, held_per_frame(plan), longest=CONTEXT_LENGTH.high
+    )
+    return fits if fits >= CONTEXT_LENGTH.low else 0
+
+
+def asked_windows(plan: RunPlan) -> str:
+    """How `plan` holds its frames, in words ("windows of 24 frames", "the whole clip in one batch (40
+    frames)")."""
     window = plan.longest_window
-    held = (
+    return (
         f"windows of {window} frames" if plan.windowed else f"the whole clip in one batch ({window} frames)"
     )
+
+
+def gpu_problem(plan: RunPlan, gpu: Gpu) -> str:
+    """Why `plan` cannot run on `gpu` in any window the workflow can take: its need, what the GPU has, and
+    what to do (a smaller size; or a workflow with windows, when windows would fit)."""
+    need = gpu_need_of(plan)
+    mode = "recompute" if plan.sampling_chunks == 3 else "store"
+    height, width = (8 * side for side in plan.latent)
     said = (
-        f"--window: {held} at {width}x{height} in the {mode} cache mode need about {byte_size(need.total)} of "
-        f"GPU memory and {gpu.name} has {byte_size(gpu.free)} free"
+        f"--window: {asked_windows(plan)} at {width}x{height} in the {mode} cache mode need at least about "
+        f"{byte_size(need.total)} of GPU memory and {gpu.name} has {byte_size(gpu.free)} free"
     )
-    fits = largest_window(gpu.free, plan.sampling_chunks, plan.latent, longest=CONTEXT_LENGTH.high)
-    if fits < CONTEXT_LENGTH.low:
+    fits = window_for(plan, gpu)
+    if not fits:
         return f"{said}; not even windows of {CONTEXT_LENGTH.low} frames fit: use a smaller --size, or --cpu"
-    return f"{said}; use --window {fits} or less (the largest that fits)"
+    return (
+        f"{said}; windows of {fits} frames would fit, but the workflow has no Context Windows (DiffFERV) node"
+    )

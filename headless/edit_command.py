@@ -42,7 +42,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .checks import Gpu, cuda_gpu, gpu_problem, preflight, server_headers
+from .checks import Gpu, cuda_gpu, preflight, server_headers
 from .cli import CommandError, InputRefusedError, run_command
 from .edit_job import EditJob, prepare_job
 from .failures import WorkflowFailedError
@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> None:
         comfy.add_model_folder("checkpoints", checked.checkpoint.parent)
         if checked.unet is not None:
             comfy.add_model_folder("diffusion_models", checked.unet.parent)
-        job = prepare_job(args, checked, free_ram())
         gpu = None if args.cpu else cuda_gpu()
+        job = prepare_job(args, checked, free_ram(), gpu)
         show_plan(job, gpu)
         progress = OverallProgress(stages(job.plan, job.clip_frames), job.graph.class_types())
         try:
@@ -97,17 +97,13 @@ def run(args: argparse.Namespace) -> None:
 
 
 def show_plan(job: EditJob, gpu: Gpu | None, where: str | None = None) -> None:
-    """Print the plan (with the GPU, when there is one, and where the edit runs); refuse a window the GPU
-    cannot hold."""
+    """Print the plan (with the GPU, when there is one, and where the edit runs)."""
     lines = list(job.lines)
     if where is not None:
         lines.insert(0, f"server: {where}")
     if gpu is not None:
         lines.append(f"GPU: {gpu.name}, {byte_size(gpu.free)} free")
     print("plan:\n" + "\n".join("  " + line for line in lines), flush=True)
-    problem = gpu and gpu_problem(job.plan, gpu)
-    if problem:
-        raise InputRefusedError(problem)
 
 
 async def edit_on_server(args: argparse.Namespace, headers: dict[str, str]) -> None:
@@ -120,7 +116,7 @@ async def edit_on_server(args: argparse.Namespace, headers: dict[str, str]) -> N
             facts = await server_facts(api)
         except ServerError as error:
             raise InputRefusedError(f"--server: {error}") from None
-        job = prepare_job(args, checked, facts.ram_free)
+        job = prepare_job(args, checked, facts.ram_free, facts.gpu)
         needs = job.needs()
         missing = lacks(facts, needs)
         if missing:

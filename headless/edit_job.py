@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..windows.schedule import RunPlan
-from .checks import Checked
+from .checks import Checked, Gpu, asked_windows, gpu_problem, window_for
 from .cli import InputRefusedError
 from .graph import ApiGraph
-from .plan import plan_run
+from .plan import byte_size, gpu_need_of, plan_run
 from .server_check import Needs
 from .workflow import (
     CHECKPOINT_LOADER,
@@ -76,9 +76,34 @@ class EditJob:
         )
 
 
-def prepare_job(args: argparse.Namespace, checked: Checked, free_ram: int) -> EditJob:
+def prepare_job(args: argparse.Namespace, checked: Checked, free_ram: int, gpu: Gpu | None = None) -> EditJob:
     """The workflow with the command's values and its plan (`auto` resolved against `free_ram` bytes of
-    the machine that runs it). Refuses a --workflow that is not the face-edit workflow."""
+    the machine that runs it), fitted to `gpu` when one is known: when the asked window does not fit its
+    free memory, the largest window that does, said in the plan. Refuses a --workflow that is not the
+    face-edit workflow, and a run no window makes fit."""
+    job = _prepared(args, checked, free_ram, gpu)
+    fits = None if gpu is None else window_for(job.plan, gpu)
+    if fits is None:
+        return job
+    if fits:
+        overlap = args.overlap if args.overlap < fits else fits // 4
+        fitted = _prepared(
+            argparse.Namespace(**{**vars(args), "window": fits, "overlap": overlap}), checked, free_ram, gpu
+        )
+        if window_for(fitted.plan, gpu) is None:
+            asked = asked_windows(job.plan)
+            need = byte_size(gpu_need_of(job.plan).total)
+            fitted.lines.insert(
+                fitted.lines.index(next(line for line in fitted.lines if line.startswith("GPU memory"))),
+                f"window: {fits} frames, overlap {overlap}, the largest that fits {gpu.name} ({byte_size(gpu.free)} "
+                f"free); {asked} (--window {args.window}) would need at least about {need}",
+            )
+            return fitted
+    raise InputRefusedError(gpu_problem(job.plan, gpu))
+
+
+def _prepared(args: argparse.Namespace, checked: Checked, free_ram: int, gpu: Gpu | None) -> EditJob:
+    """`prepare_job` before the window is fitted to the GPU."""
     unet = checked.unet
     try:
         prompt = prepare_prompt(
@@ -105,7 +130,9 @@ def prepare_job(args: argparse.Namespace, checked: Checked, free_ram: int) -> Ed
                 args.mask, args.mask_face, args.mask_pick, args.mask_grow, args.mask_feather
             ),
         )
-        plan, lines, clip_frames = plan_run(prompt, checked.video, free_ram)
+        plan, lines, clip_frames = plan_run(
+            prompt, checked.video, free_ram, None if gpu is None else gpu.free
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise InputRefusedError(
             f"--workflow: {checked.workflow_path} is not the face-edit workflow ({error})"

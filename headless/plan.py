@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..attention.memory import COMFY_HEADROOM, COMFY_RESERVE, GpuNeed, gpu_need
-from ..editing.preservation import STORE, recompute_bytes, resolve_cache_mode, store_bytes
+from ..attention.memory import COMFY_HEADROOM, COMFY_RESERVE, GpuNeed, gpu_need, gpu_needs
+from ..editing.preservation import STORE, recompute_bytes, resolve_cache_mode, store_bytes, store_problem
 from ..keyframes.selection import Keyframes
 from ..video.decode import MAX_FRAME_CAP, SIZE_MULTIPLE, fitted_size, picked_frames, probe_clip
 from ..windows.schedule import RunPlan, frame_evaluations, static_windows
+from .cli import InputRefusedError
 from .graph import ApiGraph
 from .progress import Stage
 from .workflow import (
@@ -34,11 +35,14 @@ def byte_size(nbytes: int) -> str:
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
 
 
-def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[str], int]:
+def plan_run(
+    prompt: dict, video: Path, free_ram: int, gpu_free: int | None = None
+) -> tuple[RunPlan, list[str], int]:
     """What the prepared workflow will do with `video`: the RunPlan of its UNet part (in speed mode, of
     the keyframes), the lines that describe it (frames and size, keyframes, windows, UNet calls, the
     largest UNet batch, the cache mode and its size) and the clip's frame count. `auto` is resolved as
-    the inversion node resolves it, against `free_ram` bytes of free system memory."""
+    the inversion node resolves it, against `free_ram` bytes of free system memory; the GPU line says how
+    a step runs on a GPU with `gpu_free` bytes free (None: no GPU known)."""
     graph = ApiGraph(prompt)
     load = graph.inputs(LOAD_VIDEO)
     invert = graph.inputs(INVERT)
@@ -49,6 +53,13 @@ def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[st
     windows = windows_of(graph, len(keyframes.indices))
     steps, latent = invert["steps"], (height // 8, width // 8)
     store_need = store_bytes(frame_evaluations(windows), steps, latent)
+    problem = (
+        store_problem("--cache-mode", store_need, free_ram, recompute_bytes(frames, steps, latent))
+        if invert["cache_mode"] == STORE
+        else None
+    )
+    if problem:
+        raise InputRefusedError(problem)
     mode = resolve_cache_mode(invert["cache_mode"], store_need, free_ram)
     plan = RunPlan(
         len(keyframes.indices),
@@ -70,26 +81,39 @@ def plan_run(prompt: dict, video: Path, free_ram: int) -> tuple[RunPlan, list[st
         f"{steps} DDIM steps, cache {cache}",
         *speed_mode_lines(graph, keyframes),
         *plan.describe()[1:],
-        gpu_line(plan),
+        gpu_line(plan, gpu_free),
         *mask_lines(graph),
     ]
     return plan, lines, frames
 
 
-def gpu_need_of(plan: RunPlan) -> GpuNeed:
-    """The GPU memory `plan` needs (`attention.memory.gpu_need`), the UNet in fp16 or bf16: its longest
-    window in its largest call, the sampler's (window x its chunks)."""
-    return gpu_need(plan.longest_window, plan.sampling_chunks, plan.latent)
+def held_per_frame(plan: RunPlan) -> int:
+    """Bytes per frame the recompute mode holds on the GPU when its source chunk runs alone (one UNet pass
+    of features, fp16 / bf16); 0 in the store mode."""
+    return store_bytes(1, 0, plan.latent) if plan.sampling_chunks == 3 else 0
 
 
-def gpu_line(plan: RunPlan) -> str:
-    """The plan's line on the GPU memory the run needs (computed, not measured)."""
-    need = gpu_need_of(plan)
-    return (
-        f"GPU memory: about {byte_size(need.total)} in fp16 / bf16 (UNet weights {byte_size(need.weights)} + "
-        f"{COMFY_HEADROOM:g} x ComfyUI's estimate of {byte_size(need.call)} for the largest UNet call, {need.rows} "
-        f"rows + {byte_size(COMFY_RESERVE)} it keeps free)"
+def gpu_need_of(plan: RunPlan, free: int | None = None) -> GpuNeed:
+    """The GPU memory `plan` needs (`attention.memory.gpu_need`), the UNet in fp16 or bf16, its longest
+    window in the sampler's chunks: the way a step runs with `free` bytes free on the GPU, or the least way
+    (what the run cannot do without) when `free` is None."""
+    return gpu_need(plan.longest_window, plan.sampling_chunks, plan.latent, 2, held_per_frame(plan), free)
+
+
+def gpu_line(plan: RunPlan, free: int | None = None) -> str:
+    """The plan's line on the GPU memory the run needs (computed, not measured): the way a step runs on
+    a GPU with `free` bytes free, or the least way and, when it differs, what the fastest needs."""
+    need = gpu_need_of(plan, free)
+    held = f" + {byte_size(need.held)} of source features held" if need.held else ""
+    line = (
+        f"GPU memory: about {byte_size(need.total)} in fp16 / bf16, {need.path} (UNet weights "
+        f"{byte_size(need.weights)}{held} + {COMFY_HEADROOM:g} x ComfyUI's estimate of {byte_size(need.call)} "
+        f"for the largest UNet call, {need.rows} rows + {byte_size(COMFY_RESERVE)} it keeps free)"
     )
+    fastest = gpu_needs(plan.longest_window, plan.sampling_chunks, plan.latent, 2, held_per_frame(plan))[0]
+    if free is None and fastest != need:
+        line += f"; {fastest.path}: about {byte_size(fastest.total)}"
+    return line
 
 
 def starting(first: int, fps: float) -> str:

@@ -180,12 +180,13 @@ class PreservationInjectSampler(io.ComfyNode):
                 inversion.sigmas, cond_roles=ROLE_OF_COND, store=store, injections=roles
             )
 
-        run_model, calls = model, [UNetCall(chunks=2)]
+        # every kind of call: the step's chunks in one call, and one chunk, what a split comes down to
+        run_model, calls = model, [UNetCall(chunks=2), UNetCall(chunks=1)]
         if appearance or inject_motion or inject_semantic:
             roles = {ROLE_OF_COND[0]: injection(edit_tokens), ROLE_OF_COND[1]: injection(negative_tokens)}
             if path == FROM_STORE:
                 run_model = with_control(model, control(roles, inversion.store))
-                calls = [UNetCall(chunks=2, cached_source=True)]
+                calls = [UNetCall(chunks=n, cached_source=True) for n in (2, 1)]
             else:  # recompute: the source path in the batch, or alone first into a one-step store
                 from_store = control(roles, FeatureStore(dtype=None, device=None))
                 in_batch = None
@@ -198,7 +199,7 @@ class PreservationInjectSampler(io.ComfyNode):
                 unet = model.get_model_object("diffusion_model")
                 height, width = inversion.latents.shape[-2:]
                 held = store_bytes(1, 0, (height, width), unet.model_channels, model.model_dtype().itemsize)
-                calls = [UNetCall(chunks=2, held_per_frame=held)]
+                calls = [UNetCall(chunks=n, held_per_frame=held) for n in (2, 1)]
                 if in_batch is not None:
                     calls.append(UNetCall(chunks=3))
         run_model = count_real_rows(run_model, *calls)

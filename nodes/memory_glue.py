@@ -2,12 +2,15 @@
 
 ComfyUI sizes model loading from ``estimate_memory(model, noise_shape, conds)`` before any model-function
 wrapper runs (``comfy/sampler_helpers.py``): ``memory_required`` of two chunks of the noise's rows
-(cond and uncond), and of one chunk as the minimum. A DiffFERV call holds more than it sees: the recompute
+(cond and uncond), and of one chunk as the minimum (the memory a partial load of the weights leaves
+free). A DiffFERV call holds more than it sees: the recompute
 mode's source chunk (added by the model-function wrapper of ``preservation_glue.py``) and the patches'
 working memory, and, when the recompute mode's source path runs in a call of its own (the identity UNet,
 or the sampler's UNet under a cond/uncond split), the one-step store of its features held on the device.
 `count_real_rows` installs, on a clone, a ``PREPARE_SAMPLING`` wrapper that hands ComfyUI a noise shape
-whose rows cover the largest call the run can make (`UNetCall`: each kind of call the run may make):
+whose rows cover the largest call the run can make twice over and its smallest once (`UNetCall`: each kind
+of call the run may make, the smallest being the one a split comes down to; `noise_rows`; the estimate
+may then exceed the largest call, which only frees other models earlier):
 per call, the frames of one context window and its anchor frame if the handler adds one (the window
 handler's own clamp, done here: the core handler's wrapper is removed from the clone, since it would
 clamp the enlarged shape back, and it does not count the anchor) times the chunks, plus the patches'
@@ -51,9 +54,17 @@ class UNetCall:
     held_per_frame: int = 0
 
 
+def noise_rows(largest: int, smallest: int) -> int:
+    """The rows of the noise shape handed to ComfyUI's estimate, which sizes the largest call at two chunks
+    of them (``memory_required``) and the minimum (what a partial load of the weights leaves free) at one:
+    enough that the first covers `largest` rows and the second `smallest` rows."""
+    return max(math.ceil(largest / 2), smallest)
+
+
 def count_real_rows(model, *calls: UNetCall):
-    """A clone of `model` whose sampling sizes ComfyUI's loading for the largest of `calls`, the kinds of
-    UNet call the run may make, each with the patches' working memory. See the module docstring."""
+    """A clone of `model` whose sampling sizes ComfyUI's loading for `calls`, the kinds of UNet call the
+    run may make (each with the patches' working memory): ``memory_required`` covers the largest, the
+    minimum the smallest (the call a split comes down to). See the module docstring."""
     counted = model.clone()
     counted.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, CORE_WINDOWS_KEY)
 
@@ -69,15 +80,17 @@ def count_real_rows(model, *calls: UNetCall):
             extra = patches + frames * call.held_per_frame
             return estimated_rows(frames, call.chunks, extra, row_bytes), extra
 
-        (rows, extra), call = max(((rows_and_extra(c), c) for c in calls), key=lambda sized: sized[0])
-        shape[0] = math.ceil(rows / 2)  # ComfyUI's estimate counts two chunks of the noise's rows
+        sized = sorted(((rows_and_extra(call), call) for call in calls), key=lambda each: each[0][0])
+        ((smallest, _), _), ((largest, extra), call) = sized[0], sized[-1]
+        shape[0] = noise_rows(largest, smallest)
         logging.info(
             "DiffFERV: ComfyUI sizes memory for %d rows per UNet call (%d frames x %d chunks + %.0f MiB of "
-            "attention work and held features)",
+            "attention work and held features), at least %d rows",
             2 * shape[0],
             frames,
             call.chunks,
             extra / 2**20,
+            shape[0],
         )
         return executor(patcher, shape, *args, **kwargs)
 

@@ -35,6 +35,7 @@ import comfy.samplers
 import torch
 
 from ..attention.control import CONTROL_KEY, ROLES_KEY, Feature, FeatureStore, PreservationControl
+from ..attention.memory import COMFY_HEADROOM, patch_bytes
 from ..editing.ddim import inversion_sigmas
 from ..editing.identity import layout_problem, source_path
 from ..editing.inputs import prompt_problem
@@ -44,6 +45,7 @@ from ..editing.preservation import (
     recompute_bytes,
     resolve_cache_mode,
     store_bytes,
+    store_problem,
 )
 from ..editing.token_alignment import token_id
 from ..windows.frames import CONTEXT_WINDOW_KEY, call_frames, describe
@@ -118,12 +120,17 @@ def schedule(model, steps: int) -> torch.Tensor:
 def pick_cache_mode(model, mode: str, frames: int, steps: int, latent_hw: tuple[int, int]) -> tuple[str, str]:
     """The cache mode an inversion of `frames` frames with `model` (its context windows included) uses,
     and a line describing both modes' cache sizes. "auto" resolves by `resolve_cache_mode` against the
-    free system memory; "store" is refused when the windows change from step to step."""
+    free system memory; "store" is refused when the windows change from step to step, or when its cache
+    would not fit the available system memory (`store_problem`)."""
     channels = int(model.get_model_object("diffusion_model").model_channels)
     evaluated = frame_evaluations(windows_of(model, frames))
     steady = steady_windows(model, frames)
     need = store_bytes(evaluated, steps, latent_hw, channels, model.model_dtype().itemsize)
     free = comfy.model_management.get_free_memory(torch.device("cpu"))
+    kept = recompute_bytes(frames, steps, latent_hw)
+    problem = store_problem("cache_mode", need, free, kept) if mode == STORE else None
+    if problem:
+        raise ValueError(problem)
     resolved = resolve_cache_mode(mode, need, free, steady)
     if resolved == STORE and not steady:
         raise ValueError(
@@ -132,7 +139,7 @@ def pick_cache_mode(model, mode: str, frames: int, steps: int, latent_hw: tuple[
             "(Context Windows (DiffFERV) uses standard_static), or cache_mode recompute"
         )
     mib = 2**20
-    sizes = f"store {need / mib:.0f} MiB, recompute {recompute_bytes(frames, steps, latent_hw) / mib:.1f} MiB"
+    sizes = f"store {need / mib:.0f} MiB, recompute {kept / mib:.1f} MiB"
     return resolved, sizes
 
 
@@ -267,11 +274,12 @@ def add_source_path(
 
     def plan_step(executor, base_model, conds, x_in, timestep, model_options):
         """Before the step's (or window's) UNet calls: how many chunks ComfyUI batches, and whether they
-        fit one call with the source chunk by ComfyUI's own rule."""
-        chunks = sum(len(cond) for cond in conds if cond)
-        rows = [(chunks + 1) * x_in.shape[0], *x_in.shape[1:]]
+        fit one call with the source chunk and the patches' working memory by ComfyUI's own rule."""
+        chunks, frames = sum(len(cond) for cond in conds if cond), x_in.shape[0]
+        rows = [(chunks + 1) * frames, *x_in.shape[1:]]
+        extra = patch_bytes(frames, tuple(x_in.shape[-2:]), base_model.get_dtype().itemsize, False)
         free = comfy.model_management.get_free_memory(x_in.device)
-        step[:] = [(chunks, base_model.memory_required(rows) * 1.5 < free)]
+        step[:] = [(chunks, (base_model.memory_required(rows) + extra) * COMFY_HEADROOM < free)]
         try:
             return executor(base_model, conds, x_in, timestep, model_options)
         finally:
