@@ -40,28 +40,38 @@ def pieces(total: int, per_item_bytes: int, budget: int = WORK_BYTES) -> int:
     return max(1, min(total, budget // max(per_item_bytes, 1)))
 
 
+def swcfa_item_bytes(chunks: int, window: int, tokens: int, inner: int, element_size: int) -> int:
+    """Bytes SWCFA holds for one query frame of every chunk: its window's gathered keys and values (2 x
+    `window` frames), the query, the attention's output and the attention function's own copies (two
+    frames more), each `tokens` x `inner` values."""
+    return chunks * (2 * window + 4) * tokens * inner * element_size
+
+
 def patch_bytes(
     frames: int,
     latent_hw: tuple[int, int],
     element_size: int,
     cached_source: bool,
+    chunks: int = 3,
+    window: int = 3,
     base_channels: int = SD15_BASE_CHANNELS,
     budget: int = WORK_BYTES,
 ) -> int:
-    """Peak bytes the patches add to one UNet call on top of the plain call: one work set (`budget`, the
-    patches' `max_bytes`: `WORK_BYTES`; a piece may exceed it by one item, bounded by a frame's level-0
-    tensors, counted too) and, when the
-    source features come from a store (`cached_source`), one block's source features for the `frames` of
-    a chunk moved to the call's device (the largest block: level 0, N = h*w tokens, q and k of
-    `base_channels` channels or the 8-head x 77-token cross-attention maps).
+    """Peak bytes the patches add to one UNet call of `chunks` chunks on top of the plain call: one work set
+    (`budget`, the patches' `max_bytes`: `WORK_BYTES`), which a piece of a single item may exceed (SWCFA's
+    query frame with its `window`'s keys and values at level 0, the largest item of any patch, counted
+    too), and, when the source features come from a store (`cached_source`), one block's source features
+    for the `frames` of a chunk moved to the call's device (the largest block: level 0, N = h*w tokens, q
+    and k of `base_channels` channels or the 8-head x 77-token cross-attention maps).
 
-    latent_hw: the latent grid (h, w) of the frames (512 px: 64x64); element_size: the UNet's dtype size."""
+    latent_hw: the latent grid (h, w) of the frames (512 px: 64x64); element_size: the UNet's dtype size;
+    window: SWCFA's window (Apply Temporal Attention's, 3 by default)."""
     tokens = latent_hw[0] * latent_hw[1]
-    one_frame = 5 * tokens * base_channels * element_size  # a piece's overshoot: q, k, v, out, a copy
+    item = swcfa_item_bytes(chunks, window, tokens, base_channels, element_size)
     cached = 0
     if cached_source:
         cached = frames * tokens * max(2 * base_channels, SD15_HEADS * SD15_CONTEXT_TOKENS) * element_size
-    return budget + one_frame + cached
+    return budget + item + cached
 
 
 SD15_UNET_PARAMETERS = 859_520_964
@@ -133,10 +143,10 @@ def gpu_needs(
     keeps on the device when its source chunk runs alone (``editing.preservation.store_bytes(1, 0, ...)``).
     The inversion's calls (one chunk) need no more than the last way."""
     weights = SD15_UNET_PARAMETERS * element_size
-    extra = patch_bytes(window, latent_hw, element_size, cached_source=chunks == 2)
     needs = []
     for path, call_chunks, holds in step_paths(chunks):
         rows = window * call_chunks
+        extra = patch_bytes(window, latent_hw, element_size, chunks == 2, call_chunks)
         call = math.ceil(rows * comfy_row_bytes(latent_hw, element_size)) + extra
         held = window * held_per_frame if holds else 0
         total = weights + held + math.ceil(COMFY_HEADROOM * call) + COMFY_RESERVE

@@ -20,7 +20,7 @@ import torch
 
 from ..settings import Number
 from .functional import AttentionFn, frames_per_chunk, sdpa_attention
-from .memory import WORK_BYTES, pieces
+from .memory import WORK_BYTES, pieces, swcfa_item_bytes
 
 WINDOW = Number(3, 1, 15, step=2, advice="the paper uses 3")
 """Frames each frame attends to, itself included (Apply Temporal Attention's window); odd."""
@@ -92,7 +92,7 @@ def sliding_window_attention(
 
     Memory: the output (what the plain attention returns too) plus one piece at a time: the gathered
     queries, window keys and values and the attention output of as many query frames (of every chunk)
-    as fit in `max_bytes` (at least one), plus what `attention_fn` needs for queries of N tokens against
+    as fit in `max_bytes` (at least one; ``memory.swcfa_item_bytes`` each), plus what `attention_fn` needs for queries of N tokens against
     up to w*N keys (nothing quadratic with ComfyUI's flash/SDPA attention).
     """
     frames = frames_per_chunk(q.shape[0], chunks)
@@ -105,7 +105,7 @@ def sliding_window_attention(
     out = torch.empty_like(q4)
     for rows, cols in groups:
         count, span = cols.shape
-        step = pieces(count, chunks * (2 * span + 2) * tokens * inner * q.element_size(), max_bytes)
+        step = pieces(count, swcfa_item_bytes(chunks, span, tokens, inner, q.element_size()), max_bytes)
         for start in range(0, count, step):
             r, c = rows[start : start + step], cols[start : start + step]
             n = c.shape[0]

@@ -189,3 +189,14 @@ def patched_blocks(model) -> dict[str, list[tuple]]:
             if registered and is_ours(registered[0][1], name):
                 found.append(registered[0][0])
     return out
+
+
+def swcfa_window(model) -> int:
+    """The largest SWCFA window of DiffFERV's attn1 patches on `model` (1 without any): what sizes the
+    patches' largest piece of work (``attention.memory.patch_bytes``)."""
+    windows = [
+        getattr(registered[0][1], "window", 1) if getattr(registered[0][1], "swcfa", False) else 1
+        for key in patched_blocks(model)["attn1"]
+        for registered in [_registered(model, "attn1", key[:2])]
+    ]
+    return max(windows, default=1)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import comfy.patcher_extension
 
 from ..attention.memory import patch_bytes
+from .attention_patches import swcfa_window
 from .window_glue import call_length
 
 WRAPPER_KEY = "diffferv_real_rows"
@@ -66,6 +67,7 @@ def count_real_rows(model, *calls: UNetCall):
     run may make (each with the patches' working memory): ``memory_required`` covers the largest, the
     minimum the smallest (the call a split comes down to). See the module docstring."""
     counted = model.clone()
+    window = swcfa_window(model)
     counted.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, CORE_WINDOWS_KEY)
 
     def real_rows(executor, patcher, noise_shape, *args, **kwargs):
@@ -76,7 +78,9 @@ def count_real_rows(model, *calls: UNetCall):
         element_size = patcher.model_dtype().itemsize
 
         def rows_and_extra(call: UNetCall) -> tuple[int, int]:
-            patches = patch_bytes(frames, tuple(shape[-2:]), element_size, call.cached_source)
+            patches = patch_bytes(
+                frames, tuple(shape[-2:]), element_size, call.cached_source, call.chunks, window
+            )
             extra = patches + frames * call.held_per_frame
             return estimated_rows(frames, call.chunks, extra, row_bytes), extra
 

@@ -50,7 +50,7 @@ from ..editing.preservation import (
 from ..editing.token_alignment import token_id
 from ..windows.frames import CONTEXT_WINDOW_KEY, call_frames, describe
 from ..windows.schedule import frame_evaluations
-from .attention_patches import apply_temporal_attention, attention_layout, patched_blocks
+from .attention_patches import apply_temporal_attention, attention_layout, patched_blocks, swcfa_window
 from .window_glue import schedule_name, steady_windows, windows_of
 
 ROLE_OF_COND = {0: "edit", 1: "negative"}
@@ -271,13 +271,15 @@ def add_source_path(
     if identity is not None:
         model.set_additional_models(IDENTITY_MODELS_KEY, [identity])
     step: list[tuple[int, bool]] = []  # (chunks, fit) of the step being evaluated, while it is
+    window = swcfa_window(model)
 
     def plan_step(executor, base_model, conds, x_in, timestep, model_options):
         """Before the step's (or window's) UNet calls: how many chunks ComfyUI batches, and whether they
         fit one call with the source chunk and the patches' working memory by ComfyUI's own rule."""
         chunks, frames = sum(len(cond) for cond in conds if cond), x_in.shape[0]
         rows = [(chunks + 1) * frames, *x_in.shape[1:]]
-        extra = patch_bytes(frames, tuple(x_in.shape[-2:]), base_model.get_dtype().itemsize, False)
+        element_size = base_model.get_dtype().itemsize
+        extra = patch_bytes(frames, tuple(x_in.shape[-2:]), element_size, False, chunks + 1, window)
         free = comfy.model_management.get_free_memory(x_in.device)
         step[:] = [(chunks, (base_model.memory_required(rows) + extra) * COMFY_HEADROOM < free)]
         try:

@@ -241,10 +241,13 @@ def test_comfy_sizes_memory_for_the_rows_the_unet_really_runs(comfy, clip, case,
     """ComfyUI's loader is given an estimate (``estimate_memory``'s noise shape) that covers every UNet call
     of the run, in every mode: its rows (the recompute mode's source chunk included), the patches' working
     memory, and the one-step store of the source path held on the device when it runs in a call of its
-    own (the identity UNet; the sampler's own UNet under a cond/uncond split)."""
+    own (the identity UNet; the sampler's own UNet under a cond/uncond split); and its minimum (what a
+    partial load of the weights leaves free) covers the call a split comes down to, one chunk of a window
+    with what the run holds on the device."""
     import comfy.sampler_helpers as helpers
     from comfyui_diffferv.attention.control import CONTROL_KEY, SOURCE_CACHE
     from comfyui_diffferv.attention.memory import patch_bytes
+    from comfyui_diffferv.nodes.attention_patches import swcfa_window
 
     run, inverting, editing, models = memory_case(comfy, clip, case, monkeypatch)
     estimated, ran = [], []
@@ -283,21 +286,30 @@ def test_comfy_sizes_memory_for_the_rows_the_unet_really_runs(comfy, clip, case,
         ("inversion", estimated_inversion, inversion_calls),
         ("edit", estimated_edit, edit_calls),
     ):
-        base = model.model
+        base, window, element_size = model.model, swcfa_window(model), model.model_dtype().itemsize
         estimate = base.memory_required([2 * shape[0], *shape[1:]])  # what estimate_memory asks for
-        real = max(
-            base.memory_required([rows, *shape[1:]])
-            + patch_bytes(frames, tuple(shape[-2:]), model.model_dtype().itemsize, cached)
-            + held
-            for rows, frames, cached, held in calls
-        )
+        minimum = base.memory_required(shape)  # and as the minimum
+
+        def need(
+            rows, frames, cached, held, base=base, shape=shape, element_size=element_size, window=window
+        ):
+            patches = patch_bytes(frames, tuple(shape[-2:]), element_size, cached, rows // frames, window)
+            return base.memory_required([rows, *shape[1:]]) + patches + held
+
+        real = max(need(*call) for call in calls)
+        # the call a split comes down to: one chunk of a window, with what the run held on the device
+        smallest = max(need(frames, frames, cached, held) for _, frames, cached, held in calls)
         rows = max(rows for rows, *_ in calls)
         held = max(held for *_, held in calls)
         print(
             f"\n{case}, {what}: ComfyUI sized {2 * shape[0]} rows ({estimate / 2**20:.1f} MiB), the UNet ran "
             f"{rows} rows at most, {real / 2**20:.1f} MiB with the patches' work and {held / 2**20:.2f} MiB held"
         )
+        print(
+            f"  minimum {minimum / 2**20:.1f} MiB, a call split down to one chunk {smallest / 2**20:.1f} MiB"
+        )
         assert 2 * shape[0] >= rows and estimate >= real, (case, what, shape, calls)
+        assert minimum >= smallest, (case, what, shape, calls)
     if case == "recompute split":
         assert max(held for *_, held in edit_calls) > 0  # the one-step store was held, and counted
 

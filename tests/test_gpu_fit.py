@@ -72,7 +72,7 @@ def test_each_way_adds_weights_held_features_one_and_a_half_estimates_and_the_re
     assert [need.path for need in needs] == [path for path, *_ in step_paths(chunks)]
     for need, (_, call_chunks, holds) in zip(needs, step_paths(chunks), strict=True):
         estimate = 16 * call_chunks * comfy_row_bytes(LATENT_512, 2) + patch_bytes(
-            16, LATENT_512, 2, mode == "store"
+            16, LATENT_512, 2, mode == "store", call_chunks
         )
         assert need.rows == 16 * call_chunks and need.weights == 2 * SD15_UNET_PARAMETERS
         assert need.held == (16 * held if holds else 0)

@@ -13,7 +13,7 @@ from comfyui_diffferv.attention.control import (
     PreservationControl,
 )
 from comfyui_diffferv.attention.functional import sdpa_attention
-from comfyui_diffferv.attention.memory import WORK_BYTES
+from comfyui_diffferv.attention.memory import WORK_BYTES, patch_bytes
 from comfyui_diffferv.attention.patches import CrossAttentionControl, TemporalSelfAttention
 from comfyui_diffferv.flow.trajectory_set import TrajectorySet
 from memory_probe import peak_bytes
@@ -75,3 +75,35 @@ def test_patched_attention_stays_within_its_budget_at_level_0():
     (maps,) = store.get(0, ("input", 1, 0), Feature.CROSS_MAPS)
     kept = maps.numel() * maps.element_size()  # the recorded maps themselves (the store keeps them)
     assert recorded - kept - plain <= bound, (recorded - kept - plain) / 2**20
+
+
+def test_what_the_patches_allocate_is_within_what_comfyui_is_told():
+    """One patched self-attention call (SWCFA over windows of 3 and TTA) of 8 frames x 3 chunks at a
+    budget of 24 MiB, so both stages compute in several pieces: the bytes it allocates beyond the plain
+    attention, measured with torch's memory profiler, stay within `patch_bytes` at that budget, the extra
+    ComfyUI's estimate is told (``nodes/memory_glue.py``)."""
+    frames, cells, budget = 8, 32, 24 * 2**20
+    rows = 3 * frames
+    generator = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(rows, cells * cells, INNER, generator=generator) for _ in range(3))
+    grid = random_trajectories(frames, cells, cells, keep=0.97, seed=1)
+    attention = TemporalSelfAttention(
+        trajectories=TrajectorySet(frames, (256, 256), {(cells, cells): grid}), max_bytes=budget
+    )
+    call = {
+        **options(None),
+        "activations_shape": [rows, INNER, cells, cells],
+        "cond_or_uncond": [0, 1, 0],
+        "sigmas": torch.full((rows,), SIGMA),
+    }
+    del call[CONTROL_KEY]
+    attention(q.clone(), k.clone(), v, call)  # builds its trajectory groups once
+    plain, _ = peak_bytes(lambda: sdpa_attention(q, k, v, HEADS))
+    patched, _ = peak_bytes(lambda: attention(q.clone(), k.clone(), v, call))
+    copies = 2 * q.numel() * q.element_size()  # the two clones this test hands in (ComfyUI's fresh q and k)
+    extra = patched - copies - plain
+    told = patch_bytes(frames, (cells, cells), q.element_size(), False, chunks=3, window=3, budget=budget)
+    print(
+        f"\npatched self-attention: {extra / 2**20:.1f} MiB beyond the plain call, ComfyUI told {told / 2**20:.1f} MiB"
+    )
+    assert 0 < extra <= told
