@@ -269,3 +269,25 @@ def test_a_failure_while_running_is_one_sentence_and_leaves_no_output(tmp_path, 
         "(run with --verbose for the traceback)"
     ]
     assert sorted(tmp_path.iterdir()) == [unet]
+
+
+def test_an_explicit_store_the_host_cannot_hold_is_refused_in_the_plan(demo_clip):
+    """--cache-mode store for the demo clip at 512 px on a host with 8 GiB available: refused in flag terms
+    with the store's size and recompute's, before ComfyUI runs a node; auto takes recompute there."""
+    from comfyui_diffferv.headless import checks, flags
+    from comfyui_diffferv.headless.cli import InputRefusedError
+    from comfyui_diffferv.headless.edit_job import prepare_job
+
+    def job(*values: str):
+        args = flags.parse(["--video", str(demo_clip), "--output", "edit.mp4", *values])
+        return prepare_job(args, checks.preflight(args, None), free_ram=8 * 2**30)
+
+    with pytest.raises(InputRefusedError) as caught:
+        job("--cache-mode", "store")
+    print(f"\n{caught.value}")
+    assert re.fullmatch(
+        r"--cache-mode store: its cache of features needs about [\d.]+ GiB of system memory and 8.0 GiB is "
+        r"available: use recompute \(it keeps \d+ MiB of inverted latents and recomputes the features\), or auto",
+        str(caught.value),
+    )
+    assert job().plan.sampling_chunks == 3  # auto: recompute

@@ -368,3 +368,23 @@ def test_the_edit_in_half_precision_stays_close_to_fp32(comfy, clip, mode, dtype
     difference = float((half - full).abs().mean()) / float(full.abs().mean())
     print(f"\n{mode} {dtype}: mean |half - fp32| / mean |fp32| = {difference:.4f}")
     assert difference < (0.02 if dtype == torch.float16 else 0.08)
+
+
+def test_an_explicit_store_the_host_cannot_hold_is_refused_before_the_inversion(comfy, clip, monkeypatch):
+    """cache_mode store on a host whose available memory (ComfyUI's reading) is below the store's cache:
+    one sentence naming recompute and both sizes, before any UNet call."""
+    import comfy.model_management as mm
+
+    def one_mib(device=None, torch_free_too=False):
+        return (2**20, 2**20) if torch_free_too else 2**20
+
+    calls = []
+    hook = clip.model.model.diffusion_model.register_forward_hook(lambda *_: calls.append(1))
+    monkeypatch.setattr(mm, "get_free_memory", one_mib)
+    try:
+        with pytest.raises(Exception, match=r"cache_mode store: its cache of features needs about") as caught:
+            invert(comfy, clip, "store")
+    finally:
+        hook.remove()
+    print(f"\n{caught.value}")
+    assert "and 0.0 GiB is available: use recompute (it keeps" in str(caught.value) and not calls
