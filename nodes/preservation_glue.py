@@ -16,9 +16,12 @@ two ways:
   sampler's, always runs this way (ComfyUI loads it with the edit model, ``set_additional_models``). The
   sampler's own UNet runs this way when ComfyUI splits the step's chunks into several calls (a low-VRAM
   GPU: cond and uncond one at a time), or when the edit's chunks and the source chunk would not fit one
-  call by ComfyUI's own rule (``memory_required`` x 1.5 < free memory), checked once per step (and
-  window) by a ``CALC_COND_BATCH`` wrapper before the UNet runs. So the source path runs once per step
-  and no call is larger than ComfyUI sized it (the store is in its estimate: ``memory_glue.py``).
+  call by ComfyUI's own rule (``memory_required`` and the patches' work x 1.5 < free memory), checked
+  once per step (and window) by a ``CALC_COND_BATCH`` wrapper before the UNet runs. That wrapper runs the
+  source chunk right away, before ComfyUI decides from its free memory how to split the edit's chunks,
+  so that decision sees the store held; it also works out the step's source input once, so no UNet call
+  waits on the device for it. So the source path runs once per step and no call is larger than ComfyUI
+  sized it (the store is in its estimate: ``memory_glue.py``).
 
 Under context windows (``window_glue.py``) each call holds one window's frames, and so does the source
 chunk: the inverted latents of those frames.
@@ -154,11 +157,17 @@ class SourceInput(NamedTuple):
     window: object
 
 
-def _source_path_input(inversion: InversionResult, control: PreservationControl, args: dict) -> SourceInput:
-    """The SourceInput of one model call (`args` of a model-function wrapper)."""
-    x, timestep, c = args["input"], args["timestep"], args["c"]
+def _source_path_input(
+    inversion: InversionResult,
+    control: PreservationControl,
+    x: torch.Tensor,
+    timestep: torch.Tensor,
+    options: dict,
+) -> SourceInput:
+    """The SourceInput of one model call (or of a step's calls, before they run) of input `x` [B, 4, h, w]
+    at `timestep` [B] with transformer options `options` (their context window)."""
     step = control.step_of(float(timestep[0]))
-    window = call_frames(c["transformer_options"])
+    window = call_frames(options)
     source_x = inversion.latents[step] if window is None else inversion.latents[step, list(window)]
     frames = source_x.shape[0]
     if x.shape[0] % frames:
@@ -166,13 +175,12 @@ def _source_path_input(inversion: InversionResult, control: PreservationControl,
             f"cache mode recompute: the UNet batch of {x.shape[0]} frames is not made of chunks of the "
             f"{frames} frames of {describe(window)}: the latent must be the inverted clip"
         )
-    context = c["c_crossattn"]
-    source_context = inversion.source_cond[0][0].to(device=context.device, dtype=context.dtype)
+    source_context = inversion.source_cond[0][0].to(device=x.device, dtype=x.dtype)
     return SourceInput(
         step,
         source_x.to(device=x.device, dtype=x.dtype),
         source_context.expand(frames, -1, -1),
-        c["transformer_options"].get(CONTEXT_WINDOW_KEY),
+        options.get(CONTEXT_WINDOW_KEY),
     )
 
 
@@ -222,15 +230,14 @@ class SourceRunner:
         )
         self.recorded: tuple | None = None  # the (step, window) the store holds
 
-    def record(self, previous, apply_model, args: dict, source: SourceInput) -> None:
-        """Record the features of `source` (the source path of the call `args`) unless the store holds
-        the call's step and window already."""
+    def record(self, previous, apply_model, timestep: torch.Tensor, own: dict, source: SourceInput) -> None:
+        """Record the features of `source` (the source path of a step's calls at `timestep` [B], whose
+        transformer options are `own`) unless the store holds the step and window already."""
         step, source_x, source_context, window = source
         key = (step, window)
-        if self.recorded == key:  # ComfyUI split this step's chunks: the features are there already
+        if self.recorded == key:  # recorded before the step's calls, or ComfyUI split them
             return
-        timestep = args["timestep"][: source_x.shape[0]]
-        own = args["c"]["transformer_options"]
+        timestep = timestep[: source_x.shape[0]]
         options = {
             **(own if self.identity is None else self.identity.model_options["transformer_options"]),
             CONTROL_KEY: self.capture,
@@ -270,27 +277,31 @@ def add_source_path(
     runner = SourceRunner(inversion, from_store.store, features, identity)
     if identity is not None:
         model.set_additional_models(IDENTITY_MODELS_KEY, [identity])
-    step: list[tuple[int, bool]] = []  # (chunks, fit) of the step being evaluated, while it is
+    step: list[tuple[int, bool, SourceInput]] = []  # (chunks, fit, source) of the step being evaluated
     window = swcfa_window(model)
 
     def plan_step(executor, base_model, conds, x_in, timestep, model_options):
         """Before the step's (or window's) UNet calls: how many chunks ComfyUI batches, and whether they
-        fit one call with the source chunk and the patches' working memory by ComfyUI's own rule."""
+        fit one call with the source chunk and the patches' working memory by ComfyUI's own rule. When
+        they do not, the source chunk runs now, so that its features are held on the device when ComfyUI
+        decides from its free memory how to split the step's chunks."""
         chunks, frames = sum(len(cond) for cond in conds if cond), x_in.shape[0]
         rows = [(chunks + 1) * frames, *x_in.shape[1:]]
         element_size = base_model.get_dtype().itemsize
         extra = patch_bytes(frames, tuple(x_in.shape[-2:]), element_size, False, chunks + 1, window)
         free = comfy.model_management.get_free_memory(x_in.device)
-        step[:] = [(chunks, (base_model.memory_required(rows) + extra) * COMFY_HEADROOM < free)]
+        fits = in_batch is not None and (base_model.memory_required(rows) + extra) * COMFY_HEADROOM < free
+        options = model_options.get("transformer_options", {})
+        source = _source_path_input(inversion, from_store, x_in, timestep, options)
+        step[:] = [(chunks, fits, source)]
+        if not fits:
+            runner.record(previous, base_model.apply_model, timestep, options, source)
         try:
             return executor(base_model, conds, x_in, timestep, model_options)
         finally:
             step.clear()
 
-    if in_batch is not None:
-        model.add_wrapper_with_key(
-            comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, STEP_PLAN_KEY, plan_step
-        )
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, STEP_PLAN_KEY, plan_step)
 
     def with_source_path(apply_model, args):
         if in_batch is not None:
@@ -300,12 +311,13 @@ def add_source_path(
                     f"cache mode recompute cannot extend a UNet batch that carries {unsupported} (e.g. a "
                     "ControlNet); run the inversion with cache_mode store"
                 )
-        source = _source_path_input(inversion, from_store, args)
-        if in_batch is not None and step == [(len(args["cond_or_uncond"]), True)]:
+        options = args["c"]["transformer_options"]
+        chunks, fits, source = step[0]  # planned before the step's calls: no device sync in this one
+        if fits and chunks == len(args["cond_or_uncond"]):
             return _in_batch(previous, apply_model, args, source.x, source.context)
-        runner.record(previous, apply_model, args, source)
+        runner.record(previous, apply_model, args["timestep"], options, source)
         c = dict(args["c"])
-        c["transformer_options"] = {**c["transformer_options"], CONTROL_KEY: from_store}
+        c["transformer_options"] = {**options, CONTROL_KEY: from_store}
         return _call(previous, apply_model, {**args, "c": c})
 
     model.set_model_unet_function_wrapper(with_source_path)

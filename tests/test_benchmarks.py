@@ -19,6 +19,7 @@ BENCHMARKS = ROOT / "tests" / "benchmarks"
 SMALLEST = {
     "bench_attention.py": ["--frames", "2", "--size", "64", "--repeats", "1", "--memory-frames", "2", "4"],
     "bench_editing.py": ["--size", "64", "--steps", "2", "--frames", "2"],
+    "bench_gpu_plan.py": ["--size", "64", "--cards", "2", "8"],
     "bench_identity_model.py": ["--frames", "3", "--size", "64", "--steps", "2", "--repeats", "1"],
     "bench_memory.py": ["--frames", "2", "--size", "64"],
     "bench_objectives.py": [

@@ -5,7 +5,7 @@ ComfyUI's nodes, with Context Windows (DiffFERV) at a fixed window, per cache mo
 Prints `name=value` lines, per mode and frame count (each case in a fresh process): seconds per frame
 (inversion + sampling), peak host memory (RSS), peak device memory (CUDA only: ``max_memory_allocated``,
 next to the UNet's weights and ComfyUI's estimate of the largest call as the pack tells it,
-``attention.memory.gpu_need``), host-device syncs inside UNet calls (CUDA only: ``torch.cuda``'s sync
+``attention.memory.gpu_needs``), host-device syncs inside UNet calls (CUDA only: ``torch.cuda``'s sync
 debug mode set to "warn" while the UNet runs, its warnings counted), the largest batch the
 UNet saw (a hook on the UNet records every call), UNet calls, and what grows with the clip on the host:
 the clip (decoded at the file's size, as Load Video holds it before resizing; the working frames; the
@@ -173,14 +173,15 @@ def counted_syncs(unet):
 
 def call_estimate(pipeline, mode: str, window: int) -> tuple[int, int]:
     """The UNet's weight bytes and ComfyUI's estimate of the run's largest UNet call as the pack tells it
-    (`attention.memory.gpu_need`: a window's frames x the sampler's chunks, the patches' extra)."""
-    from comfyui_diffferv.attention.memory import gpu_need
+    (`attention.memory.gpu_needs`, each step in one call: a window's frames x the sampler's chunks, the
+    patches' extra)."""
+    from comfyui_diffferv.attention.memory import gpu_needs
 
     weights = pipeline.unet.model.diffusion_model
     element = next(weights.parameters()).element_size()
     latent = tuple(pipeline.latent["samples"].shape[-2:])
     frames = min(window, int(pipeline.latent["samples"].shape[0]))
-    call = gpu_need(frames, 2 if mode == "store" else 3, latent, element).call
+    call = gpu_needs(frames, 2 if mode == "store" else 3, latent, element)[0].call
     return sum(p.numel() * p.element_size() for p in weights.parameters()), call
 
 
