@@ -171,6 +171,33 @@ def counted_syncs(unet):
             handle.remove()
 
 
+@contextlib.contextmanager
+def handed_estimates():
+    """Records what ComfyUI's loader is handed while the block runs: (memory_required, minimum) in bytes of
+    each ``comfy.sampler_helpers.estimate_memory`` call (the pack's wrapper has set the noise shape)."""
+    import comfy.sampler_helpers as helpers
+
+    handed, original = [], helpers.estimate_memory
+
+    def spy(model, noise_shape, conds):
+        estimate = original(model, noise_shape, conds)
+        handed.append(estimate)
+        return estimate
+
+    helpers.estimate_memory = spy
+    try:
+        yield handed
+    finally:
+        helpers.estimate_memory = original
+
+
+def comfy_free_bytes() -> int:
+    """The memory ComfyUI reads as free on its device (the GPU's, or the host's on the CPU)."""
+    import comfy.model_management as mm
+
+    return int(mm.get_free_memory(mm.get_torch_device()))
+
+
 def call_estimate(pipeline, mode: str, window: int) -> tuple[int, int]:
     """The UNet's weight bytes and ComfyUI's estimate of the run's largest UNet call as the pack tells it
     (`attention.memory.gpu_needs`, each step in one call: a window's frames x the sampler's chunks, the
@@ -210,7 +237,11 @@ def run_case(
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    with counted_syncs(pipeline.unet) if cuda else contextlib.nullcontext([None]) as syncs:
+    free = comfy_free_bytes()
+    with (
+        counted_syncs(pipeline.unet) if cuda else contextlib.nullcontext([None]) as syncs,
+        handed_estimates() as handed,
+    ):
         inversion, _, invert_s, sample_s, batches = pipeline.edit(model, mode, steps)
     cache = inversion.store.nbytes if inversion.store is not None else inversion.latents.numel() * 4
     weights, estimate = call_estimate(pipeline, inversion.mode, window)
@@ -225,6 +256,9 @@ def run_case(
         "peak_device_mib": torch.cuda.max_memory_allocated() / MIB if cuda else None,
         "unet_weights_mib": weights / MIB,
         "comfy_estimate_largest_call_mib": estimate / MIB,
+        "comfy_free_mib_at_start": free / MIB,
+        "handed_memory_required_mib": max(required for required, _ in handed) / MIB,
+        "handed_minimum_mib": max(minimum for _, minimum in handed) / MIB,
         "unet_syncs": syncs[0],
         "unet_syncs_per_call": syncs[0] / len(batches) if cuda else None,
         "source_clip_mib": decoded_bytes(frames) / MIB,
@@ -240,16 +274,33 @@ def run_case(
 # Split
 
 
+SPLIT_SLACK = 512 * MIB
+"""Memory left free beyond the cap in the split case: CUDA's own lazy allocations (a cuBLAS workspace, a
+kernel module loaded late) must not be what fails."""
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is CUDA running out of memory, whichever way it surfaced (torch's OutOfMemoryError,
+    or a RuntimeError from cuBLAS / cuDNN failing to allocate)."""
+    import torch
+
+    said = str(error)
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and ("out of memory" in said.lower() or "ALLOC_FAILED" in said)
+    )
+
+
 def run_split(size: int, steps: int, window: int, full_size: bool) -> dict:
-    """One recompute edit of one window's frames whose sampler runs with `target` bytes of device memory
-        free, `target` 1.5x ComfyUI's estimate of 1.5 chunks: more than one chunk needs, less than two
-        (edit + negative in one call) do, so ComfyUI's batch check (``comfy.samplers.calc_cond_batch``) splits
-        them. ComfyUI reads free memory from ``torch.cuda.mem_get_info`` and the allocator's cache, which a
-        per-process fraction does not change, so the cap is a ballast tensor holding the rest of the free
-        memory (what ComfyUI sees), made hard with ``torch.cuda.set_per_process_memory_fraction`` (what the
-        process may hold: a call that outgrows what ComfyUI sized fails). The inversion runs before the cap,
-        which also leaves the UNet's weights loaded. Returns the UNet rows and calls per sampling step and the
-    sampling's peak above what the process held when the cap was set."""
+    """One recompute edit of one window's frames whose sampler runs with `target` + SPLIT_SLACK bytes of
+    device memory free, `target` 1.5x ComfyUI's estimate of 1.5 chunks: more than one chunk needs, less
+    than two (edit + negative in one call) do, so ComfyUI's batch check (``comfy.samplers.calc_cond_batch``)
+    splits them. ComfyUI reads free memory from ``torch.cuda.mem_get_info`` and the allocator's cache, which
+    a per-process fraction does not change, so the cap is a ballast tensor holding the rest of the free
+    memory (what ComfyUI sees), made hard with ``torch.cuda.set_per_process_memory_fraction`` (what the
+    process may hold: a call that outgrows what ComfyUI sized fails, and is reported, not raised). The
+    inversion runs before the cap, which also leaves the UNet's weights loaded. Returns the UNet rows and
+    calls per sampling step, the sampling's peak above what the process held when the cap was set, the free
+    memory ComfyUI saw and the estimate it was handed."""
     import comfy.model_management as mm
     import torch
     from comfy_harness import unet_calls
@@ -261,20 +312,23 @@ def run_split(size: int, steps: int, window: int, full_size: bool) -> dict:
     target = int(1.5 * pipeline.unet.model.memory_required([int(1.5 * window), *latent]))
     torch.cuda.empty_cache()
     free = int(mm.get_free_memory(device))
-    if free <= target:
-        return {"skipped": f"only {free / MIB:.0f} MiB free, below the cap of {target / MIB:.0f} MiB"}
-    ballast = torch.empty(free - target, dtype=torch.uint8, device=device)
+    if free <= target + SPLIT_SLACK:
+        return {"skipped": f"only {free / MIB:.0f} MiB free, below the cap of {target / MIB:.0f} MiB + slack"}
+    ballast = torch.empty(free - target - SPLIT_SLACK, dtype=torch.uint8, device=device)
     total = torch.cuda.get_device_properties(device).total_memory
     torch.cuda.set_per_process_memory_fraction(
-        min(1.0, (torch.cuda.memory_reserved(device) + target) / total)
+        min(1.0, (torch.cuda.memory_reserved(device) + target + SPLIT_SLACK) / total)
     )
     torch.cuda.reset_peak_memory_stats()
     held = torch.cuda.memory_allocated(device)  # the weights and the ballast
+    seen = comfy_free_bytes()
+    failed = None
     try:
-        with unet_calls(pipeline.unet) as calls:
+        with unet_calls(pipeline.unet) as calls, handed_estimates() as handed:
             pipeline.sample(pipeline.model, inversion)
-        failed = None
-    except torch.cuda.OutOfMemoryError as error:
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not out_of_memory(error):
+            raise
         failed = str(error).splitlines()[0]
     finally:
         peak = torch.cuda.max_memory_allocated(device) - held
@@ -284,6 +338,9 @@ def run_split(size: int, steps: int, window: int, full_size: bool) -> dict:
     return {
         "frames": window,
         "cap_mib": target / MIB,
+        "comfy_free_mib_at_start": seen / MIB,
+        "handed_memory_required_mib": max((required for required, _ in handed), default=0) / MIB,
+        "handed_minimum_mib": max((minimum for _, minimum in handed), default=0) / MIB,
         "sampling_peak_mib": peak / MIB,
         "out_of_memory": failed,
         "unet_calls_per_step": len(rows) / steps,
