@@ -102,16 +102,38 @@ def test_benchmark_runs_in_its_smallest_mode(name, smallest_runs):
 @pytest.mark.slow
 def test_gpu_check_runs_its_smoke_mode_on_the_cpu(smallest_runs):
     """tests/benchmarks/gpu_check.sh, the full-size GPU check of long clips, takes the same path at a tiny
-    size on the CPU (--smoke): both cache modes, the store mode's skip rule, the name=value lines (with
-    ComfyUI's estimate of the largest call), and a "skipped" line for each GPU-only part (peak VRAM and
-    sync count, the edit under a memory cap)."""
+    size on the CPU (--smoke): its preflight line, each case in its own process with a line as it ends,
+    both cache modes, the name=value lines (with ComfyUI's estimate of the largest call, the free memory it
+    saw and what it was handed), and a "skipped" line for each GPU-only part (peak VRAM and sync count, the
+    edit under a memory cap)."""
     result = smallest_runs[GPU_CHECK][0].result()
     assert result.returncode == 0, f"gpu_check.sh --smoke failed:\n{result.stdout}\n{result.stderr}"
-    for mode, frames in (("recompute", 6), ("store", 6), ("store", 4)):
-        assert f"tiny_{mode}_{frames}f_s_per_frame=" in result.stdout
-        assert f"tiny_{mode}_{frames}f_largest_unet_batch=" in result.stdout
-        assert f"tiny_{mode}_{frames}f_comfy_estimate_largest_call_mib=" in result.stdout
+    assert re.search(r"^python=\S+ torch=\S+ torch_cuda=\S+ comfyui=", result.stdout, re.MULTILINE)
+    assert re.findall(r"^case_done (\w+) \d+s$", result.stdout, re.MULTILINE) == [
+        "split",
+        "recompute",
+        "store",
+    ]
+    for mode, frames in (("recompute", 6), ("store", 4)):
+        for value in ("s_per_frame", "largest_unet_batch", "comfy_estimate_largest_call_mib"):
+            assert f"tiny_{mode}_{frames}f_{value}=" in result.stdout
+        for value in ("comfy_free_mib_at_start", "handed_memory_required_mib", "handed_minimum_mib"):
+            assert f"tiny_{mode}_{frames}f_{value}=" in result.stdout
         assert f"tiny_{mode}_{frames}f_unet_syncs=n/a" in result.stdout
     assert "tiny_device_memory_and_syncs_skipped=needs a CUDA GPU" in result.stdout
     assert "tiny_split_skipped=needs a CUDA GPU" in result.stdout
-    assert "gpu_check_wall_s=" in result.stdout
+    assert "gpu_check_wall_s=" in result.stdout and "case_failed" not in result.stdout
+
+
+def test_gpu_preflight_names_what_is_missing_in_one_line(tmp_path):
+    """A machine whose Python lacks PyAV (an `av` module that fails to import stands in for it): the
+    preflight exits 1 with one line naming it and where it comes from, before any case runs."""
+    (tmp_path / "av.py").write_text('raise ImportError("no PyAV here")\n')
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gpu_preflight.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stdout.splitlines() == ["gpu_check: missing: PyAV (wheel folder) (no PyAV here)"]
