@@ -41,8 +41,9 @@ from .tta import TrajectoryGroups, trajectory_attention
 
 ReplacePatch = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Mapping], torch.Tensor]
 GROUPS_KEPT = 64
-"""Trajectory groups a patch keeps built (per grid, device and window; least recently used dropped):
-a static window schedule needs one per window, a shifting one (uniform schedules) more."""
+"""Trajectory groups a patch keeps built at least (per grid, device and window; least recently used
+dropped): a static window schedule needs one per window and grid (`keep_groups` raises it for a run with
+more), a shifting one (uniform schedules) more."""
 
 
 def _attention_kwargs(extra_options: Mapping) -> dict:
@@ -83,6 +84,13 @@ class TemporalSelfAttention:
         self.attention_fn = attention_fn
         self.max_bytes = max_bytes
         self._groups: OrderedDict[tuple, TrajectoryGroups] = OrderedDict()
+        self.groups_kept = GROUPS_KEPT
+
+    def keep_groups(self, count: int) -> None:
+        """Keep at least `count` trajectory groups built (a run's windows x the grids it attends at), so
+        a step over many windows does not rebuild them every time; each holds the cell indices of one
+        window at one grid (about 0.5 MiB for 16 frames at 64x64 cells) on the UNet's device."""
+        self.groups_kept = max(self.groups_kept, count)
 
     def __deepcopy__(self, memo) -> TemporalSelfAttention:
         return self
@@ -91,7 +99,7 @@ class TemporalSelfAttention:
         self, height: int, width: int, device: torch.device, window: FrameWindow | None = None
     ) -> TrajectoryGroups:
         """The trajectory groups of a height x width grid on `device`, restricted to the clip frames of
-        `window` (None: the whole clip); validated and built once, the last GROUPS_KEPT kept."""
+        `window` (None: the whole clip); validated and built once, the last `groups_kept` kept."""
         if is_whole_clip(window, self.trajectories.frames):
             window = None
         key = (height, width, device, window)
@@ -101,7 +109,7 @@ class TemporalSelfAttention:
         grid = self.trajectories.grid(height, width)
         groups = TrajectoryGroups.from_grid(grid if window is None else grid.restrict(window)).to(device)
         self._groups[key] = groups
-        if len(self._groups) > GROUPS_KEPT:
+        if len(self._groups) > self.groups_kept:
             self._groups.popitem(last=False)
         return groups
 

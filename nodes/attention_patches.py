@@ -200,3 +200,12 @@ def swcfa_window(model) -> int:
         for registered in [_registered(model, "attn1", key[:2])]
     ]
     return max(windows, default=1)
+
+
+def keep_trajectory_groups(model, windows: int) -> None:
+    """Size the trajectory-group cache of DiffFERV's attn1 patches on `model` for a run of `windows` windows
+    per step, at every grid (resolution level) the patches attend at."""
+    keys = [key[:2] for key in patched_blocks(model)["attn1"]]
+    grids = len({SD15_SELF_ATTENTION_LEVELS[key] for key in keys})
+    for key in keys:
+        _registered(model, "attn1", key)[0][1].keep_groups(windows * grids)

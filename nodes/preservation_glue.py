@@ -53,7 +53,13 @@ from ..editing.preservation import (
 from ..editing.token_alignment import token_id
 from ..windows.frames import CONTEXT_WINDOW_KEY, call_frames, describe
 from ..windows.schedule import frame_evaluations
-from .attention_patches import apply_temporal_attention, attention_layout, patched_blocks, swcfa_window
+from .attention_patches import (
+    apply_temporal_attention,
+    attention_layout,
+    keep_trajectory_groups,
+    patched_blocks,
+    swcfa_window,
+)
 from .window_glue import schedule_name, steady_windows, windows_of
 
 ROLE_OF_COND = {0: "edit", 1: "negative"}
@@ -105,10 +111,12 @@ def identity_path(model, inversion: InversionResult) -> str:
 
 def temporal_model(model, trajectories):
     """`model` if it already carries DiffFERV temporal attention (Apply Temporal Attention), else a clone
-    with it at the default settings (window 3, SWCFA and TTA at every resolution)."""
-    if patched_blocks(model)["attn2"]:
-        return model
-    return apply_temporal_attention(model, trajectories)
+    with it at the default settings (window 3, SWCFA and TTA at every resolution); its trajectory-group
+    cache sized for the context windows of a step over the clip of `trajectories`."""
+    if not patched_blocks(model)["attn2"]:
+        model = apply_temporal_attention(model, trajectories)
+    keep_trajectory_groups(model, len(set(windows_of(model, trajectories.frames))))
+    return model
 
 
 def schedule(model, steps: int) -> torch.Tensor:

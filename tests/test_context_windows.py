@@ -375,3 +375,23 @@ def test_speed_mode_in_half_precision_stays_close_to_fp32(comfy, tiny_sd15, inpu
     difference = relative_difference(frames[dtype], frames[torch.float32])
     print(f"\nspeed mode, {dtype}: mean |half - fp32| / mean |fp32| of the frames = {difference:.4f}")
     assert difference < HALF_TOLERANCE[dtype]
+
+
+def test_the_trajectory_group_cache_is_sized_for_the_runs_windows(comfy, clip):
+    """The nodes' glue sizes every TTA patch's cache for a step's windows at each grid it attends at: 40
+    windows of 4 over 121 frames at the 4 grid levels keep 160 groups; a run with few windows keeps the
+    default."""
+    from types import SimpleNamespace
+
+    from comfyui_diffferv.attention.patches import GROUPS_KEPT
+    from comfyui_diffferv.nodes.attention_patches import _registered, patched_blocks
+    from comfyui_diffferv.nodes.preservation_glue import temporal_model
+
+    def kept(model) -> set[int]:
+        return {
+            _registered(model, "attn1", key[:2])[0][1].groups_kept for key in patched_blocks(model)["attn1"]
+        }
+
+    model = diffferv_windows(comfy, clip.model, length=4, overlap=1)
+    assert kept(temporal_model(model, SimpleNamespace(frames=FRAMES))) == {GROUPS_KEPT}
+    assert kept(temporal_model(model, SimpleNamespace(frames=121))) == {40 * 4}

@@ -155,3 +155,26 @@ def test_patch_reads_a_non_square_grid_and_checks_frames():
 def test_patch_survives_deepcopy_as_itself():
     patch = TemporalSelfAttention(trajectories=trajectory_set(single_frame_trajectories(2, 1, 1)))
     assert copy.deepcopy({"p": patch})["p"] is patch
+
+
+def test_the_trajectory_group_cache_keeps_what_a_run_needs():
+    """A step over more windows than the default cache holds rebuilds each window's groups every time (the
+    least recently used is dropped first); sized for the run's windows (`keep_groups`), a second step finds
+    every one built."""
+    from comfyui_diffferv.attention.patches import GROUPS_KEPT
+
+    frames, cells = 80, 4
+    grid = random_trajectories(frames, cells, cells, keep=0.9, seed=3)
+    patch = TemporalSelfAttention(trajectories=TrajectorySet(frames, (32, 32), {(cells, cells): grid}))
+    windows = [(start, start + 1) for start in range(0, frames - 1, 1)][: GROUPS_KEPT + 6]
+
+    def step() -> list[TrajectoryGroups]:
+        return [patch.groups(cells, cells, torch.device("cpu"), window) for window in windows]
+
+    first = step()
+    assert not any(a is b for a, b in zip(first, step(), strict=True))  # every one rebuilt
+    patch.keep_groups(len(windows))
+    first = step()
+    assert all(a is b for a, b in zip(first, step(), strict=True))
+    patch.keep_groups(1)  # never below what it keeps
+    assert patch.groups_kept == len(windows)
