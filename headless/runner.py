@@ -124,7 +124,15 @@ class HeadlessComfy:
         import torch
 
         self.workdir = Path(workdir)
-        for name in ("input", "output", "temp", "user", "models/checkpoints", "models/diffusion_models"):
+        for name in (
+            "input",
+            "output",
+            "temp",
+            "user",
+            "web",
+            "models/checkpoints",
+            "models/diffusion_models",
+        ):
             (self.workdir / name).mkdir(parents=True, exist_ok=True)
         host_path = str(host or find_comfyui())
         if host_path not in sys.path:
@@ -132,6 +140,9 @@ class HeadlessComfy:
         from comfy.cli_args import args
 
         args.cpu = (not torch.cuda.is_available()) if cpu is None else cpu
+        # no page is served: the server object below takes this empty folder as its web root instead of
+        # the frontend package (which a machine running only the headless host may lack)
+        args.front_end_root = str(self.workdir / "web")
         import folder_paths
 
         folder_paths.set_input_directory(str(self.workdir / "input"))
