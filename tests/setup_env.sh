@@ -59,9 +59,19 @@ fi
 grep -vE '^\s*(torch|torchvision|torchaudio)\s*([=<>!~].*)?$' "$host/requirements.txt" > "$venv/comfyui-requirements.txt"
 "${pip[@]}" -r "$venv/comfyui-requirements.txt" -r "$root/requirements.txt" -r "$root/tests/requirements.txt"
 # torchaudio has no release built for torch 2.14.1. ComfyUI up to about 0.18 skips its audio nodes
-# without it; newer ones import it in comfy/sd.py, so nothing starts without it. 2.11.1, installed
-# without its torch pin, imports and runs with torch 2.14.1 (its own operators are Python).
-if grep -qE '^\s*import torchaudio' "$host/comfy/sd.py"; then
+# without it; newer ones import it while comfy/sd.py loads (directly, or through one of its model
+# modules), so nothing starts without it. 2.11.1, installed without its torch pin, imports and runs with
+# torch 2.14.1 (its own operators are Python). Installed when the host's lock pins it; for a host with no
+# lock, when loading comfy/sd.py asks for it.
+needs_torchaudio() {
+  if [ -f "$lock" ]; then
+    grep -qi '^torchaudio==' "$lock"
+  else
+    "$venv/bin/python" -c 'import sys; sys.path.insert(0, sys.argv[1]); import comfy.sd' "$host" 2>&1 |
+      grep -q "No module named 'torchaudio'"
+  fi
+}
+if needs_torchaudio; then
   "${pip[@]}" --no-deps torchaudio==2.11.1
 fi
 
