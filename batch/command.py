@@ -26,9 +26,9 @@ from ..headless.cli import CommandError, CommandParser, InputRefusedError, run_c
 from ..headless.edit_job import prepare_job
 from ..headless.flags import add_server_access
 from ..headless.plan import byte_size
-from ..headless.remote_runner import LOST_AFTER
-from ..headless.server_api import ServerApi, ServerError
 from ..headless.server_check import lacks, server_facts, upload_problem
+from ..remote.runner import LOST_AFTER
+from ..remote.server_api import ServerApi, ServerError
 from .dispatch import Dispatcher, Server
 from .jobs import Job, read_jobs
 from .progress import BatchProgress

@@ -15,16 +15,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..comfyhost.executor import PromptError
 from ..headless.cli import InputRefusedError
 from ..headless.edit_job import prepare_job
 from ..headless.failures import WorkflowFailedError
 from ..headless.outputs import write_outputs, write_report
 from ..headless.plan import stages
 from ..headless.progress import OverallProgress, format_duration
-from ..headless.remote_runner import LOST_AFTER, fetch_outputs, run_on_server
-from ..headless.runner import PromptError
-from ..headless.server_api import ServerApi, ServerLostError, ServerRefusedError
 from ..headless.server_check import ServerFacts, upload_clip
+from ..remote.runner import LOST_AFTER, fetch_outputs, run_on_server
+from ..remote.server_api import ServerApi, ServerLostError, ServerRefusedError
 from .jobs import Job
 from .progress import BatchProgress
 from .status import DONE, FAILED, StatusFile

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..attention.memory import largest_window
 from ..editing.inputs import prompt_problem
 from ..faces.dlib_models import missing_reason
+from ..remote.server_api import read_headers, url_problem
 from ..settings import Number
 from ..unet.files import UNetFileError, check_sd15_checkpoint, check_sd15_file
 from ..video.damage import find_damage
@@ -42,7 +43,6 @@ from .cli import InputRefusedError
 from .flags import DECLARED, EXTENSIONS
 from .outputs import report_path
 from .plan import byte_size, gpu_need_of, held_per_frame
-from .server_api import read_headers, url_problem
 from .workflow import CHECKPOINT, CHECKPOINT_URL, KEYFRAMES, SPEED_WORKFLOW, WORKFLOW
 
 CHECKPOINT_HELP = f"""No Stable Diffusion 1.5 checkpoint was found.

@@ -4,7 +4,7 @@
         --video face.mp4 --source "a photo of a woman" --edit "a photo of an old woman" --output old.mp4
 
 It runs workflows/api/diffferv_long_clip.json (the API form of the long-clip workflow the template
-browser ships) in a ComfyUI started in this process (headless/runner.py), with the inputs set from the
+browser ships) in a ComfyUI started in this process (comfyhost/runner.py), with the inputs set from the
 command line, and copies the edited video (and an input | edit comparison) out. Without the browser
 nothing else differs: same nodes, same validation, same executor.
 
@@ -28,7 +28,7 @@ failure while running exits with 1, an interruption (Ctrl-C) with 130 (cli.py); 
 is left (outputs.py).
 
 The parts: flags.py (the command line), checks.py (the preflight), workflow.py (the workflow's inputs set
-from the flags, through graph.py), plan.py (the plan and the stages), runner.py and progress.py (the run),
+from the flags, through graph.py), plan.py (the plan and the stages), comfyhost.runner or remote.runner and progress.py (the run),
 failures.py, outputs.py; this module puts them in order.
 """
 
@@ -42,18 +42,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..comfyhost.executor import PromptError
+from ..comfyhost.host import find_comfyui
+from ..comfyhost.runner import HeadlessComfy
+from ..remote.runner import fetch_outputs, run_on_server
+from ..remote.server_api import ServerApi, ServerError
 from .checks import Gpu, cuda_gpu, preflight, server_headers
 from .cli import CommandError, InputRefusedError, run_command
 from .edit_job import EditJob, prepare_job
 from .failures import WorkflowFailedError
 from .flags import parse
-from .host import find_comfyui
 from .outputs import write_outputs, write_report
 from .plan import byte_size, free_ram, stages
 from .progress import OverallProgress
-from .remote_runner import fetch_outputs, run_on_server
-from .runner import HeadlessComfy, PromptError
-from .server_api import ServerApi, ServerError
 from .server_check import lacks, server_facts, upload_clip, upload_problem
 
 

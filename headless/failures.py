@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..comfyhost.executor import NodeProblem, PromptError
 from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REFUSED, CommandError
 from .flags import SETTINGS
-from .runner import NodeProblem, PromptError
 
 
 def in_user_terms(problem: NodeProblem, titles: dict, files: dict[str, Path]) -> str:

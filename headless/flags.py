@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from ..comfyhost.host import PACK_ROOT
 from ..editing.inputs import (
     CACHE_MODE,
     EDIT_PROMPT,
@@ -24,7 +25,6 @@ from ..video.encode import FORMATS
 from ..video.timing import FIRST_FRAME, START_SECONDS, Start, parse_start
 from ..windows.schedule import CONTEXT_LENGTH, CONTEXT_OVERLAP
 from .cli import CommandParser
-from .host import PACK_ROOT
 from .workflow import (
     CHECKPOINT,
     CHECKPOINT_LOADER,

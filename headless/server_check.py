@@ -14,10 +14,10 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..comfyhost.host import PACK_NAME, pack_version
+from ..remote.server_api import ServerRefusedError
 from .checks import Gpu
 from .cli import InputRefusedError
-from .host import PACK_NAME, pack_version
-from .server_api import ServerRefusedError
 from .workflow import CHECKPOINT_LOADER, UNET_LOADER
 
 DEFAULT_UPLOAD_MB = 100.0

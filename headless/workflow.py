@@ -8,12 +8,12 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from ..comfyhost.host import PACK_ROOT
 from ..editing.inputs import CACHE_MODE, EDIT_PROMPT, GUIDANCE, SOURCE_PROMPT, STEPS, TAU_APP
 from ..masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK
 from ..video.decode import SHORT_SIDE
 from ..video.encode import FILENAME_PREFIX, FORMAT
 from .graph import ApiGraph, link
-from .host import PACK_ROOT
 
 WORKFLOW = PACK_ROOT / "workflows" / "api" / "diffferv_long_clip.json"
 SPEED_WORKFLOW = PACK_ROOT / "workflows" / "api" / "diffferv_speed_mode.json"

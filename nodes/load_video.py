@@ -19,7 +19,7 @@ from pathlib import Path
 import folder_paths
 from comfy_api.latest import InputImpl, io
 
-from ..headless.comfy_versions import trim_window
+from ..comfyhost.versions import trim_window
 from ..video.damage import find_damage
 from ..video.decode import (
     ANIMATED_IMAGES,

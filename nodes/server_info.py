@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from ..comfyhost.host import PACK_NAME, pack_version
 from ..faces.dlib_models import missing_reason
-from ..headless.host import PACK_NAME, pack_version
 
 ROUTE = "/diffferv/info"
 

@@ -5,7 +5,7 @@ clip_direction.py), the SD1.5 parts in diffusers (sd15_diffusers.py), optional c
 its settings, declared once (inputs.py).
 
 diffusers/transformers/kornia/torch; runs without ComfyUI: the one ComfyUI import is the key converter
-that `--save-layout comfyui` loads inside a function. May import unet.files and headless.host (to find
+that `--save-layout comfyui` loads inside a function. May import unet.files and comfyhost.host (to find
 ComfyUI's tokenizer), headless.cli (the commands' style), faces (the identity networks and dlib's
 landmarks) and settings, nothing else of the pack.
 """

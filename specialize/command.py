@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..headless import host
+from ..comfyhost import host
 from ..headless.cli import CommandParser, InputRefusedError, run_command
 from ..settings import Choice, Number
 from .inputs import (

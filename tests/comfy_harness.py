@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from comfyui_diffferv.headless.host import find_comfyui
-from comfyui_diffferv.headless.runner import HeadlessComfy, PromptError
+from comfyui_diffferv.comfyhost.executor import PromptError
+from comfyui_diffferv.comfyhost.host import find_comfyui
+from comfyui_diffferv.comfyhost.runner import HeadlessComfy
 from comfyui_diffferv.unet.files import comfy_sd15_unet_config
 from comfyui_diffferv.video.decode import EVERY_NTH, FIT, SKIP_FIRST_FRAMES
 from comfyui_diffferv.windows.frames import call_frames
@@ -36,7 +37,7 @@ def host_dir() -> Path:
 
 
 InProcessComfy = HeadlessComfy
-"""The tests' in-process host is the pack's own headless ComfyUI (headless/runner.py)."""
+"""The tests' in-process host is the pack's own headless ComfyUI (comfyhost/runner.py)."""
 
 
 # --------------------------------------------------------------------------------------------------

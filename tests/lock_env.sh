@@ -11,7 +11,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=$(mktemp -d "${TMPDIR:-/tmp}/diffferv-lock.XXXXXX")
 DIFFFERV_VENV=$venv DIFFFERV_UNLOCKED=1 bash "$root/tests/setup_env.sh"
-host=$("$venv/bin/python" -c 'import sys; sys.path.insert(0, sys.argv[1]); from headless.host import find_comfyui; print(find_comfyui())' "$root")
+host=$("$venv/bin/python" -c 'import sys; sys.path.insert(0, sys.argv[1]); from comfyhost.host import find_comfyui; print(find_comfyui())' "$root")
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$host/comfyui_version.py")
 lock=$root/tests/locks/comfyui-$version.txt
 {

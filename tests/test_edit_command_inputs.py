@@ -15,9 +15,9 @@ import pytest
 import safetensors.torch
 import torch
 from comfy_harness import build_unet, run_edit
+from comfyui_diffferv.comfyhost.executor import NodeProblem, PromptError
 from comfyui_diffferv.headless.edit_command import main as edit_main
 from comfyui_diffferv.headless.failures import WorkflowFailedError
-from comfyui_diffferv.headless.runner import NodeProblem, PromptError
 from comfyui_diffferv.video.encode import FORMATS, write_video
 from conftest import ROOT
 from specialize_fixtures import other_family_unet

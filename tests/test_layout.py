@@ -3,7 +3,7 @@
 The rules (docs/architecture.md explains them):
 - a package imports only the pack packages listed for it in RULES (nodes/ is imported by nobody);
 - ComfyUI is imported at module level only by nodes/ and unet/comfy_model.py, and inside functions only
-  by those, headless/runner.py (which starts ComfyUI) and specialize/command.py (ComfyUI's key converter);
+  by those, comfyhost/runner.py (which starts ComfyUI) and specialize/command.py (ComfyUI's key converter);
 - importing any module outside nodes/ and unet/comfy_model.py imports no ComfyUI module;
 - nodes/ holds ComfyUI node classes and their glue only.
 """
@@ -26,8 +26,12 @@ RULES = {
     "masks": ("flow", "faces", "settings"),
     "keyframes": ("flow", "settings"),
     "unet": (),
-    "specialize": ("unet.files", "headless.host", "headless.cli", "faces", "settings"),
+    "specialize": ("unet.files", "comfyhost.host", "headless.cli", "faces", "settings"),
+    "comfyhost": (),
+    "remote": ("comfyhost.executor",),
     "headless": (
+        "comfyhost",
+        "remote",
         "attention.memory",
         "editing.inputs",
         "editing.preservation",
@@ -39,7 +43,7 @@ RULES = {
         "faces.dlib_models",
         "settings",
     ),
-    "batch": ("headless",),
+    "batch": ("headless", "comfyhost.executor", "remote"),
     "faces": (),
     "metrics": ("flow", "faces"),
     "nodes": (
@@ -54,14 +58,14 @@ RULES = {
         "masks",
         "keyframes",
         "settings",
-        "headless.host",
-        "headless.comfy_versions",
+        "comfyhost.host",
+        "comfyhost.versions",
     ),
 }
 """package -> the pack modules (dotted prefixes) it may import besides its own."""
 
 COMFY_AT_IMPORT = {"nodes", "unet.comfy_model"}
-COMFY_IN_FUNCTIONS = COMFY_AT_IMPORT | {"headless.runner", "specialize.command"}
+COMFY_IN_FUNCTIONS = COMFY_AT_IMPORT | {"comfyhost.runner", "specialize.command"}
 COMFY_MODULES = {
     "comfy",
     "comfy_api",

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import tomlkit
-from comfyui_diffferv.headless.host import find_comfyui
+from comfyui_diffferv.comfyhost.host import find_comfyui
 from conftest import ROOT
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version

@@ -19,9 +19,9 @@ import pytest
 import requests
 from comfy_harness import ComfyServer, run_edit
 from comfyui_diffferv.headless.cli import InputRefusedError
-from comfyui_diffferv.headless.server_api import ServerApi
 from comfyui_diffferv.headless.server_check import upload_clip
 from comfyui_diffferv.headless.workflow import CHECKPOINT
+from comfyui_diffferv.remote.server_api import ServerApi
 from conftest import ROOT
 from video_probe import probe
 

@@ -17,13 +17,13 @@ import pytest
 from aiohttp import web
 from comfyui_diffferv.batch.command import main as batch_main
 from comfyui_diffferv.batch.jobs import read_jobs
+from comfyui_diffferv.comfyhost.host import pack_version
 from comfyui_diffferv.headless.cli import InputRefusedError
 from comfyui_diffferv.headless.edit_command import main as edit_main
-from comfyui_diffferv.headless.host import pack_version
-from comfyui_diffferv.headless.remote_runner import saved_file
-from comfyui_diffferv.headless.server_api import ServerRefusedError, display_url, read_headers, url_problem
 from comfyui_diffferv.headless.server_check import upload_limit
 from comfyui_diffferv.headless.workflow import CHECKPOINT, SPEED_WORKFLOW, WORKFLOW
+from comfyui_diffferv.remote.runner import saved_file
+from comfyui_diffferv.remote.server_api import ServerRefusedError, display_url, read_headers, url_problem
 
 TINY = ["--frames", "2", "--size", "64", "--steps", "2", "--window", "0", "--cache-mode", "recompute"]
 

@@ -35,7 +35,7 @@ objectives = import_command("specialize.objectives")
 clip_direction = import_command("specialize.clip_direction")
 identity = import_command("faces.identity")
 dlib_models = import_command("faces.dlib_models")
-host = import_command("headless.host")
+host = import_command("comfyhost.host")
 
 BRANCHES = ("specialization", "identity", "edit")
 RESOLUTION = 64

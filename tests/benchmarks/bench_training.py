@@ -49,7 +49,7 @@ objectives = import_command("specialize.objectives")
 clip_direction = import_command("specialize.clip_direction")
 identity = import_command("faces.identity")
 dlib_models = import_command("faces.dlib_models")
-host = import_command("headless.host")  # finds the ComfyUI tree without importing it
+host = import_command("comfyhost.host")  # finds the ComfyUI tree without importing it
 
 BRANCHES = ("specialization", "identity", "edit")
 GIB = 2**30

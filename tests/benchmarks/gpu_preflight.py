@@ -65,7 +65,7 @@ def driver() -> str:
 
 def main() -> None:
     smoke = "--smoke" in sys.argv[1:]
-    host = runpy.run_path(str(ROOT / "__main__.py"))["import_command"]("headless.host")
+    host = runpy.run_path(str(ROOT / "__main__.py"))["import_command"]("comfyhost.host")
     try:
         comfyui = host.find_comfyui()
     except FileNotFoundError:

@@ -1,6 +1,6 @@
-"""A workflow run on a ComfyUI server: the second executor beside the in-process one (runner.py), with
-the same contract: `run_on_server` validates and executes an API-form workflow and returns
-{node id: ui output}, raising `runner.PromptError` with ComfyUI's own messages when the server refuses,
+"""A workflow run on a ComfyUI server: the second executor beside the in-process one (comfyhost/runner.py),
+with the same contract (comfyhost/executor.py): `run_on_server` validates and executes an API-form workflow
+and returns {node id: ui output}, raising `PromptError` with ComfyUI's own messages when the server refuses,
 fails or interrupts it, and calling the same progress hooks; `fetch_outputs` brings the files back.
 
 Progress comes from the server's events on its WebSocket (`executing`, `progress`, the end events). When
@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .runner import NodeHook, ProgressHook, PromptError, failure, validation_problems
+from ..comfyhost.executor import NodeHook, ProgressHook, PromptError, failure, validation_problems
 from .server_api import ServerLostError, ServerRefusedError, next_event
 
 LOST_AFTER = 30.0

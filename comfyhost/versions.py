@@ -12,7 +12,7 @@ Differences handled here:
 Differences met by meaning elsewhere, without a branch on the version:
 - the anchor frame of newer context windows (``causal_window_fix``): ``windows/frames.py`` reads the
   window object's anchor, ``nodes/window_glue.py`` counts it;
-- ``PromptServer.instance``, which newer core nodes reach for while they load: ``headless/runner.py``
+- ``PromptServer.instance``, which newer core nodes reach for while they load: ``comfyhost/runner.py``
   makes ComfyUI's own server object, unstarted, on every version;
 - the ``optical_flow`` model folder, which newer ComfyUI registers itself: ``nodes/trajectories.py``
   widens it to TorchScript files instead of registering it;
