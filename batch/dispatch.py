@@ -13,17 +13,17 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from ..comfyhost.executor import PromptError
+from ..headless import edit_run
 from ..headless.cli import InputRefusedError
 from ..headless.edit_job import prepare_job
 from ..headless.failures import WorkflowFailedError
-from ..headless.outputs import write_outputs, write_report
 from ..headless.plan import stages
 from ..headless.progress import OverallProgress, format_duration
 from ..headless.server_check import ServerFacts, upload_clip
-from ..remote.runner import LOST_AFTER, fetch_outputs, run_on_server
+from ..remote.runner import LOST_AFTER, RemoteExecutor
 from ..remote.server_api import ServerApi, ServerLostError, ServerRefusedError
 from .jobs import Job
 from .progress import BatchProgress
@@ -114,32 +114,20 @@ class Dispatcher:
         try:
             edit = prepare_job(job.args, job.checked, server.facts.ram_free, server.facts.gpu)
             progress = OverallProgress(
-                stages(edit.plan, edit.clip_frames), edit.graph.class_types(), show=False
+                stages(edit.plan, edit.clip_frames),
+                edit.graph.class_types(),
+                show=False,
+                on_change=self.progress.moved,
             )
             self.progress.started(job.name, server.name, progress)
-
-            def on_progress(value, total, node_id):
-                progress.node_progress(value, total, node_id)
-                self.progress.moved()
-
-            def on_node(node_id):
-                progress.node_started(node_id)
-                self.progress.moved()
-
-            edit.set_video(await upload_clip(server.api, job.checked.video, "--video"))
-            try:
-                outputs = await run_on_server(
-                    server.api, edit.prompt, on_progress, on_node, lost_after=self.lost_after
-                )
-            except PromptError as error:
-                said = WorkflowFailedError(error, edit.graph.titles(), edit.files()).lines(verbose=False)
-                raise JobFailedError("; ".join(said)) from None
+            upload = partial(upload_clip, server.api, flag="--video")
+            executor = RemoteExecutor(server.api, lost_after=self.lost_after, upload=upload)
             self.folder.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=self.folder, prefix=".batch_") as scratch:
-                produced = await fetch_outputs(server.api, outputs, edit.video_outputs(), Path(scratch))
-                write_outputs(edit.targets(produced), show=False)
-            if job.args.report:
-                write_report(edit.prompt, outputs, Path(job.args.output), show=False)
+                try:
+                    await edit_run.run_job(edit, executor, progress, Path(scratch), show=False)
+                except WorkflowFailedError as failed:
+                    raise JobFailedError("; ".join(failed.lines(verbose=False))) from None
         except (JobFailedError, InputRefusedError, ServerRefusedError) as failure:
             seconds = time.monotonic() - started
             self.failed.append((job, str(failure)))

@@ -1,12 +1,16 @@
 """What running a workflow means for the pack's commands, wherever ComfyUI runs it (in this process:
 ``comfyhost.runner``; on a server: ``remote.runner``): the progress hooks an executor calls, the problems
 ComfyUI reports per node, and `PromptError`, the one exception a refused, failed or interrupted workflow
-ends in, built from ComfyUI's own answers (`validation_problems`, `failure`). Plain Python, no ComfyUI."""
+ends in, built from ComfyUI's own answers (`validation_problems`, `failure`); and `Executor`, what both
+executors do for one run (put the clip where the workflow reads it, run, bring the produced files back).
+Plain Python, no ComfyUI."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 ProgressHook = Callable[[int, int, str | None], None]
 """on_progress(value, total, node id): a node's progress bar moved."""
@@ -80,3 +84,22 @@ def failure(messages: list) -> PromptError:
             stage = "interrupted"
             problems.append(NodeProblem(data["node_id"], data["node_type"], None, "interrupted"))
     return PromptError.reported(stage, problems)
+
+
+class Executor(Protocol):
+    """Where a workflow runs: ComfyUI in this process (``comfyhost.runner.InProcessExecutor``) or a ComfyUI
+    server (``remote.runner.RemoteExecutor``). Both raise `PromptError` with ComfyUI's own messages when
+    the workflow is refused, fails or is interrupted, and call the same progress hooks."""
+
+    async def put_clip(self, video: Path) -> str:
+        """Put `video` into the input folder the workflow reads; returns its name there."""
+        ...
+
+    async def run(self, prompt: dict, on_progress: ProgressHook | None, on_node: NodeHook | None) -> dict:
+        """Validate and execute the API-form `prompt`; returns {node id: ui output}."""
+        ...
+
+    async def fetch(self, outputs: dict, wanted: dict[str, str], folder: Path) -> dict[str, Path]:
+        """The first file each node of `wanted` (node id -> a key) saved, as a local file (fetched into
+        `folder` when it is not on this machine); returns key -> the file."""
+        ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import shutil
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -179,3 +180,20 @@ class HeadlessComfy:
         """The file behind a node's ui entry {"filename", "subfolder", "type"}."""
         root = {"output": "output", "temp": "temp", "input": "input"}[saved["type"]]
         return self.workdir / root / saved["subfolder"] / saved["filename"]
+
+
+@dataclass
+class InProcessExecutor:
+    """The executor contract (``executor.Executor``) kept by a `HeadlessComfy` in this process."""
+
+    comfy: HeadlessComfy
+
+    async def put_clip(self, video: Path) -> str:
+        shutil.copy(video, self.comfy.workdir / "input" / video.name)
+        return video.name
+
+    async def run(self, prompt: dict, on_progress: ProgressHook | None, on_node: NodeHook | None) -> dict:
+        return self.comfy.run_prompt(prompt, on_progress=on_progress, on_node=on_node)
+
+    async def fetch(self, outputs: dict, wanted: dict[str, str], folder: Path) -> dict[str, Path]:
+        return {key: self.comfy.output_path(outputs[node_id]["images"][0]) for node_id, key in wanted.items()}

@@ -2,7 +2,7 @@
 (cli.py); its flags (flags.py), its checks before ComfyUI starts (checks.py), the API-form graph and its
 edits (graph.py), the face-edit workflow's inputs set from the flags (workflow.py), the plan and the stages
 (plan.py), the overall progress line (progress.py), ComfyUI's messages in flag terms (failures.py), the
-outputs (outputs.py), one edit made ready to run (edit_job.py), what a server has and an edit needs of it
+outputs (outputs.py), one edit made ready to run (edit_job.py) and run with either executor (edit_run.py), what a server has and an edit needs of it
 (server_check.py), and the command putting them in order (edit_command.py), in this process
 (comfyhost.runner) or on a server (`edit --server`: remote.runner); each job of the batch/ command goes
 through the same parts.

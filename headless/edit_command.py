@@ -28,7 +28,7 @@ failure while running exits with 1, an interruption (Ctrl-C) with 130 (cli.py); 
 is left (outputs.py).
 
 The parts: flags.py (the command line), checks.py (the preflight), workflow.py (the workflow's inputs set
-from the flags, through graph.py), plan.py (the plan and the stages), comfyhost.runner or remote.runner and progress.py (the run),
+from the flags, through graph.py), plan.py (the plan and the stages), edit_run.py (the run, with the in-process or the remote executor),
 failures.py, outputs.py; this module puts them in order.
 """
 
@@ -37,22 +37,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import shutil
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
-from ..comfyhost.executor import PromptError
 from ..comfyhost.host import find_comfyui
-from ..comfyhost.runner import HeadlessComfy
-from ..remote.runner import fetch_outputs, run_on_server
+from ..comfyhost.runner import HeadlessComfy, InProcessExecutor
+from ..remote.runner import RemoteExecutor
 from ..remote.server_api import ServerApi, ServerError
 from .checks import Gpu, cuda_gpu, preflight, server_headers
 from .cli import CommandError, InputRefusedError, run_command
 from .edit_job import EditJob, prepare_job
-from .failures import WorkflowFailedError
+from .edit_run import run_job
 from .flags import parse
-from .outputs import write_outputs, write_report
 from .plan import byte_size, free_ram, stages
 from .progress import OverallProgress
 from .server_check import lacks, server_facts, upload_clip, upload_problem
@@ -71,7 +69,6 @@ def run(args: argparse.Namespace) -> None:
         workdir = Path(folder)
         print(f"starting ComfyUI from {comfyui} ...", file=sys.stderr)
         comfy = HeadlessComfy(workdir, host=comfyui, cpu=True if args.cpu else None)
-        shutil.copy(checked.video, workdir / "input" / checked.video.name)
         comfy.add_model_folder("checkpoints", checked.checkpoint.parent)
         if checked.unet is not None:
             comfy.add_model_folder("diffusion_models", checked.unet.parent)
@@ -79,22 +76,7 @@ def run(args: argparse.Namespace) -> None:
         job = prepare_job(args, checked, free_ram(), gpu)
         show_plan(job, gpu)
         progress = OverallProgress(stages(job.plan, job.clip_frames), job.graph.class_types())
-        try:
-            outputs = comfy.run_prompt(
-                job.prompt, on_progress=progress.node_progress, on_node=progress.node_started
-            )
-            progress.finish()
-        except PromptError as error:
-            raise WorkflowFailedError(error, job.graph.titles(), job.files()) from None
-        finally:
-            progress.end_line()
-        produced = {
-            prefix: comfy.output_path(outputs[key]["images"][0])
-            for key, prefix in job.video_outputs().items()
-        }
-        write_outputs(job.targets(produced))
-        if args.report:
-            write_report(job.prompt, outputs, Path(args.output))
+        asyncio.run(run_job(job, InProcessExecutor(comfy), progress, workdir))
 
 
 def show_plan(job: EditJob, gpu: Gpu | None, where: str | None = None) -> None:
@@ -129,23 +111,12 @@ async def edit_on_server(args: argparse.Namespace, headers: dict[str, str]) -> N
         progress = OverallProgress(stages(job.plan, job.clip_frames), job.graph.class_types())
         output = Path(args.output).expanduser().resolve()  # downloads are staged beside the output
         scratch = next(folder for folder in output.parents if folder.is_dir())
+        executor = RemoteExecutor(api, upload=partial(upload_clip, api, flag="--video"))
         with tempfile.TemporaryDirectory(dir=scratch, prefix=".diffferv_") as folder:
             try:
-                job.set_video(await upload_clip(api, checked.video, "--video"))
-                outputs = await run_on_server(
-                    api, job.prompt, on_progress=progress.node_progress, on_node=progress.node_started
-                )
-                produced = await fetch_outputs(api, outputs, job.video_outputs(), Path(folder))
-                progress.finish()
-            except PromptError as error:
-                raise WorkflowFailedError(error, job.graph.titles(), job.files()) from None
+                await run_job(job, executor, progress, Path(folder))
             except ServerError as error:
                 raise CommandError(f"--server: {error}") from None
-            finally:
-                progress.end_line()
-            write_outputs(job.targets(produced))
-        if args.report:
-            write_report(job.prompt, outputs, Path(args.output))
 
 
 def main(argv: list[str]) -> int:

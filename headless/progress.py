@@ -79,7 +79,8 @@ class ProgressOutput:
 class OverallProgress:
     """See the module docstring. `node_types` maps the workflow's node ids to their class types; nodes of
     no stage (previews) move nothing, and stages without a node in the workflow are left out. `show`
-    False: nothing is printed (the share done and the ETA are still kept, e.g. for one job of a batch)."""
+    False: nothing is printed (the share done and the ETA are still kept, e.g. for one job of a batch);
+    `on_change` is called whenever the share done may have moved (a batch's line follows its jobs)."""
 
     def __init__(
         self,
@@ -88,8 +89,10 @@ class OverallProgress:
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
         show: bool = True,
+        on_change: Callable[[], None] | None = None,
     ):
         kinds = set(node_types.values())
+        self.on_change = on_change
         self.stages = [stage for stage in stages if stage.node_types & kinds]
         self.total = sum(stage.work for stage in self.stages) or 1.0
         self.stage_of = {
@@ -162,3 +165,5 @@ class OverallProgress:
 
     def _show(self, stage_start: bool, name: str | None = None) -> None:
         self.output.update(self.line(name), self.done(), always=stage_start)
+        if self.on_change is not None:
+            self.on_change()

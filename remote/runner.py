@@ -22,6 +22,8 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..comfyhost.executor import NodeHook, ProgressHook, PromptError, failure, validation_problems
@@ -208,3 +210,25 @@ async def fetch_outputs(api, outputs: dict, wanted: dict[str, str], folder: Path
         key: await fetch_file(api, outputs[node_id]["images"][0], folder, f"output{index}")
         for index, (node_id, key) in enumerate(wanted.items())
     }
+
+
+@dataclass
+class RemoteExecutor:
+    """The executor contract (``comfyhost.executor.Executor``) kept by a ComfyUI server: `api` (a
+    ``server_api.ServerApi``), a prompt followed with `lost_after` seconds of silence allowed, the clip put
+    there by `upload` (the command's, which says a refusal in its terms; default: a plain upload)."""
+
+    api: object
+    lost_after: float = LOST_AFTER
+    upload: Callable[[Path], Awaitable[str]] | None = None
+
+    async def put_clip(self, video: Path) -> str:
+        if self.upload is not None:
+            return await self.upload(video)
+        return await self.api.upload(video, video.name)
+
+    async def run(self, prompt: dict, on_progress: ProgressHook | None, on_node: NodeHook | None) -> dict:
+        return await run_on_server(self.api, prompt, on_progress, on_node, lost_after=self.lost_after)
+
+    async def fetch(self, outputs: dict, wanted: dict[str, str], folder: Path) -> dict[str, Path]:
+        return await fetch_outputs(self.api, outputs, wanted, folder)
