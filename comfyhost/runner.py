@@ -15,12 +15,16 @@ import importlib
 import shutil
 import sys
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .executor import NodeHook, NodeProblem, ProgressHook, PromptError, failure, validation_problems
 from .host import PACK_ROOT, find_comfyui
 from .versions import EXECUTOR_CACHE_OFF, hidden_inputs
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -184,7 +188,9 @@ class HeadlessComfy:
 
 @dataclass
 class InProcessExecutor:
-    """The executor contract (``executor.Executor``) kept by a `HeadlessComfy` in this process."""
+    """The executor contract (``executor.Executor``) kept by a `HeadlessComfy` in this process. Its
+    coroutines never suspend, and ComfyUI's executor runs event loops of its own, so a caller outside any
+    event loop drives a run through it with `completed` rather than ``asyncio.run``."""
 
     comfy: HeadlessComfy
 
@@ -197,3 +203,14 @@ class InProcessExecutor:
 
     async def fetch(self, outputs: dict, wanted: dict[str, str], folder: Path) -> dict[str, Path]:
         return {key: self.comfy.output_path(outputs[node_id]["images"][0]) for node_id, key in wanted.items()}
+
+
+def completed(coroutine: Coroutine[object, None, T]) -> T:
+    """The result of `coroutine`, run to its end in this thread without an event loop: for a coroutine
+    whose awaits never suspend (``InProcessExecutor``'s), inside which ComfyUI may start loops of its own."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("completed() got a coroutine that waits on an event loop; run it with asyncio.run")

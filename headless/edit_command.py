@@ -43,7 +43,7 @@ from functools import partial
 from pathlib import Path
 
 from ..comfyhost.host import find_comfyui
-from ..comfyhost.runner import HeadlessComfy, InProcessExecutor
+from ..comfyhost.runner import HeadlessComfy, InProcessExecutor, completed
 from ..remote.runner import RemoteExecutor
 from ..remote.server_api import ServerApi, ServerError
 from .checks import Gpu, cuda_gpu, preflight, server_headers
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> None:
         job = prepare_job(args, checked, free_ram(), gpu)
         show_plan(job, gpu)
         progress = OverallProgress(stages(job.plan, job.clip_frames), job.graph.class_types())
-        asyncio.run(run_job(job, InProcessExecutor(comfy), progress, workdir))
+        completed(run_job(job, InProcessExecutor(comfy), progress, workdir))
 
 
 def show_plan(job: EditJob, gpu: Gpu | None, where: str | None = None) -> None:
