@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..attention.control import FeatureStore
+from ..attention.feature_store import FeatureStore
 from ..flow.trajectories import LATENT_FACTORS, level_grid
 
 STORE = "store"

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import logging
 
-import comfy.sample
-import comfy.samplers
-import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..attention.control import FeatureStore, PreservationControl
+from ..attention.control import PreservationControl
+from ..attention.feature_store import FeatureStore
 from ..editing.ddim import invert
 from ..editing.inputs import CACHE_MODE, SOURCE_PROMPT, STEPS, check_clip_frames
 from ..editing.preservation import STORE, STORE_SHARE_OF_FREE_RAM, InversionResult
@@ -22,6 +20,7 @@ from .preservation_glue import (
     SOURCE_ROLE,
     encode_prompt,
     pick_cache_mode,
+    run_sampler,
     schedule,
     temporal_model,
 )
@@ -118,22 +117,8 @@ class DDIMInvertWithCache(io.ComfyNode):
             run_model = with_control(model, control)
         run_model = count_real_rows(run_model, UNetCall(chunks=1))
         kept: list[torch.Tensor] = []
-        sampler = comfy.samplers.KSAMPLER(
-            invert, extra_options={"keep": kept, "final_call": store is not None, "on_step": progress(None)}
-        )
-        noise = comfy.sample.sample_custom(
-            run_model,
-            torch.zeros_like(samples),
-            1.0,
-            sampler,
-            sigmas,
-            cond,
-            cond,
-            samples,
-            callback=latent_preview.prepare_callback(run_model, steps),
-            disable_pbar=True,
-            seed=0,
-        )
+        options = {"keep": kept, "final_call": store is not None, "on_step": progress(None)}
+        noise = run_sampler(run_model, invert, options, 1.0, sigmas, cond, cond, samples, steps)
         result = InversionResult(
             sigmas=sigmas,
             latents=torch.stack(kept),

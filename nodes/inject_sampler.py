@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import comfy.sample
-import comfy.samplers
-import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..attention.control import SOURCE_CACHE, Feature, FeatureStore, Injection, PreservationControl
+from ..attention.control import SOURCE_CACHE, Injection, PreservationControl
+from ..attention.feature_store import Feature, FeatureStore
 from ..editing.blending import SourceBlend
 from ..editing.ddim import sample, sampling_sigmas
 from ..editing.identity import FROM_STORE, IN_BATCH
@@ -29,6 +27,7 @@ from .preservation_glue import (
     add_source_path,
     encode_prompt,
     identity_path,
+    run_sampler,
     temporal_model,
 )
 from .prompts import check_prompt
@@ -207,19 +206,9 @@ class PreservationInjectSampler(io.ComfyNode):
         options = {"on_step": progress(None)}
         if mask is not None:
             options["after_step"] = source_blend(inversion, mask, mask_feather_px)
-        sampler = comfy.samplers.KSAMPLER(sample, extra_options=options)
         start = model.model.process_latent_out(inversion.noise)
-        edited = comfy.sample.sample_custom(
-            run_model,
-            torch.zeros_like(start),
-            guidance,
-            sampler,
-            sampling_sigmas(inversion.sigmas),
-            edit_cond,
-            negative_cond,
-            start,
-            callback=latent_preview.prepare_callback(run_model, steps),
-            disable_pbar=True,
-            seed=0,
+        sigmas = sampling_sigmas(inversion.sigmas)
+        edited = run_sampler(
+            run_model, sample, options, guidance, sigmas, edit_cond, negative_cond, start, steps
         )
         return io.NodeOutput({"samples": edited})

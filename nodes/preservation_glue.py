@@ -34,10 +34,13 @@ from typing import NamedTuple
 
 import comfy.model_management
 import comfy.patcher_extension
+import comfy.sample
 import comfy.samplers
+import latent_preview
 import torch
 
-from ..attention.control import CONTROL_KEY, ROLES_KEY, Feature, FeatureStore, PreservationControl
+from ..attention.control import CONTROL_KEY, ROLES_KEY, PreservationControl
+from ..attention.feature_store import Feature, FeatureStore
 from ..attention.memory import COMFY_HEADROOM, patch_bytes
 from ..editing.ddim import inversion_sigmas
 from ..editing.identity import layout_problem, source_path
@@ -152,6 +155,37 @@ def pick_cache_mode(model, mode: str, frames: int, steps: int, latent_hw: tuple[
     mib = 2**20
     sizes = f"store {need / mib:.0f} MiB, recompute {kept / mib:.1f} MiB"
     return resolved, sizes
+
+
+def run_sampler(
+    model,
+    sample_fn,
+    options: dict,
+    guidance: float,
+    sigmas,
+    positive,
+    negative,
+    latent: torch.Tensor,
+    steps: int,
+) -> torch.Tensor:
+    """ComfyUI's custom sampling of `latent` [F, 4, h, w] (the start itself: no noise is added) over
+    `sigmas` with `sample_fn` (a sampler function of ``editing/ddim.py``, given `options` as its extra
+    options), `positive` / `negative` CONDITIONING at `guidance`: what both DDIM nodes run. A latent preview
+    follows the `steps`; ComfyUI's own progress bar is off (the nodes report through `options`). Returns
+    the final latent [F, 4, h, w]."""
+    return comfy.sample.sample_custom(
+        model,
+        torch.zeros_like(latent),
+        guidance,
+        comfy.samplers.KSAMPLER(sample_fn, extra_options=options),
+        sigmas,
+        positive,
+        negative,
+        latent,
+        callback=latent_preview.prepare_callback(model, steps),
+        disable_pbar=True,
+        seed=0,
+    )
 
 
 class SourceInput(NamedTuple):

@@ -4,14 +4,8 @@ plain attention's output must stay within their work budget plus one output-size
 starts copying q and k again, or gathers whole windows, fails here."""
 
 import torch
-from comfyui_diffferv.attention.control import (
-    CONTROL_KEY,
-    ROLES_KEY,
-    Feature,
-    FeatureStore,
-    Injection,
-    PreservationControl,
-)
+from comfyui_diffferv.attention.control import CONTROL_KEY, ROLES_KEY, Injection, PreservationControl
+from comfyui_diffferv.attention.feature_store import Feature, FeatureStore
 from comfyui_diffferv.attention.functional import sdpa_attention
 from comfyui_diffferv.attention.memory import WORK_BYTES, patch_bytes
 from comfyui_diffferv.attention.patches import CrossAttentionControl, TemporalSelfAttention

@@ -4,14 +4,8 @@ import copy
 
 import pytest
 import torch
-from comfyui_diffferv.attention.control import (
-    CONTROL_KEY,
-    ROLES_KEY,
-    Feature,
-    FeatureStore,
-    Injection,
-    PreservationControl,
-)
+from comfyui_diffferv.attention.control import CONTROL_KEY, ROLES_KEY, Injection, PreservationControl
+from comfyui_diffferv.attention.feature_store import Feature, FeatureStore
 from comfyui_diffferv.attention.patches import CrossAttentionControl, TemporalSelfAttention
 from comfyui_diffferv.flow.trajectory_set import TrajectorySet
 from naive_attention import attend, random_trajectories

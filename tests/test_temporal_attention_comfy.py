@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from comfyui_diffferv.attention.control import Feature, FeatureStore, PreservationControl
+from comfyui_diffferv.attention.control import PreservationControl
+from comfyui_diffferv.attention.feature_store import Feature, FeatureStore
 from comfyui_diffferv.flow.trajectory_set import TrajectorySet
 from naive_attention import random_trajectories, single_frame_trajectories
 

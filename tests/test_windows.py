@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 import torch
-from comfyui_diffferv.attention.control import Feature, FeatureStore, Injection, PreservationControl
+from comfyui_diffferv.attention.control import Injection, PreservationControl
+from comfyui_diffferv.attention.feature_store import Feature, FeatureStore
 from comfyui_diffferv.attention.patches import TemporalSelfAttention
 from comfyui_diffferv.flow.trajectory_set import TrajectorySet
 from comfyui_diffferv.windows.frames import call_frames, describe, is_whole_clip

@@ -120,7 +120,8 @@ def unet_peaks(frames: int, size: int, full_size: bool, device) -> dict[str, flo
 def level0_peaks(frames: int, size: int, device) -> dict[str, int]:
     """Peak memory of one attention call at the full-resolution block's shapes, by kind."""
     import comfy.ldm.modules.attention as comfy_attention
-    from comfyui_diffferv.attention.control import CONTROL_KEY, ROLES_KEY, FeatureStore, PreservationControl
+    from comfyui_diffferv.attention.control import CONTROL_KEY, ROLES_KEY, PreservationControl
+    from comfyui_diffferv.attention.feature_store import FeatureStore
     from comfyui_diffferv.attention.patches import CrossAttentionControl, TemporalSelfAttention
     from comfyui_diffferv.nodes.attention_patches import comfy_attention as attention_fn
 
