@@ -68,6 +68,9 @@ class Checked:
     workflow_path: str
     start_frame: int = 0
     """The frame the edit starts at (--start, at the rate the clip is taken at)."""
+    clip: ClipInfo | None = None
+    """What probing the clip found (its frames counted up to MAX_FRAME_CAP): the plan uses it, so the clip
+    is probed once."""
 
 
 CHECKED_APART = ("--overlap", "--size")
@@ -259,7 +262,7 @@ def preflight(args: argparse.Namespace, comfyui: Path | None) -> Checked:
     else:
         checkpoint, unet = check_models(args, comfyui)
     workflow, workflow_path = read_workflow(args)
-    return Checked(video, checkpoint, unet, formats, workflow, workflow_path, first)
+    return Checked(video, checkpoint, unet, formats, workflow, workflow_path, first, clip)
 
 
 def server_headers(args: argparse.Namespace) -> dict[str, str]:

@@ -130,9 +130,8 @@ def _prepared(args: argparse.Namespace, checked: Checked, free_ram: int, gpu: Gp
                 args.mask, args.mask_face, args.mask_pick, args.mask_grow, args.mask_feather
             ),
         )
-        plan, lines, clip_frames = plan_run(
-            prompt, checked.video, free_ram, None if gpu is None else gpu.free
-        )
+        gpu_free = None if gpu is None else gpu.free
+        plan, lines, clip_frames = plan_run(prompt, checked.video, free_ram, gpu_free, checked.clip)
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise InputRefusedError(
             f"--workflow: {checked.workflow_path} is not the face-edit workflow ({error})"

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..attention.memory import COMFY_HEADROOM, COMFY_RESERVE, GpuNeed, gpu_need, gpu_needs
 from ..editing.preservation import STORE, recompute_bytes, resolve_cache_mode, store_bytes, store_problem
 from ..keyframes.selection import Keyframes
-from ..video.decode import MAX_FRAME_CAP, SIZE_MULTIPLE, fitted_size, picked_frames, probe_clip
+from ..video.decode import MAX_FRAME_CAP, SIZE_MULTIPLE, ClipInfo, fitted_size, picked_frames, probe_clip
 from ..windows.schedule import RunPlan, frame_evaluations, static_windows
 from .cli import InputRefusedError
 from .graph import ApiGraph
@@ -36,17 +36,21 @@ def byte_size(nbytes: int) -> str:
 
 
 def plan_run(
-    prompt: dict, video: Path, free_ram: int, gpu_free: int | None = None
+    prompt: dict, video: Path, free_ram: int, gpu_free: int | None = None, probed: ClipInfo | None = None
 ) -> tuple[RunPlan, list[str], int]:
     """What the prepared workflow will do with `video`: the RunPlan of its UNet part (in speed mode, of
     the keyframes), the lines that describe it (frames and size, keyframes, windows, UNet calls, the
     largest UNet batch, the cache mode and its size) and the clip's frame count. `auto` is resolved as
     the inversion node resolves it, against `free_ram` bytes of free system memory; the GPU line says how
-    a step runs on a GPU with `gpu_free` bytes free (None: no GPU known)."""
+    a step runs on a GPU with `gpu_free` bytes free (None: no GPU known). `probed`: what the preflight's
+    probe of the clip found (counted up to MAX_FRAME_CAP frames), used instead of probing it again
+    unless the workflow takes frames past what it counted."""
     graph = ApiGraph(prompt)
     load = graph.inputs(LOAD_VIDEO)
     invert = graph.inputs(INVERT)
-    info = probe_clip(video, count_up_to=MAX_FRAME_CAP * load["every_nth"] + load["skip_first_frames"])
+    needed = MAX_FRAME_CAP * load["every_nth"] + load["skip_first_frames"]
+    counted = probed is not None and (probed.frames < MAX_FRAME_CAP or needed <= MAX_FRAME_CAP)
+    info = probed if counted else probe_clip(video, count_up_to=needed)
     frames = picked_frames(info.frames, load["max_frames"], load["skip_first_frames"], load["every_nth"])
     height, width = fitted_size(info.height, info.width, load["short_side"], SIZE_MULTIPLE, load["fit"])
     keyframes = keyframes_of(graph, frames)

@@ -291,3 +291,25 @@ def test_an_explicit_store_the_host_cannot_hold_is_refused_in_the_plan(demo_clip
         str(caught.value),
     )
     assert job().plan.sampling_chunks == 3  # auto: recompute
+
+
+def test_the_clip_is_probed_once_from_the_preflight_to_the_plan(demo_clip, monkeypatch):
+    """The preflight's probe of the clip travels into the plan (`Checked.clip`): one probe per run, and
+    the plan says what a fresh probe would."""
+    from comfyui_diffferv.headless import checks, flags, plan
+    from comfyui_diffferv.headless.edit_job import prepare_job
+
+    probes = []
+    original = checks.probe_clip
+
+    def counted(*args, **kwargs):
+        probes.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(checks, "probe_clip", counted)
+    monkeypatch.setattr(plan, "probe_clip", counted)
+    args = flags.parse(["--video", str(demo_clip), "--output", "edit.mp4", "--start", "5"])
+    job = prepare_job(args, checks.preflight(args, None), free_ram=8 * 2**30)
+    assert len(probes) == 1
+    fresh, _, _ = plan.plan_run(job.prompt, job.checked.video, free_ram=8 * 2**30)
+    assert len(probes) == 2 and job.plan == fresh
