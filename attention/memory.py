@@ -74,6 +74,19 @@ def patch_bytes(
     return budget + item + cached
 
 
+@dataclass(frozen=True)
+class UNetCall:
+    """One kind of UNet call a run may make: `chunks` chunks of a window's frames (2 for a guided edit, 3
+    with the recompute mode's source chunk, 1 for the inversion or the source path run alone);
+    `cached_source`: its source features come from a host store and are moved to the device per block;
+    `held_per_frame`: bytes per frame of the window held on the device through the call (the one-step
+    store of the source path run in a call of its own)."""
+
+    chunks: int
+    cached_source: bool = False
+    held_per_frame: int = 0
+
+
 SD15_UNET_PARAMETERS = 859_520_964
 """Parameters of the SD1.5 UNet (ComfyUI's model of the real architecture; tests/test_gpu_fit.py counts
 them): its weights are this times the dtype's size, 1.6 GiB in fp16 / bf16."""

@@ -10,14 +10,15 @@ from comfy_api.latest import io
 
 from ..attention.control import PreservationControl
 from ..attention.feature_store import FeatureStore
+from ..attention.memory import UNetCall
 from ..editing.ddim import invert
+from ..editing.injection_plan import SOURCE_ROLE
 from ..editing.inputs import CACHE_MODE, SOURCE_PROMPT, STEPS, check_clip_frames
 from ..editing.preservation import STORE, STORE_SHARE_OF_FREE_RAM, InversionResult
 from .attention_patches import with_control
 from .common import CATEGORY, PREFIX, Inversion, Trajectories, input_problem, progress
-from .memory_glue import UNetCall, count_real_rows
+from .memory_glue import count_real_rows
 from .preservation_glue import (
-    SOURCE_ROLE,
     encode_prompt,
     pick_cache_mode,
     run_sampler,

@@ -3,27 +3,23 @@ path's preservation features injected (DiffFERV section 3.4)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from comfy_api.latest import io
 
-from ..attention.control import SOURCE_CACHE, Injection, PreservationControl
-from ..attention.feature_store import Feature, FeatureStore
+from ..attention.control import PreservationControl
+from ..attention.feature_store import FeatureStore
 from ..editing.blending import SourceBlend
 from ..editing.ddim import sample, sampling_sigmas
-from ..editing.identity import FROM_STORE, IN_BATCH
+from ..editing.identity import FROM_STORE
+from ..editing.injection_plan import ROLE_OF_COND, plan_injection
 from ..editing.inputs import EDIT_PROMPT, GUIDANCE, TAU_APP
-from ..editing.preservation import InversionResult, appearance_steps, store_bytes
-from ..editing.token_alignment import align_tokens
+from ..editing.preservation import InversionResult, store_bytes
 from ..masks.inputs import FEATHER_PX
 from ..masks.latent import check_masks, latent_masks
 from .attention_patches import with_control
 from .common import CATEGORY, PREFIX, Inversion, progress
-from .memory_glue import UNetCall, count_real_rows
+from .memory_glue import count_real_rows
 from .preservation_glue import (
-    ROLE_OF_COND,
-    SOURCE_ROLE,
     add_source_path,
     encode_prompt,
     identity_path,
@@ -32,8 +28,6 @@ from .preservation_glue import (
 )
 from .prompts import check_prompt
 from .window_glue import prepare_windows
-
-NEVER: frozenset[int] = frozenset()
 
 
 def source_blend(inversion: InversionResult, mask: torch.Tensor, feather_px: int) -> SourceBlend:
@@ -161,47 +155,36 @@ class PreservationInjectSampler(io.ComfyNode):
             negative_cond, negative_tokens = encode_prompt(clip, negative_prompt, "negative_prompt")
         else:
             negative_cond, negative_tokens = inversion.source_cond, inversion.source_tokens
-        timesteps = model.get_model_object("model_sampling").timestep(inversion.sigmas)
-        appearance = appearance_steps(timesteps, tau_app)
-        path = identity_path(model, inversion)
+        unet = model.get_model_object("diffusion_model")
+        held = store_bytes(
+            1, 0, tuple(inversion.latents.shape[-2:]), unet.model_channels, model.model_dtype().itemsize
+        )
+        plan = plan_injection(
+            model.get_model_object("model_sampling").timestep(inversion.sigmas),
+            tau_app,
+            inject_motion,
+            inject_semantic,
+            inversion.source_tokens,
+            edit_tokens,
+            negative_tokens,
+            identity_path(model, inversion),
+            held,
+        )
 
-        def injection(tokens: list[int]) -> Injection:
-            return Injection(
-                source=SOURCE_CACHE,
-                swcfa_steps=appearance,
-                tta_steps=None if inject_motion else NEVER,
-                cross_steps=None if inject_semantic else NEVER,
-                token_map=align_tokens(inversion.source_tokens, tokens) if inject_semantic else None,
-            )
-
-        def control(roles: dict[str, Injection], store: FeatureStore | None) -> PreservationControl:
+        def control(roles: dict, store: FeatureStore | None) -> PreservationControl:
             return PreservationControl(
                 inversion.sigmas, cond_roles=ROLE_OF_COND, store=store, injections=roles
             )
 
-        # every kind of call: the step's chunks in one call, and one chunk, what a split comes down to
-        run_model, calls = model, [UNetCall(chunks=2), UNetCall(chunks=1)]
-        if appearance or inject_motion or inject_semantic:
-            roles = {ROLE_OF_COND[0]: injection(edit_tokens), ROLE_OF_COND[1]: injection(negative_tokens)}
-            if path == FROM_STORE:
-                run_model = with_control(model, control(roles, inversion.store))
-                calls = [UNetCall(chunks=n, cached_source=True) for n in (2, 1)]
-            else:  # recompute: the source path in the batch, or alone first into a one-step store
-                from_store = control(roles, FeatureStore(dtype=None, device=None))
-                in_batch = None
-                if path == IN_BATCH:
-                    in_batch = control({r: replace(i, source=SOURCE_ROLE) for r, i in roles.items()}, None)
-                features = [Feature.SELF_QK] if appearance or inject_motion else []
-                features += [Feature.CROSS_MAPS] if inject_semantic else []
-                run_model = with_control(model, in_batch or from_store)
-                add_source_path(run_model, inversion, from_store, features, in_batch)
-                unet = model.get_model_object("diffusion_model")
-                height, width = inversion.latents.shape[-2:]
-                held = store_bytes(1, 0, (height, width), unet.model_channels, model.model_dtype().itemsize)
-                calls = [UNetCall(chunks=n, held_per_frame=held) for n in (2, 1)]
-                if in_batch is not None:
-                    calls.append(UNetCall(chunks=3))
-        run_model = count_real_rows(run_model, *calls)
+        run_model = model
+        if plan.roles and plan.path == FROM_STORE:
+            run_model = with_control(model, control(plan.roles, inversion.store))
+        elif plan.roles:  # recompute: the source path in the batch, or alone first into a one-step store
+            from_store = control(plan.roles, FeatureStore(dtype=None, device=None))
+            in_batch = None if plan.in_batch_roles is None else control(plan.in_batch_roles, None)
+            run_model = with_control(model, in_batch or from_store)
+            add_source_path(run_model, inversion, from_store, plan.features, in_batch)
+        run_model = count_real_rows(run_model, *plan.calls)
         steps = inversion.steps
         options = {"on_step": progress(None)}
         if mask is not None:

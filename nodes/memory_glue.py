@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
 import comfy.patcher_extension
 
-from ..attention.memory import patch_bytes
+from ..attention.memory import UNetCall, patch_bytes
 from .attention_patches import swcfa_window
 from .window_glue import call_length
 
@@ -40,19 +39,6 @@ def estimated_rows(frames: int, chunks: int, extra_bytes: int, row_bytes: float)
     """Rows ComfyUI must size for (what `memory_required` of that many frame rows gives): `chunks` chunks of
     `frames` frames and `extra_bytes` more, in rows of `row_bytes` (ComfyUI's estimate for one row)."""
     return frames * chunks + math.ceil(extra_bytes / max(row_bytes, 1.0))
-
-
-@dataclass(frozen=True)
-class UNetCall:
-    """One kind of UNet call a run may make: `chunks` chunks of a window's frames (2 for a guided edit, 3
-    with the recompute mode's source chunk, 1 for the inversion or the source path run alone);
-    `cached_source`: its source features come from a host store and are moved to the device per block;
-    `held_per_frame`: bytes per frame of the window held on the device through the call (the one-step
-    store of the source path run in a call of its own)."""
-
-    chunks: int
-    cached_source: bool = False
-    held_per_frame: int = 0
 
 
 def noise_rows(largest: int, smallest: int) -> int:

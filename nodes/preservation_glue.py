@@ -44,6 +44,7 @@ from ..attention.feature_store import Feature, FeatureStore
 from ..attention.memory import COMFY_HEADROOM, patch_bytes
 from ..editing.ddim import inversion_sigmas
 from ..editing.identity import layout_problem, source_path
+from ..editing.injection_plan import ROLE_OF_COND, SOURCE_ROLE
 from ..editing.inputs import prompt_problem
 from ..editing.preservation import (
     STORE,
@@ -65,8 +66,6 @@ from .attention_patches import (
 )
 from .window_glue import schedule_name, steady_windows, windows_of
 
-ROLE_OF_COND = {0: "edit", 1: "negative"}
-SOURCE_ROLE = "source"
 IDENTITY_MODELS_KEY = "diffferv_identity"
 """Key of the identity UNet among the edit model's additional models (loaded with it by ComfyUI)."""
 STEP_PLAN_KEY = "diffferv_source_plan"

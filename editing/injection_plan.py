@@ -1,0 +1,91 @@
+"""What the Preservation Inject Sampler injects and how (DiffFERV section 3.4), decided without ComfyUI:
+which chunks of the sampler's batch take which source features at which steps (`Injection`s by role),
+how the source features reach them (the identity model's `source_path`: from the inversion's store, the
+source chunk in the same batch, or the source chunk run first), what the source path records, and the
+kinds of UNet call the run may make (for ComfyUI's memory estimate). The nodes' glue turns the plan into
+controls and wrappers on a MODEL.
+
+Roles: ComfyUI batches the edit prompt as cond (chunk role "edit") and the negative as uncond
+("negative"); the recompute mode's source chunk has the role "source".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..attention.control import SOURCE_CACHE, Injection
+from ..attention.feature_store import Feature
+from ..attention.memory import UNetCall
+from .identity import FROM_STORE, IN_BATCH
+from .preservation import appearance_steps
+from .token_alignment import align_tokens
+
+ROLE_OF_COND = {0: "edit", 1: "negative"}
+"""The role of each of ComfyUI's chunks (cond_or_uncond 0: the edit prompt, 1: the negative)."""
+SOURCE_ROLE = "source"
+"""The role of the source chunk (the inverted latent with the source prompt)."""
+NEVER: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class InjectionPlan:
+    """`roles`: each of ComfyUI's chunk roles -> its `Injection`, taking the source features from the store
+    (empty: nothing is injected, a plain DDIM sampling); `path`: how they reach the edit
+    (``identity.source_path``); `in_batch_roles`: the same injections taking the source chunk of the same
+    batch (the recompute mode's `IN_BATCH` path; None otherwise); `features`: what the source path records
+    when it runs alone first; `calls`: every kind of UNet call the run may make, the largest and the one a
+    split comes down to included."""
+
+    roles: dict[str, Injection]
+    path: str
+    in_batch_roles: dict[str, Injection] | None
+    features: tuple[Feature, ...]
+    calls: tuple[UNetCall, ...]
+
+
+def plan_injection(
+    timesteps: torch.Tensor,
+    tau_app: float,
+    inject_motion: bool,
+    inject_semantic: bool,
+    source_tokens: list[int],
+    edit_tokens: list[int],
+    negative_tokens: list[int],
+    path: str,
+    held_per_frame: int,
+) -> InjectionPlan:
+    """The plan of a sampling run over the schedule `timesteps` [S] (the inversion's, one per step):
+    appearance (SWCFA's q, k) injected at the steps `tau_app` selects (``preservation.appearance_steps``),
+    motion (TTA's q, k) at every step when `inject_motion`, semantics (cross-attention maps, mapped from the
+    source prompt's tokens to each prompt's: `source_tokens`, `edit_tokens`, `negative_tokens`) at every step
+    when `inject_semantic`; the source features reach the edit by `path` (FROM_STORE, IN_BATCH or
+    SEPARATE); `held_per_frame`: bytes per frame of the one-step store the source path keeps on the device
+    when it runs alone (``preservation.store_bytes(1, 0, ...)``)."""
+    appearance = appearance_steps(timesteps, tau_app)
+    plain = (UNetCall(chunks=2), UNetCall(chunks=1))
+    if not (appearance or inject_motion or inject_semantic):
+        return InjectionPlan({}, path, None, (), plain)
+
+    def injection(tokens: list[int]) -> Injection:
+        return Injection(
+            source=SOURCE_CACHE,
+            swcfa_steps=appearance,
+            tta_steps=None if inject_motion else NEVER,
+            cross_steps=None if inject_semantic else NEVER,
+            token_map=align_tokens(source_tokens, tokens) if inject_semantic else None,
+        )
+
+    roles = {ROLE_OF_COND[0]: injection(edit_tokens), ROLE_OF_COND[1]: injection(negative_tokens)}
+    if path == FROM_STORE:
+        calls = tuple(UNetCall(chunks=n, cached_source=True) for n in (2, 1))
+        return InjectionPlan(roles, path, None, (), calls)
+    features: list[Feature] = [Feature.SELF_QK] if appearance or inject_motion else []
+    features += [Feature.CROSS_MAPS] if inject_semantic else []
+    calls = tuple(UNetCall(chunks=n, held_per_frame=held_per_frame) for n in (2, 1))
+    in_batch_roles = None
+    if path == IN_BATCH:
+        in_batch_roles = {role: replace(each, source=SOURCE_ROLE) for role, each in roles.items()}
+        calls = (UNetCall(chunks=3), *calls)
+    return InjectionPlan(roles, path, in_batch_roles, tuple(features), calls)
