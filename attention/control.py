@@ -92,7 +92,18 @@ def block_key(extra_options: Mapping) -> BlockKey:
 
 
 def chunk_rows(x: torch.Tensor, chunk: int, frames: int) -> torch.Tensor:
-    """Rows of one chunk (its F frames) of a chunked batch."""
+    """Rows of one chunk (its F frames) of a chunked batch.
+
+    Args:
+        x: a chunked batch: row c*F + f is frame f of chunk c.
+        chunk: the chunk's index c, 0-based.
+        frames: the frame count F of each chunk.
+    Returns:
+        A view of x's rows c*F .. c*F + F - 1 (writes to it change x).
+    Shape:
+        - x: (K*F, ...), K chunks, F frames per chunk, any trailing dimensions.
+        - Returns: (F, ...)
+    """
     return x[chunk * frames : (chunk + 1) * frames]
 
 
@@ -283,8 +294,25 @@ class PreservationControl:
     def self_attention(
         self, plan: CallPlan, block: BlockKey, q: torch.Tensor, k: torch.Tensor, frames: int
     ) -> QKStages:
-        """Record SELF_QK and say which (q, k) SWCFA and TTA take: q, k [chunks*F, N, C] as the patch got
-        them (they are overwritten in place; see `QKStages`)."""
+        """Record SELF_QK and say which (q, k) SWCFA and TTA take.
+
+        The recorded chunk's (q, k) go to the store when SELF_QK is captured; the injected chunks' source
+        (q, k), from the store (moved to q's device and dtype) or from a source chunk of this batch, are
+        checked against q's shape and handed to a `QKStages`, which later overwrites q and k in place.
+
+        Args:
+            plan: this model call's CallPlan.
+            block: the self-attention block.
+            q: the block's projected queries as the patch got them, heads not split.
+            k: the block's projected keys as the patch got them, heads not split.
+            frames: the frame count F of each chunk.
+        Returns:
+            The QKStages that give SWCFA's and then TTA's (q, k) (q and k themselves, rows overwritten).
+        Shape:
+            - q: (K*F, N, C), K chunks, F frames per chunk, N tokens per frame, C channels (heads * head
+              dim).
+            - k: (K*F, N, C)
+        """
         if plan.capture is not None and Feature.SELF_QK in self.capture_features:
             self.store.put(
                 plan.step,
@@ -396,6 +424,17 @@ class QKStages:
             chunk_rows(x, chunk, self.frames).copy_(src)
 
     def swcfa(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (q, k) SWCFA takes: the injected chunks' rows overwritten with their SWCFA sources.
+
+        Rows that TTA does not take from the same source are saved first, so that `tta` can put them back.
+        Call it once, before `tta`.
+
+        Returns:
+            (q, k): the patch's own tensors, modified in place.
+        Shape:
+            - Returns: ((K*F, N, C), (K*F, N, C)), K chunks, F frames per chunk, N tokens per frame,
+              C channels (heads * head dim).
+        """
         for chunk, rows in self._swcfa.items():
             if self._tta.get(chunk) is not rows:
                 self._saved[chunk] = tuple(
@@ -405,6 +444,15 @@ class QKStages:
         return self.q, self.k
 
     def tta(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (q, k) TTA takes: the rows saved by `swcfa` put back, then the injected chunks' rows
+        overwritten with their TTA sources (unless SWCFA already wrote the same ones). Call it after `swcfa`.
+
+        Returns:
+            (q, k): the patch's own tensors, modified in place.
+        Shape:
+            - Returns: ((K*F, N, C), (K*F, N, C)), K chunks, F frames per chunk, N tokens per frame,
+              C channels (heads * head dim).
+        """
         for chunk, rows in self._saved.items():
             self._write(chunk, rows)
         for chunk, rows in self._tta.items():

@@ -41,6 +41,19 @@ class FeatureStore:
         *tensors: torch.Tensor,
         window: FrameWindow | None = None,
     ) -> None:
+        """Record a feature: a detached copy of each tensor, on the store's device and in its dtype (each
+        tensor's own where those are None), replacing what was held under the same key.
+
+        Args:
+            step: the step index of the run's schedule.
+            block: the attention block.
+            feature: which feature the tensors are.
+            tensors: the feature's tensors, e.g. (q, k) of the recorded chunk for SELF_QK.
+            window: the context window the tensors belong to (None: the whole clip).
+        Shape:
+            - tensors: any; SELF_QK's q and k are (F, N, C) each, F frames, N tokens per frame, C channels
+              (heads * head dim).
+        """
         self._items.setdefault(window, {})[(step, block, feature)] = tuple(
             t.detach().to(device=self.device or t.device, dtype=self.dtype or t.dtype, copy=True)
             for t in tensors
@@ -56,9 +69,24 @@ class FeatureStore:
         length: int,
         window: FrameWindow | None = None,
     ) -> None:
-        """Record one slice of a feature along dimension 2 (query tokens of cross-attention maps
-        [F, heads, N, tokens]): `part` holds positions `where` of `length`; the whole tensor is allocated
-        at the first slice, so a feature recorded in slices is never held twice."""
+        """Record one slice of a feature along dimension 2 (the query tokens of cross-attention maps).
+
+        The whole tensor is allocated at the first slice (``where.start == 0``, or no entry under the key
+        yet), on the store's device and in its dtype (part's own where those are None); later slices are
+        copied into it, so a feature recorded in slices is never held twice.
+
+        Args:
+            step: the step index of the run's schedule.
+            block: the attention block.
+            feature: which feature the slice belongs to (CROSS_MAPS).
+            part: positions `where` of the feature along dimension 2.
+            where: the positions `part` holds along dimension 2, with an integer start.
+            length: the feature's whole size along dimension 2 (N).
+            window: the context window the feature belongs to (None: the whole clip).
+        Shape:
+            - part: (F, H, n, T), F frames, H heads, n query tokens of the slice, T context (prompt) tokens;
+              the whole feature is (F, H, N, T), N the block's query tokens.
+        """
         items = self._items.setdefault(window, {})
         key = (step, block, feature)
         if where.start == 0 or key not in items:
@@ -74,6 +102,21 @@ class FeatureStore:
     def get(
         self, step: int, block: BlockKey, feature: Feature, window: FrameWindow | None = None
     ) -> tuple[torch.Tensor, ...]:
+        """The tensors recorded under (step, block, feature) for `window`.
+
+        A KeyError says why when nothing is held there (another window, step, block or schedule).
+
+        Args:
+            step: the step index of the run's schedule.
+            block: the attention block.
+            feature: which feature.
+            window: the context window (None: the whole clip).
+        Returns:
+            The recorded tensors themselves (not copies), on the store's device: do not modify them.
+        Shape:
+            - Returns: SELF_QK: ((F, N, C), (F, N, C)), F frames, N tokens per frame, C channels (heads *
+              head dim); CROSS_MAPS: ((F, H, N, T),), H heads, T context (prompt) tokens.
+        """
         try:
             return self._items[window][(step, block, feature)]
         except KeyError:

@@ -138,6 +138,26 @@ class TemporalSelfAttention:
     def __call__(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Mapping
     ) -> torch.Tensor:
+        """The attn1 replacement: SWCFA (or plain per-frame attention), then TTA on its output.
+
+        The run's PreservationControl, if any, records this block's (q, k) and overwrites the injected
+        chunks' rows of q and k in place (see ``control.QKStages``). TTA writes its result over the SWCFA
+        output, so the stages hold one output tensor.
+
+        Args:
+            q: the block's projected queries, heads not split.
+            k: the block's projected keys, heads not split.
+            v: the block's projected values, heads not split.
+            extra_options: ComfyUI's patch options (see the module docstring for the keys read).
+        Returns:
+            The attention output, heads merged, before ``to_out``.
+        Shape:
+            - q: (K*F, N, H*D), K chunks, F frames per chunk, N = h*w tokens per frame on the h x w latent
+              grid, H heads, D head dim.
+            - k: (K*F, N, H*D)
+            - v: (K*F, N, H*D)
+            - Returns: (K*F, N, H*D)
+        """
         chunks = chunk_count(extra_options)
         frames = frames_per_chunk(q.shape[0], chunks)
         heads = extra_options["n_heads"]
@@ -196,6 +216,22 @@ class CrossAttentionControl:
     def __call__(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Mapping
     ) -> torch.Tensor:
+        """The attn2 replacement: plain cross-attention (or `previous`'s), or the attention with explicit
+        maps when the run's PreservationControl records or replaces them at this call.
+
+        Args:
+            q: the block's projected queries, heads not split.
+            k: the projected keys of the prompt (context), heads not split.
+            v: the projected values of the prompt (context), heads not split.
+            extra_options: ComfyUI's patch options (see the module docstring for the keys read).
+        Returns:
+            The attention output, heads merged, before ``to_out``.
+        Shape:
+            - q: (K*F, N, H*D), K chunks, F frames per chunk, N tokens per frame, H heads, D head dim.
+            - k: (K*F, T, H*D), T context (prompt) tokens.
+            - v: (K*F, T, H*D)
+            - Returns: (K*F, N, H*D)
+        """
         control = extra_options.get(CONTROL_KEY)
         plan = control.plan(extra_options) if control is not None else None
         if plan is None or not control.wants_cross_maps(plan):

@@ -66,7 +66,20 @@ def window_groups(
 def group_indices(
     frames: int, window: int, device: torch.device
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-    """`window_groups` as index tensors on `device`: per group (query frames [G], key frames [G, n])."""
+    """`window_groups` as index tensors on `device`, built once per (frames, window, device).
+
+    Args:
+        frames: the frame count F of one chunk (at least 1).
+        window: the SWCFA window w, odd and >= 1.
+        device: where the index tensors are made.
+    Returns:
+        Per group of frames whose windows hold the same number of frames, in increasing window size:
+        (the group's query frames, the key frames of each of them), 0-based int64 indices on `device`.
+        The tensors are cached: do not modify them.
+    Shape:
+        - Returns: per group ((G,), (G, n)), G query frames in the group, n frames in each of their
+          windows (n <= w).
+    """
     return tuple(
         (torch.tensor(rows, device=device), torch.tensor(cols, device=device))
         for rows, cols in window_groups(frames, window)
@@ -84,16 +97,36 @@ def sliding_window_attention(
     max_bytes: int = WORK_BYTES,
     **attention_kwargs,
 ) -> torch.Tensor:
-    """SWCFA over a chunked batch.
+    """SWCFA over a chunked batch: each frame's queries attend to the keys and values of the frames in
+    its window.
 
-    q, k, v: [chunks * F, N, heads*d] (row c*F + f = frame f of chunk c, N tokens per frame); returns
-    [chunks * F, N, heads*d]. A frame attends only to frames of its own chunk. Extra keyword arguments
-    go to `attention_fn`.
+    Row c*F + f of the batch is frame f of chunk c. A frame attends only to frames of its own chunk.
+    With every window holding only its own frame (w = 1 or F = 1) this is one plain `attention_fn` call.
 
     Memory: the output (what the plain attention returns too) plus one piece at a time: the gathered
     queries, window keys and values and the attention output of as many query frames (of every chunk)
-    as fit in `max_bytes` (at least one; ``memory.swcfa_item_bytes`` each), plus what `attention_fn` needs for queries of N tokens against
-    up to w*N keys (nothing quadratic with ComfyUI's flash/SDPA attention).
+    as fit in `max_bytes` (at least one; ``memory.swcfa_item_bytes`` each), plus what `attention_fn`
+    needs for queries of N tokens against up to w*N keys (nothing quadratic with ComfyUI's flash/SDPA
+    attention).
+
+    Args:
+        q: the queries, heads not split.
+        k: the keys, heads not split.
+        v: the values, heads not split.
+        chunks: the number of chunks K in the batch; the batch size must be a multiple of it.
+        window: the SWCFA window w: frames each frame attends to, itself included; odd, >= 1.
+        heads: the head count H; the last dimension of q, k and v is H * D.
+        attention_fn: the attention function that does the work (ComfyUI's optimized attention in the
+            node, torch SDPA by default).
+        max_bytes: the work-set budget of one piece, in bytes.
+        attention_kwargs: extra keyword arguments passed on to `attention_fn`.
+    Returns:
+        The attention output, heads merged (a new tensor).
+    Shape:
+        - q: (K*F, N, H*D), K chunks, F frames per chunk, N tokens per frame, H heads, D head dim.
+        - k: (K*F, N, H*D)
+        - v: (K*F, N, H*D)
+        - Returns: (K*F, N, H*D)
     """
     frames = frames_per_chunk(q.shape[0], chunks)
     groups = group_indices(frames, window, q.device)

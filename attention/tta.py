@@ -103,17 +103,38 @@ def trajectory_attention(
     out: torch.Tensor | None = None,
     **attention_kwargs,
 ) -> torch.Tensor:
-    """TTA over a chunked batch.
+    """TTA over a chunked batch: each token attends to the tokens on its own trajectory across frames.
 
-    q, k, v: [chunks * F, N, heads*d] with N = the grid's cells (row c*F + f = frame f of chunk c);
-    returns [chunks * F, N, heads*d], written into `out` when given (it may be `v` itself; a new tensor
-    otherwise). Trajectories never cross chunks. A trajectory of one frame returns its value unchanged
-    (attention over a single key). Extra keyword arguments go to `attention_fn`.
+    Row c*F + f of the batch is frame f of chunk c. Trajectories never cross chunks. A trajectory of one
+    frame returns its value unchanged (attention over a single key).
 
     Memory: the output (none with ``out=v``) plus one piece at a time: the gathered q, k, v, the result,
-    its reshaped copy and the attention scores of as many trajectories as fit in `max_bytes` (at least one). Peak memory is
-    therefore linear in frames; time is proportional to sum over trajectories of L^2 (at most F * the
-    token count).
+    its reshaped copy and the attention scores of as many trajectories as fit in `max_bytes` (at least
+    one). Peak memory is therefore linear in frames; time is proportional to sum over trajectories of L^2
+    (L the trajectory's length; at most F * the token count).
+
+    Args:
+        q: the queries, heads not split.
+        k: the keys, heads not split.
+        v: the values, heads not split (in the attn1 patch: the SWCFA output).
+        groups: the trajectories of this latent grid (and context window) as `TrajectoryGroups`, on q's
+            device; its frames and cells must be F and N.
+        chunks: the number of chunks K in the batch; the batch size must be a multiple of it.
+        heads: the head count H; the last dimension of q, k and v is H * D.
+        attention_fn: the attention function that does the work (ComfyUI's optimized attention in the
+            node, torch SDPA by default).
+        max_bytes: the work-set budget of one piece, in bytes.
+        out: where the result is written (it may be `v` itself), contiguous; None: a new tensor.
+        attention_kwargs: extra keyword arguments passed on to `attention_fn`.
+    Returns:
+        The attention output, heads merged: a view of `out` when given, else a new tensor in v's dtype.
+    Shape:
+        - q: (K*F, N, H*D), K chunks, F frames per chunk, N tokens per frame (the grid's cells), H heads,
+          D head dim.
+        - k: (K*F, N, H*D)
+        - v: (K*F, N, H*D)
+        - out: (K*F, N, H*D)
+        - Returns: (K*F, N, H*D)
     """
     frames = frames_per_chunk(q.shape[0], chunks)
     tokens, inner = q.shape[1], q.shape[2]

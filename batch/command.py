@@ -21,12 +21,13 @@ import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from ..headless.checks import check_writable, server_headers
+from ..headless.checks import check_writable
 from ..headless.cli import CommandError, CommandParser, InputRefusedError, run_command
 from ..headless.edit_job import prepare_job
 from ..headless.flags import add_server_access
 from ..headless.plan import byte_size
 from ..headless.server_check import lacks, server_facts, upload_problem
+from ..headless.server_flags import server_headers
 from ..remote.runner import LOST_AFTER
 from ..remote.server_api import ServerApi, ServerError
 from .dispatch import Dispatcher, Server

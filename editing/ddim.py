@@ -32,13 +32,39 @@ StepBlend = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 def ddim_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
-    """Move x from `sigma` to `sigma_next` along the model's eps estimate (x - denoised) / sigma."""
+    """Move x from `sigma` to `sigma_next` along the model's eps estimate (x - denoised) / sigma.
+
+    One deterministic DDIM step (eta 0), the same formula in both directions (see the module docstring).
+
+    Args:
+        x: the latent at `sigma`, in ComfyUI's model space.
+        denoised: the model's denoised estimate x0 of `x` at `sigma`.
+        sigma: the sigma x is at; must not be 0 (it divides).
+        sigma_next: the sigma to move to (0 returns `denoised`).
+    Returns:
+        the latent at `sigma_next`, in the dtype and on the device of x and denoised.
+    Shape:
+        - x: (F, 4, h, w), F frames (the batch), h x w latent grid; any shape works if the two match.
+        - denoised: (F, 4, h, w)
+        - Returns: (F, 4, h, w)
+    """
     return denoised + (x - denoised) * (sigma_next / sigma)
 
 
 def inversion_sigmas(sampling_sigmas: torch.Tensor) -> torch.Tensor:
-    """The inversion schedule of a sampling schedule [T + 1] (high -> 0): reversed, with its first entry
-    (0) replaced by INVERSION_START_SIGMA. Returns [T + 1], low -> high."""
+    """The inversion schedule of a sampling schedule: reversed, with its first entry (0) replaced by
+    INVERSION_START_SIGMA.
+
+    A first entry that is not 0 is kept as it is. The input is not changed (the result is a copy).
+
+    Args:
+        sampling_sigmas: a sampling schedule, high -> 0 (ComfyUI's SIGMAS).
+    Returns:
+        the inversion schedule, low -> high, in the input's dtype and on its device.
+    Shape:
+        - sampling_sigmas: (T + 1,), T steps.
+        - Returns: (T + 1,)
+    """
     flipped = sampling_sigmas.flip(0).clone()
     if flipped[0] == 0:
         flipped[0] = INVERSION_START_SIGMA
@@ -46,8 +72,19 @@ def inversion_sigmas(sampling_sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def sampling_sigmas(inversion_schedule: torch.Tensor) -> torch.Tensor:
-    """The sampling schedule of an inversion schedule: reversed, ending at 0 (DDIM's last step returns
-    the denoised latent)."""
+    """The sampling schedule of an inversion schedule: reversed, ending at 0.
+
+    The last entry is set to 0 whatever it was (DDIM's last step then returns the denoised latent). The
+    input is not changed (the result is a copy).
+
+    Args:
+        inversion_schedule: an inversion schedule, low -> high (``inversion_sigmas``).
+    Returns:
+        the sampling schedule, high -> 0, in the input's dtype and on its device.
+    Shape:
+        - inversion_schedule: (T + 1,), T steps.
+        - Returns: (T + 1,)
+    """
     sigmas = inversion_schedule.flip(0).clone()
     sigmas[-1] = 0.0
     return sigmas
@@ -65,13 +102,32 @@ def invert(
     final_call: bool,
     on_step: StepHook | None = None,
 ) -> torch.Tensor:
-    """DDIM inversion of x (at sigmas[0], low) up the schedule `sigmas` [T + 1] (low -> high).
+    """DDIM inversion of x (at sigmas[0], low) up the schedule `sigmas` (low -> high).
 
-    Appends to `keep` the latent at every sigma of the schedule, [T + 1] tensors like x, moved to the
-    CPU in float32 (the recompute cache mode runs the source path on them). With `final_call`, the model
-    is evaluated once more at the top sigma, result unused, so that features recorded by attention
-    patches cover every sigma the sampler will evaluate. Returns the latent at sigmas[-1].
-    `callback` is ComfyUI's per-step callback (previews), `on_step` the progress/interrupt hook.
+    A ComfyUI sampler function (see the module docstring). Appends to `keep` the latent at every sigma of
+    the schedule, T + 1 tensors like x, moved to the CPU in float32 (the recompute cache mode runs the
+    source path on them). With `final_call`, the model is evaluated once more at the top sigma, result
+    unused, so that features recorded by attention patches cover every sigma the sampler will evaluate.
+    Memory: the T + 1 kept latents on the CPU.
+
+    Args:
+        model: ComfyUI's CFG-combined denoiser, ``model(x, sigma * s_in, **extra_args)`` -> denoised x0.
+        x: the latent to invert, at sigmas[0], in ComfyUI's model space, on the model's device.
+        sigmas: the inversion schedule, low -> high (``inversion_sigmas``).
+        extra_args: keyword arguments passed on to every model call, as ComfyUI's KSAMPLER gives them.
+        callback: ComfyUI's per-step callback (previews), called with a dict of x, i, sigma, sigma_hat and
+            denoised; None for none.
+        disable: ComfyUI's switch for its progress bar; unused here.
+        keep: list the latent at every sigma is appended to (float32, CPU).
+        final_call: evaluate the model once more at sigmas[-1].
+        on_step: the progress/interrupt hook, called with the number of steps done; None for none.
+    Returns:
+        the latent at sigmas[-1], like x.
+    Shape:
+        - x: (F, 4, h, w), F frames (the batch), h x w latent grid.
+        - sigmas: (T + 1,), T steps.
+        - keep: T + 1 tensors (F, 4, h, w) appended.
+        - Returns: (F, 4, h, w)
     """
     x = _walk(
         model, x, sigmas, extra_args, callback, on_step, visit=lambda x: keep.append(x.detach().float().cpu())
@@ -93,9 +149,29 @@ def sample(
     on_step: StepHook | None = None,
     after_step: StepBlend | None = None,
 ) -> torch.Tensor:
-    """Deterministic DDIM sampling of x (at sigmas[0], high) down the schedule `sigmas` [T + 1] (the last
-    step, to sigma 0, returns the model's denoised latent). `after_step(i, x)` may change the latent after
-    each step i (editing.blending: keep the source outside a mask)."""
+    """Deterministic DDIM sampling of x (at sigmas[0], high) down the schedule `sigmas` (high -> 0).
+
+    A ComfyUI sampler function (see the module docstring). The last step, to sigma 0, returns the model's
+    denoised latent.
+
+    Args:
+        model: ComfyUI's CFG-combined denoiser, ``model(x, sigma * s_in, **extra_args)`` -> denoised x0.
+        x: the starting latent at sigmas[0] (e.g. the inversion's top latent), in ComfyUI's model space.
+        sigmas: the sampling schedule, high -> 0 (``sampling_sigmas``).
+        extra_args: keyword arguments passed on to every model call, as ComfyUI's KSAMPLER gives them.
+        callback: ComfyUI's per-step callback (previews), called with a dict of x, i, sigma, sigma_hat and
+            denoised; None for none.
+        disable: ComfyUI's switch for its progress bar; unused here.
+        on_step: the progress/interrupt hook, called with the number of steps done; None for none.
+        after_step: ``after_step(i, x)`` -> the latent step i + 1 starts from, called after each step i
+            (``blending.SourceBlend``: keep the source outside a mask); None for none.
+    Returns:
+        the sampled latent at sigma 0, like x.
+    Shape:
+        - x: (F, 4, h, w), F frames (the batch), h x w latent grid.
+        - sigmas: (T + 1,), T steps.
+        - Returns: (F, 4, h, w)
+    """
     return _walk(model, x, sigmas, extra_args, callback, on_step, after=after_step)
 
 

@@ -56,13 +56,32 @@ def plan_injection(
     path: str,
     held_per_frame: int,
 ) -> InjectionPlan:
-    """The plan of a sampling run over the schedule `timesteps` [S] (the inversion's, one per step):
-    appearance (SWCFA's q, k) injected at the steps `tau_app` selects (``preservation.appearance_steps``),
+    """The plan of a sampling run: what each chunk role injects at which steps, and how.
+
+    Appearance (SWCFA's q, k) is injected at the steps `tau_app` selects (``preservation.appearance_steps``),
     motion (TTA's q, k) at every step when `inject_motion`, semantics (cross-attention maps, mapped from the
-    source prompt's tokens to each prompt's: `source_tokens`, `edit_tokens`, `negative_tokens`) at every step
-    when `inject_semantic`; the source features reach the edit by `path` (FROM_STORE, IN_BATCH or
-    SEPARATE); `held_per_frame`: bytes per frame of the one-step store the source path keeps on the device
-    when it runs alone (``preservation.store_bytes(1, 0, ...)``)."""
+    source prompt's tokens to each prompt's) at every step when `inject_semantic`. With none of the three
+    the plan has no roles (a plain DDIM sampling).
+
+    Args:
+        timesteps: the model timestep (SD1.5: 0..999) of each sigma of the inversion's schedule, low ->
+            high; the plan's step indices are positions in it.
+        tau_app: share of the timestep range, from the noisy end, whose steps take appearance (1: every
+            step, 0: none).
+        inject_motion: inject TTA's (q, k) at every step.
+        inject_semantic: inject the cross-attention maps at every step.
+        source_tokens: the source prompt's token ids (one padded CLIP chunk, ``token_alignment.token_id``).
+        edit_tokens: the edit prompt's token ids, likewise.
+        negative_tokens: the negative prompt's token ids, likewise.
+        path: how the source features reach the edit (``identity.source_path``: FROM_STORE, IN_BATCH or
+            SEPARATE).
+        held_per_frame: bytes per frame of the one-step store the source path keeps on the device when it
+            runs alone (``preservation.store_bytes(1, 0, ...)``).
+    Returns:
+        the InjectionPlan: roles, path, in-batch roles, recorded features and UNet call kinds.
+    Shape:
+        - timesteps: (S,), S entries of the schedule (T + 1 for T steps).
+    """
     appearance = appearance_steps(timesteps, tau_app)
     plain = (UNetCall(chunks=2), UNetCall(chunks=1))
     if not (appearance or inject_motion or inject_semantic):

@@ -106,8 +106,18 @@ def recompute_bytes(frames: int, steps: int, latent_hw: tuple[int, int]) -> int:
 
 
 def appearance_steps(timesteps: torch.Tensor, tau_app: float, total: int = 1000) -> frozenset[int]:
-    """Indices of the steps whose timestep t satisfies t > (1 - tau_app) * total: where F_app is injected
-    (tau_app 1: every step, 0: none). `timesteps` [S] is the timestep of each step of the schedule."""
+    """Indices of the steps whose timestep t satisfies t > (1 - tau_app) * total: where F_app is injected.
+
+    Args:
+        timesteps: the model timestep of each step of the schedule.
+        tau_app: share of the timestep range, from the noisy end, whose steps are selected (1: every step,
+            0: none).
+        total: the model's number of training timesteps (SD1.5: 1000).
+    Returns:
+        the selected step indices (positions in `timesteps`).
+    Shape:
+        - timesteps: (S,), S steps of the schedule.
+    """
     return frozenset(torch.nonzero(timesteps > (1.0 - tau_app) * total).flatten().tolist())
 
 

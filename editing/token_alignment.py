@@ -44,8 +44,19 @@ def align_tokens(source: Sequence[int], edit: Sequence[int]) -> torch.Tensor:
     """For each position j of the edit token sequence, the position in the source sequence whose map
     column it takes, or -1 for a token the source does not share.
 
-    source, edit: token ids of whole padded sequences (e.g. 77 per CLIP chunk).
-    Returns LongTensor [len(edit)].
+    Content tokens are aligned by longest matching blocks; the trailing run (end token + padding) by
+    position when both sequences end with the same id (see the module docstring). An empty sequence on
+    either side gives all -1.
+
+    Args:
+        source: token ids of the whole padded source sequence (e.g. 77 per CLIP chunk, ``token_id``).
+        edit: token ids of the whole padded edit sequence.
+    Returns:
+        int64 (LongTensor) on the CPU: a source position or -1 per edit position.
+    Shape:
+        - source: (N_s,), N_s source tokens (a Python sequence).
+        - edit: (N_e,), N_e edit tokens (a Python sequence).
+        - Returns: (N_e,)
     """
     mapping = torch.full((len(edit),), -1, dtype=torch.long)
     if not source or not edit:

@@ -29,7 +29,22 @@ class FlowBackend(Protocol):
 
     name: str
 
-    def compute(self, frames_a: torch.Tensor, frames_b: torch.Tensor) -> torch.Tensor: ...
+    def compute(self, frames_a: torch.Tensor, frames_b: torch.Tensor) -> torch.Tensor:
+        """Dense optical flow from each frame of ``frames_a`` to the frame of ``frames_b`` at the same index.
+
+        Pixel (x, y) of ``frames_a[n]`` is seen at (x + dx, y + dy) in ``frames_b[n]``.
+
+        Args:
+            frames_a: the frames the flow starts from, float RGB in 0..1 (ComfyUI's IMAGE layout), any device.
+            frames_b: the frames the flow ends in, same shape as ``frames_a``.
+        Returns:
+            the flow (dx, dy) in pixels, float32 (on the CPU for every backend here).
+        Shape:
+            - frames_a: (N, H, W, 3), N frame pairs of H x W pixels.
+            - frames_b: (N, H, W, 3)
+            - Returns: (N, H, W, 2)
+        """
+        ...
 
 
 def _gray_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -62,6 +77,20 @@ class DISFlow:
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOpticalFlow_PRESET_MEDIUM)
 
     def compute(self, frames_a: torch.Tensor, frames_b: torch.Tensor) -> torch.Tensor:
+        """DIS flow from each frame of ``frames_a`` to the frame of ``frames_b`` at the same index.
+
+        Both batches become uint8 grey (ITU-R 601 luma) on the CPU; DIS then runs pair by pair.
+
+        Args:
+            frames_a: the frames the flow starts from, float RGB in 0..1, any device.
+            frames_b: the frames the flow ends in, same shape as ``frames_a``.
+        Returns:
+            the flow (dx, dy) in pixels, float32 on the CPU.
+        Shape:
+            - frames_a: (N, H, W, 3), N frame pairs of H x W pixels.
+            - frames_b: (N, H, W, 3)
+            - Returns: (N, H, W, 2)
+        """
         return _per_pair(lambda a, b: self._dis.calc(a, b, None), frames_a, frames_b)
 
 
@@ -73,6 +102,21 @@ class FarnebackFlow:
     name = "farneback"
 
     def compute(self, frames_a: torch.Tensor, frames_b: torch.Tensor) -> torch.Tensor:
+        """Farneback flow from each frame of ``frames_a`` to the frame of ``frames_b`` at the same index.
+
+        Both batches become uint8 grey (ITU-R 601 luma) on the CPU; Farneback then runs pair by pair.
+
+        Args:
+            frames_a: the frames the flow starts from, float RGB in 0..1, any device.
+            frames_b: the frames the flow ends in, same shape as ``frames_a``.
+        Returns:
+            the flow (dx, dy) in pixels, float32 on the CPU.
+        Shape:
+            - frames_a: (N, H, W, 3), N frame pairs of H x W pixels.
+            - frames_b: (N, H, W, 3)
+            - Returns: (N, H, W, 2)
+        """
+
         def pair_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 5, 31, 5, 7, 1.5, 0)
 
@@ -107,6 +151,24 @@ class TorchScriptFlow:
 
     @torch.no_grad()
     def compute(self, frames_a: torch.Tensor, frames_b: torch.Tensor) -> torch.Tensor:
+        """The scripted model's flow from each frame of ``frames_a`` to the same-index frame of ``frames_b``.
+
+        The frames reach the model as float32 (N, 3, H, W) RGB in -1..1 on ``self.device``, without
+        gradients; of a list/tuple of predictions the last is used. A result of any other shape than
+        (N, 2, H, W) is refused with a ValueError.
+
+        Args:
+            frames_a: the frames the flow starts from, float RGB in 0..1, any device; channels after the
+                third (alpha) are ignored.
+            frames_b: the frames the flow ends in, same shape as ``frames_a``.
+        Returns:
+            the flow (dx, dy) in pixels, float32 on the CPU, contiguous.
+        Shape:
+            - frames_a: (N, H, W, C), N frame pairs of H x W pixels, C >= 3 channels.
+            - frames_b: (N, H, W, C)
+            - Returns: (N, H, W, 2)
+        """
+
         def to_input(frames: torch.Tensor) -> torch.Tensor:
             return frames[..., :3].permute(0, 3, 1, 2).to(self.device, torch.float32) * 2.0 - 1.0
 

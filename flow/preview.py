@@ -22,10 +22,20 @@ _GOLDEN = 0.6180339887498949
 
 
 def trajectory_colours(ids: torch.Tensor, brightness: torch.Tensor) -> torch.Tensor:
-    """RGB in 0..1, shape [*ids.shape, 3], for trajectory ``ids`` (any integer shape).
+    """One RGB colour per trajectory id, far-apart hues for neighbouring ids.
 
     The hue is the fractional part of id x golden ratio (consecutive ids, i.e. neighbouring cells of one
-    frame, get far-apart hues), saturation 0.75, value ``brightness`` (same shape as ids, 0..1).
+    frame, get far-apart hues), saturation 0.75, value ``brightness``.
+
+    Args:
+        ids: trajectory ids, any integer dtype, on the CPU (the hue table is built there).
+        brightness: the HSV value of each id's colour, 0..1, same shape as ``ids``.
+    Returns:
+        float32 RGB in 0..1.
+    Shape:
+        - ids: (*), any shape.
+        - brightness: (*), the shape of ``ids``.
+        - Returns: (*, 3)
     """
     hue = torch.frac(ids.to(torch.float64) * _GOLDEN).to(torch.float32).unsqueeze(-1)
     value = brightness.to(torch.float32).unsqueeze(-1)
@@ -34,10 +44,23 @@ def trajectory_colours(ids: torch.Tensor, brightness: torch.Tensor) -> torch.Ten
 
 
 def render_trajectories(grid: TrajectoryGrid, frames: torch.Tensor, opacity: float = 0.7) -> torch.Tensor:
-    """Paints ``grid``'s trajectories over ``frames`` [F, H, W, 3] (0..1); returns float32 [F, H, W, 3].
+    """Paints ``grid``'s trajectories over ``frames``, each trajectory in its own colour.
 
     Each cell (upsampled to its H/h x W/w pixels) gets its trajectory's colour at
-    ``0.3 + 0.7 * length / F`` brightness, mixed with the frame at ``opacity``. Memory: one image batch.
+    ``0.3 + 0.7 * length / F`` brightness, mixed with the frame at ``opacity``. Frames that do not match
+    the grid (another count, sides not multiples of h and w) are refused with a ValueError. Memory: one
+    image batch.
+
+    Args:
+        grid: the trajectories on one latent grid of h x w cells over F frames, its tensors on the CPU.
+        frames: the frames the trajectories were computed from, float RGB in 0..1, any device; channels
+            after the third (alpha) are ignored.
+        opacity: weight of the trajectory colours in the mix, 0..1 (1: colours only, 0: frames only).
+    Returns:
+        the picture, float32 RGB clamped to 0..1, on the CPU.
+    Shape:
+        - frames: (F, H, W, C), F frames of H x W pixels, C >= 3 channels.
+        - Returns: (F, H, W, 3)
     """
     count, height, width = grid.frames, grid.height, grid.width
     if frames.shape[0] != count or frames.shape[1] % height or frames.shape[2] % width:

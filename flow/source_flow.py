@@ -45,6 +45,21 @@ class FlowRecorder:
         self._reliable: list[torch.Tensor] = []
 
     def add(self, forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
+        """Checks one pair's flow, keeps its forward flow and returns its reliable pixels.
+
+        Runs ``consistent_pixels`` with the recorder's threshold and stores the forward flow (float16, on
+        the CPU) and the mask for :meth:`result`.
+
+        Args:
+            forward: flow (dx, dy) in pixels carrying frame f to frame f + 1, float, any device.
+            backward: flow (dx, dy) in pixels carrying frame f + 1 to frame f, float, any device.
+        Returns:
+            bool mask on the CPU, True where ``forward`` passes the forward-backward check.
+        Shape:
+            - forward: (N, H, W, 2), N pairs (1 when added pair by pair) of H x W pixels.
+            - backward: (N, H, W, 2)
+            - Returns: (N, H, W)
+        """
         reliable = consistent_pixels(forward, backward, self.threshold)
         self._forward.append(forward.detach().to("cpu", torch.float16))
         self._reliable.append(reliable)

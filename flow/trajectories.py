@@ -60,13 +60,24 @@ def level_grid(image_size: tuple[int, int], level: int) -> tuple[int, int]:
 def check_frames(
     frames: torch.Tensor | np.ndarray | Sequence, multiple: int = max(LATENT_FACTORS)
 ) -> torch.Tensor:
-    """Validates video frames and returns them as float32 [F, H, W, 3] RGB in 0..1.
+    """Validates video frames and returns them as float32 RGB in 0..1.
 
-    Accepts a ComfyUI IMAGE tensor [F, H, W, C] (float 0..1) or a sequence of [H, W, C] frames (float
-    0..1 or uint8 0..255), C = 1, 3 or 4 (grey is repeated, alpha dropped). Refuses, with an error that
-    says what to do: fewer than 2 frames, frames of different sizes, and sides that are not multiples of
-    ``multiple`` (64: every latent grid down to 1/64 must have whole cells; the sampler sees the same
-    frames, so nothing is padded or cropped here).
+    Grey is repeated to RGB, alpha dropped; uint8 is divided by 255, float is taken as 0..1 already.
+    Refuses, with a ValueError that says what to do: fewer than 2 frames, frames of different sizes,
+    other than 1, 3 or 4 channels, and sides that are not multiples of ``multiple`` (64: every latent grid
+    down to 1/64 must have whole cells; the sampler sees the same frames, so nothing is padded or cropped
+    here).
+
+    Args:
+        frames: a ComfyUI IMAGE tensor (float 0..1) or a numpy array of the same layout, or a sequence of
+            single frames (tensors or arrays, float 0..1 or uint8 0..255).
+        multiple: the number of pixels both sides must be a multiple of.
+    Returns:
+        the video, float32 RGB in 0..1, on the input's device (the CPU for numpy input).
+    Shape:
+        - frames: (F, H, W, C), or a sequence of F frames (H, W, C); F frames of H x W pixels, C = 1, 3
+          or 4 channels.
+        - Returns: (F, H, W, 3)
     """
     if isinstance(frames, (torch.Tensor, np.ndarray)) and frames.ndim == 4:
         video = torch.as_tensor(frames)  # one batch: a single size by construction, no copy
@@ -111,8 +122,21 @@ def check_frames(
 
 
 def pair_flows(frames: torch.Tensor, backend: FlowBackend) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yields (forward, backward) flow [H, W, 2] of each consecutive pair of ``frames`` [F, H, W, 3]:
-    forward carries frame f to f + 1, backward f + 1 to f. One pair's flow is in memory at a time."""
+    """The flow in both directions of each consecutive pair of ``frames``, one pair at a time.
+
+    Forward carries frame f to f + 1, backward f + 1 to f; both come from one ``backend.compute`` call on
+    a batch of two. One pair's flow is in memory at a time.
+
+    Args:
+        frames: the video, float RGB in 0..1.
+        backend: the optical-flow backend.
+    Returns:
+        an iterator of (forward, backward) flow (dx, dy) in pixels, float32 (on the CPU for the backends
+        here), in frame order.
+    Shape:
+        - frames: (F, H, W, 3), F frames of H x W pixels.
+        - Returns: F - 1 pairs of (H, W, 2), (H, W, 2).
+    """
     for f in range(frames.shape[0] - 1):
         a, b = frames[f : f + 1], frames[f + 1 : f + 2]
         both = backend.compute(torch.cat([a, b]), torch.cat([b, a]))
@@ -124,9 +148,19 @@ def area_flow(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Brings pixel flow to a grid of factor x factor pixel cells by area averaging.
 
-    ``forward`` [N, H, W, 2] (pixels), ``reliable`` bool [N, H, W]. Returns the cell flow float64
-    [N, H/factor, W/factor, 2] in cells, and bool [N, H/factor, W/factor]: at least half the cell's
-    pixels reliable. OpenCV's INTER_AREA resize (for a whole factor, the mean of each block), per pair.
+    OpenCV's INTER_AREA resize (for a whole factor, the mean of each block), per pair.
+
+    Args:
+        forward: flow (dx, dy) in pixels, float, any device.
+        reliable: bool, True where a pixel's flow passed the forward-backward check.
+        factor: the side of a cell in pixels (H and W should be multiples of it).
+    Returns:
+        (flow, reliable) on the CPU: the cell flow (dx, dy) in cells (the pixel mean divided by
+        ``factor``), float64; and bool, True where at least half the cell's pixels are reliable.
+    Shape:
+        - forward: (N, H, W, 2), N frame pairs of H x W pixels.
+        - reliable: (N, H, W)
+        - Returns: (N, h, w, 2) and (N, h, w), h = H // factor by w = W // factor cells.
     """
     _, height, width, _ = forward.shape
     size = (width // factor, height // factor)
@@ -157,10 +191,19 @@ def _pick(target: np.ndarray, keys: Sequence[np.ndarray], cells: int) -> np.ndar
 def link_trajectories(flow: torch.Tensor, reliable: torch.Tensor) -> TrajectoryGrid:
     """Chains the cells of one grid into trajectories (the rule in the module docstring).
 
-    ``flow`` [F-1, h, w, 2] (dx, dy in cells, frame f to f + 1), ``reliable`` bool [F-1, h, w]. Loops
-    over frames (and the four candidate ranks) only; each step is a few dozen O(h*w) numpy operations
-    (numpy, not torch: on arrays this small torch's thread pool costs more than it gives, and on a
-    loaded machine far more). Memory: O(F * h * w).
+    Loops over frames (and the four candidate ranks) only; each step is a few dozen O(h*w) numpy
+    operations (numpy, not torch: on arrays this small torch's thread pool costs more than it gives, and
+    on a loaded machine far more). Memory: O(F * h * w).
+
+    Args:
+        flow: cell flow (dx, dy) in cells carrying frame f to frame f + 1, float, any device.
+        reliable: bool, True where a cell's flow may be followed (False ends its chain).
+    Returns:
+        the trajectories of the grid, its tensors on the CPU.
+    Shape:
+        - flow: (F-1, h, w, 2), F frames of h x w cells.
+        - reliable: (F-1, h, w)
+        - Returns: a TrajectoryGrid with ids (F, h*w) and index (T, F), T trajectories.
     """
     steps, height, width, _ = flow.shape
     cells = height * width
@@ -226,12 +269,25 @@ def trajectories_from_flows(
 ) -> TrajectorySet:
     """Trajectories at every grid ``image_size`` / factor from consecutive-pair flows.
 
-    ``flows`` yields (forward, backward) [H, W, 2] pixel flow per pair, in frame order (F - 1 pairs for
-    F frames); ``threshold`` is the forward-backward tolerance in pixels (see ``consistent_pixels``);
-    ``on_pair(done)`` is called after each pair (progress, cancellation); ``backend`` names the flow's
-    source. The forward flow and its reliable pixels are kept in the result (``TrajectorySet.flow``, 5
-    bytes per pixel per pair) for measuring an edit against them. Pairs are consumed one at a time:
-    memory is that kept flow, one pair at image size in float32, plus O(F * h * w) per grid.
+    The forward flow and its reliable pixels are kept in the result (``TrajectorySet.flow``, 5 bytes per
+    pixel per pair) for measuring an edit against them. Pairs are consumed one at a time: memory is that
+    kept flow, one pair at image size in float32, plus O(F * h * w) per grid. No pairs at all is refused
+    with a ValueError.
+
+    Args:
+        flows: (forward, backward) pixel flow (dx, dy) per consecutive pair, in frame order; forward
+            carries frame f to f + 1, backward f + 1 to f.
+        image_size: (H, W) of the frames in pixels.
+        threshold: the forward-backward tolerance in pixels (see ``consistent_pixels``; <= 0: off).
+        factors: image-to-grid downscale factors, one grid each.
+        on_pair: called as ``on_pair(done)`` after each pair (progress, cancellation), or None.
+        backend: the name of the flow's source, kept in the result.
+    Returns:
+        the trajectories at every grid, keyed (H // factor, W // factor), and the kept flow.
+    Shape:
+        - flows: F - 1 pairs of (H, W, 2), (H, W, 2); F frames of H x W pixels.
+        - Returns: per grid of h x w cells, ids (F, h*w) and index (T, F), T trajectories; flow.forward
+          (F-1, H, W, 2) float16 and flow.reliable (F-1, H, W) bool.
     """
     height, width = image_size
     per_factor: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {factor: [] for factor in factors}
@@ -262,9 +318,25 @@ def build_trajectories(
     factors: Sequence[int] = LATENT_FACTORS,
     on_pair: Callable[[int], None] | None = None,
 ) -> TrajectorySet:
-    """Optical flow (both directions) between consecutive ``frames`` with ``backend``, then trajectories
-    at every grid H/factor x W/factor. ``frames``: see ``check_frames``; ``threshold``: forward-backward
-    tolerance in pixels (<= 0: off); ``on_pair(done)`` is called after each of the F - 1 pairs."""
+    """Optical flow (both directions) between consecutive ``frames`` with ``backend``, then trajectories.
+
+    The frames are validated by ``check_frames`` (sides multiples of the largest factor); see
+    ``trajectories_from_flows`` for what is kept and the memory.
+
+    Args:
+        frames: the video, anything ``check_frames`` accepts.
+        backend: the optical-flow backend.
+        threshold: forward-backward tolerance in pixels (<= 0: off).
+        factors: image-to-grid downscale factors, one grid each.
+        on_pair: called as ``on_pair(done)`` after each of the F - 1 pairs, or None.
+    Returns:
+        the trajectories at every grid H // factor x W // factor, and the kept forward flow.
+    Shape:
+        - frames: (F, H, W, C), or a sequence of F frames (H, W, C); F frames of H x W pixels, C = 1, 3
+          or 4 channels.
+        - Returns: per grid of h x w cells, ids (F, h*w) and index (T, F), T trajectories; flow.forward
+          (F-1, H, W, 2) float16 and flow.reliable (F-1, H, W) bool.
+    """
     video = check_frames(frames, max(factors))
     return trajectories_from_flows(
         pair_flows(video, backend), tuple(video.shape[1:3]), threshold, factors, on_pair, backend.name
@@ -277,9 +349,22 @@ def compute_source_flow(
     threshold: float = 1.0,
     on_pair: Callable[[int], None] | None = None,
 ) -> SourceFlow:
-    """Only the flow that ``build_trajectories`` keeps: ``frames`` float [F, H, W, 3] in 0..1 (any size,
-    F >= 2), both directions per pair with ``backend``, forward-backward ``threshold`` in pixels (<= 0:
-    off); ``on_pair(done)`` after each of the F - 1 pairs. Memory: the result, plus one pair."""
+    """Only the flow that ``build_trajectories`` keeps, without trajectories.
+
+    Both directions per pair with ``backend``; the frames are not validated (any size; fewer than 2
+    frames is refused with a ValueError). Memory: the result, plus one pair.
+
+    Args:
+        frames: the video, float RGB in 0..1.
+        backend: the optical-flow backend.
+        threshold: forward-backward tolerance in pixels (<= 0: off).
+        on_pair: called as ``on_pair(done)`` after each of the F - 1 pairs, or None.
+    Returns:
+        the forward flow, float16 on the CPU, and its reliable pixels.
+    Shape:
+        - frames: (F, H, W, 3), F >= 2 frames of H x W pixels.
+        - Returns: forward (F-1, H, W, 2) and reliable (F-1, H, W).
+    """
     recorder = FlowRecorder(backend.name, threshold)
     for done, (forward, backward) in enumerate(pair_flows(frames, backend), start=1):
         recorder.add(forward.unsqueeze(0), backward.unsqueeze(0))

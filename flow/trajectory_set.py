@@ -54,9 +54,24 @@ class TrajectoryGrid:
 
     @staticmethod
     def from_ids(ids: torch.Tensor, height: int, width: int) -> TrajectoryGrid:
-        """Build the padded ``index`` form from per-cell ids [F, h*w] (ids must be 0..T-1, each id at
-        most once per frame, every id used). Done in numpy: a single scatter of F*h*w tokens, which torch's thread pool
-        only slows down (badly so when the machine's cores are busy)."""
+        """Builds the padded ``index`` form from per-cell trajectory ids.
+
+        Done in numpy: a single scatter of F*h*w tokens, which torch's thread pool only slows down (badly
+        so when the machine's cores are busy). A cell count other than ``height * width`` is refused with
+        a ValueError.
+
+        Args:
+            ids: the trajectory id of each cell, cells in row-major order, any integer dtype, any device;
+                ids must be 0..T-1, each id at most once per frame, every id used (not checked).
+            height: h, the grid's height in cells.
+            width: w, the grid's width in cells.
+        Returns:
+            the grid, with ``ids`` as int64 and ``index`` int64 (-1: no cell in that frame), both on the
+            device of ``ids``.
+        Shape:
+            - ids: (F, h*w), F frames of h x w cells.
+            - Returns: a TrajectoryGrid with ids (F, h*w) and index (T, F), T = max id + 1 trajectories.
+        """
         frames, cells = ids.shape
         if cells != height * width:
             raise ValueError(f"ids has {cells} cells per frame, expected {height}x{width}={height * width}")

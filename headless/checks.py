@@ -1,27 +1,23 @@
 """The `edit` command's checks before ComfyUI starts (`preflight`): every value in range, every file
 there and usable (the video, the checkpoint, a specialized UNet, the workflow), every output writable,
 each refused in one sentence with the flag and the user's path. The checks themselves are the pure ones of
-the concepts' packages (editing.inputs, masks.inputs, video, unet.files, windows.schedule); here they are
-put in flag terms. Once ComfyUI has started (before any node runs), the plan is fitted to the CUDA GPU
-found (`cuda_gpu`): `window_for` names the largest window that fits when the asked one does not
-(attention.memory.largest_window), `gpu_problem` says why a run cannot fit at all."""
+the concepts' packages (editing.inputs, masks.inputs, video, unet.files, unet.sd15, windows.schedule);
+here they are put in flag terms. The server flags are read in server_flags.py, the GPU fit in gpu_fit.py."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..attention.memory import largest_window
 from ..editing.inputs import prompt_problem
 from ..faces.dlib_models import missing_reason
-from ..remote.server_api import read_headers, url_problem
 from ..settings import Number
-from ..unet.files import UNetFileError, check_sd15_checkpoint, check_sd15_file
+from ..unet.files import UNetFileError
+from ..unet.sd15 import check_sd15_checkpoint, check_sd15_file
 from ..video.damage import find_damage
 from ..video.decode import (
     ANIMATED_IMAGES,
@@ -38,11 +34,11 @@ from ..video.decode import (
 )
 from ..video.encode import FORMAT, format_of
 from ..video.timing import FIRST_FRAME, Picking, Start
-from ..windows.schedule import CONTEXT_LENGTH, RunPlan, overlap_problem
+from ..windows.schedule import CONTEXT_LENGTH, overlap_problem
 from .cli import InputRefusedError
 from .flags import DECLARED, EXTENSIONS
 from .outputs import report_path
-from .plan import byte_size, gpu_need_of, held_per_frame
+from .plan import byte_size
 from .workflow import CHECKPOINT, CHECKPOINT_URL, KEYFRAMES, SPEED_WORKFLOW, WORKFLOW
 
 CHECKPOINT_HELP = f"""No Stable Diffusion 1.5 checkpoint was found.
@@ -263,93 +259,3 @@ def preflight(args: argparse.Namespace, comfyui: Path | None) -> Checked:
         checkpoint, unet = check_models(args, comfyui)
     workflow, workflow_path = read_workflow(args)
     return Checked(video, checkpoint, unet, formats, workflow, workflow_path, first, clip)
-
-
-def server_headers(args: argparse.Namespace) -> dict[str, str]:
-    """The extra request headers for the server(s): `Authorization: Bearer` with the token in the
-    environment variable --token-env names, and those of --headers-file. Refuses an unset variable, an
-    unreadable or malformed file, and --server flags with no meaning there; never says a value."""
-    servers = args.server if isinstance(args.server, list) else [args.server]
-    for url in servers:
-        problem = url_problem(url)
-        if problem:
-            raise InputRefusedError(f"--server: {problem}")
-    if getattr(args, "cpu", False):
-        raise InputRefusedError(
-            "--cpu: a server runs on its own device; start that server with --cpu instead"
-        )
-    headers = {}
-    if args.headers_file:
-        path = Path(args.headers_file).expanduser()
-        try:
-            headers.update(read_headers(path))
-        except OSError as error:
-            raise InputRefusedError(f"--headers-file: {path} cannot be read ({error.strerror})") from None
-        except ValueError as error:
-            raise InputRefusedError(f"--headers-file: {path}: {error}") from None
-    if args.token_env:
-        token = os.environ.get(args.token_env, "").strip()
-        if not token:
-            raise InputRefusedError(
-                f"--token-env: the environment variable {args.token_env} is not set (or empty); export it "
-                "with the server's token"
-            )
-        headers["Authorization"] = f"Bearer {token}"
-    return headers
-
-
-@dataclass(frozen=True)
-class Gpu:
-    """The CUDA GPU the run will use: its name and the bytes free on it."""
-
-    name: str
-    free: int
-
-
-def cuda_gpu() -> Gpu | None:
-    """The CUDA GPU ComfyUI runs on (its current device) and its free memory, or None without one. Call it
-    once ComfyUI has started (it sets up CUDA's allocator first)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    free, _ = torch.cuda.mem_get_info()
-    return Gpu(torch.cuda.get_device_name(), free)
-
-
-def window_for(plan: RunPlan, gpu: Gpu) -> int | None:
-    """None when `plan`'s longest window runs on `gpu` (the least way of `gpu_need_of` fits its free memory);
-    else the largest window that does, 0 when not even windows of CONTEXT_LENGTH.low frames do."""
-    if gpu_need_of(plan).total <= gpu.free:
-        return None
-    fits = largest_window(
-        gpu.free, plan.sampling_chunks, plan.latent, 2, held_per_frame(plan), longest=CONTEXT_LENGTH.high
-    )
-    return fits if fits >= CONTEXT_LENGTH.low else 0
-
-
-def asked_windows(plan: RunPlan) -> str:
-    """How `plan` holds its frames, in words ("windows of 24 frames", "the whole clip in one batch (40
-    frames)")."""
-    window = plan.longest_window
-    return (
-        f"windows of {window} frames" if plan.windowed else f"the whole clip in one batch ({window} frames)"
-    )
-
-
-def gpu_problem(plan: RunPlan, gpu: Gpu) -> str:
-    """Why `plan` cannot run on `gpu` in any window the workflow can take: its need, what the GPU has, and
-    what to do (a smaller size; or a workflow with windows, when windows would fit)."""
-    need = gpu_need_of(plan)
-    mode = "recompute" if plan.sampling_chunks == 3 else "store"
-    height, width = (8 * side for side in plan.latent)
-    said = (
-        f"--window: {asked_windows(plan)} at {width}x{height} in the {mode} cache mode need at least about "
-        f"{byte_size(need.total)} of GPU memory and {gpu.name} has {byte_size(gpu.free)} free"
-    )
-    fits = window_for(plan, gpu)
-    if not fits:
-        return f"{said}; not even windows of {CONTEXT_LENGTH.low} frames fit: use a smaller --size, or --cpu"
-    return (
-        f"{said}; windows of {fits} frames would fit, but the workflow has no Context Windows (DiffFERV) node"
-    )

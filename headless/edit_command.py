@@ -46,14 +46,16 @@ from ..comfyhost.host import find_comfyui
 from ..comfyhost.runner import HeadlessComfy, InProcessExecutor, completed
 from ..remote.runner import RemoteExecutor
 from ..remote.server_api import ServerApi, ServerError
-from .checks import Gpu, cuda_gpu, preflight, server_headers
+from .checks import preflight
 from .cli import CommandError, InputRefusedError, run_command
 from .edit_job import EditJob, prepare_job
 from .edit_run import run_job
 from .flags import parse
+from .gpu_fit import Gpu, cuda_gpu
 from .plan import byte_size, free_ram, stages
 from .progress import OverallProgress
 from .server_check import lacks, server_facts, upload_clip, upload_problem
+from .server_flags import server_headers
 
 
 def run(args: argparse.Namespace) -> None:

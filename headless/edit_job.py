@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..windows.schedule import RunPlan
-from .checks import Checked, Gpu, asked_windows, gpu_problem, window_for
+from .checks import Checked
 from .cli import InputRefusedError
+from .gpu_fit import Gpu, asked_windows, gpu_problem, window_for
 from .graph import ApiGraph
 from .plan import byte_size, gpu_need_of, plan_run
 from .server_check import Needs

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..comfyhost.host import PACK_NAME, pack_version
 from ..remote.server_api import ServerRefusedError
-from .checks import Gpu
 from .cli import InputRefusedError
+from .gpu_fit import Gpu
 from .workflow import CHECKPOINT_LOADER, UNET_LOADER
 
 DEFAULT_UPLOAD_MB = 100.0

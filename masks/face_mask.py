@@ -20,8 +20,21 @@ FrameHook = Callable[[int], None]
 
 
 def frame_faces(models: FaceModels, frame: np.ndarray) -> FrameFaces:
-    """Every face of one uint8 RGB frame [H, W, 3] with its 68 landmarks, small ones beside large ones
-    (the face to edit need not be the largest)."""
+    """Every face of one frame with its 68 landmarks, small ones beside large ones.
+
+    The detector's 2x upsampled search always runs (``all_sizes``): the face to edit need not be the
+    largest.
+
+    Args:
+        models: the dlib face models (HOG detector and 68-point shape predictor).
+        frame: the frame, uint8 RGB, C-contiguous (``faces.dlib_models.to_uint8``).
+    Returns:
+        the frame's faces: boxes (x0, y0, x1, y1) and landmarks (x, y), both float32 in pixels; none when
+        no face is found.
+    Shape:
+        - frame: (H, W, 3), H x W pixels.
+        - Returns: boxes (K, 4) and landmarks (K, 68, 2), K faces.
+    """
     faces = models.detect(frame, all_sizes=True)
     if not faces:
         return FrameFaces.none()
@@ -40,10 +53,27 @@ def face_masks(
     index: int = 0,
     on_frame: FrameHook | None = None,
 ) -> tuple[torch.Tensor, FaceTrack]:
-    """MASK [F, H, W] of the face picked by (`rule`, `index`) in IMAGE frames [F, H, W, 3], and its track.
+    """The MASK of the face picked by (`rule`, `index`) in IMAGE frames, and its track.
 
     Two passes over the clip: detection in every frame, then the flow of each consecutive pair while the
-    face is followed; the hook counts both (2F - 1 in all). Memory: the clip as uint8 and the masks."""
+    face is followed; the hook counts both (2F - 1 in all). Memory: the clip as uint8 and the masks.
+
+    Args:
+        frames: ComfyUI IMAGE, float RGB in 0..1, any device.
+        models: the dlib face models (HOG detector and 68-point shape predictor).
+        backend: the optical flow backend the face is followed with.
+        region: the face region drawn, one of ``inputs.REGIONS``.
+        grow_px: pixels the region is grown by on every side.
+        rule: how the faces of a frame are counted, one of ``inputs.PICK_RULES``.
+        index: which face, counted by `rule`, from 0.
+        on_frame: the progress/interrupt hook, called with the count of frames done; None for none.
+    Returns:
+        (masks, track): float32 masks on the CPU in {0, 1} (1 = the face; all 0 in frames without it),
+        and the face's FaceTrack.
+    Shape:
+        - frames: (F, H, W, 3), F frames of H x W pixels.
+        - Returns: masks (F, H, W); track landmarks (F, 68, 2) and state (F,).
+    """
     pixels = to_uint8(frames)
     detections = []
     for done, frame in enumerate(pixels, 1):

@@ -9,8 +9,19 @@ OUTSIDE_TINT = (0.25, 0.35, 0.75)
 
 
 def mask_preview(frames: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """IMAGE frames [F, H, W, 3] and MASK [F or 1, H, W] -> IMAGE [F, H, W, 3]: the frame where the mask
-    is 1, a dim blue-tinted frame where it is 0, blended in between."""
+    """A preview IMAGE: the frame where the mask is 1, a dim blue-tinted frame where it is 0, blended in
+    between.
+
+    Args:
+        frames: ComfyUI IMAGE, float RGB in 0..1.
+        masks: the MASK, float in 0..1, on the frames' device; one mask for the clip or one per frame.
+    Returns:
+        the preview IMAGE in the frames' dtype and on their device.
+    Shape:
+        - frames: (F, H, W, 3), F frames of H x W pixels.
+        - masks: (F, H, W) or (1, H, W)
+        - Returns: (F, H, W, 3)
+    """
     weights = masks.to(frames.dtype)[..., None]  # [F, H, W, 1]
     tint = frames.new_tensor(OUTSIDE_TINT)
     outside = 0.5 * frames * tint

@@ -22,7 +22,19 @@ BROWS = slice(17, 27)
 
 
 def region_polygon(landmarks: np.ndarray, region: str) -> np.ndarray:
-    """The polygon of `region` for one face: landmarks [68, 2] (x, y) px -> hull points [P, 2] float32."""
+    """The polygon of `region` for one face: the convex hull of its landmarks (see the module docstring).
+
+    Raises ValueError for a region not in ``inputs.REGIONS``.
+
+    Args:
+        landmarks: the face's 68 landmarks (x, y) in pixels (iBUG 300-W order).
+        region: "face" or "face+hair".
+    Returns:
+        the hull's points (x, y) in pixels, float32.
+    Shape:
+        - landmarks: (68, 2)
+        - Returns: (P, 2), P hull points.
+    """
     points = np.asarray(landmarks, np.float32)
     if region == "face+hair":
         brow_line = points[BROWS].mean(0)
@@ -42,8 +54,23 @@ def region_polygon(landmarks: np.ndarray, region: str) -> np.ndarray:
 def region_masks(
     landmarks: np.ndarray, present: np.ndarray, image_hw: tuple[int, int], region: str, grow_px: int = 0
 ) -> torch.Tensor:
-    """MASK frames of one face: landmarks [F, 68, 2] px, present [F] bool (frames without a face get an
-    empty mask) -> float [F, H, W] in {0, 1}. One polygon fill per frame (OpenCV), one dilation for all."""
+    """MASK frames of one face: its region filled in every frame that has it, grown by `grow_px`.
+
+    One polygon fill per frame (OpenCV, 1/16 px vertex precision), then one disc dilation per frame.
+
+    Args:
+        landmarks: the face's 68 landmarks (x, y) in pixels, per frame.
+        present: bool, whether the frame has the face (frames without it get an empty mask).
+        image_hw: the frames' (height, width) in pixels.
+        region: "face" or "face+hair" (``region_polygon``).
+        grow_px: pixels the region is grown by on every side; 0 for none.
+    Returns:
+        float32 masks on the CPU in {0, 1} (1 = the region).
+    Shape:
+        - landmarks: (F, 68, 2), F frames.
+        - present: (F,)
+        - Returns: (F, H, W), H x W pixels.
+    """
     height, width = image_hw
     masks = np.zeros((len(landmarks), height, width), np.uint8)
     for index in np.flatnonzero(present):

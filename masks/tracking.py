@@ -73,7 +73,18 @@ def pick_face(faces: FrameFaces, rule: str, index: int) -> int | None:
 
 
 def sample_flow(flow: torch.Tensor | np.ndarray, points: np.ndarray) -> np.ndarray:
-    """The flow [H, W, 2] at sub-pixel points [P, 2] (x, y), bilinear, edges replicated -> [P, 2]."""
+    """The flow at sub-pixel points: bilinear (OpenCV remap), edges replicated.
+
+    Args:
+        flow: the flow (dx, dy) in pixels; a torch tensor must be on the CPU (it is read with ``.numpy()``).
+        points: where to read it, (x, y) in pixels of the flow's frame.
+    Returns:
+        the flow (dx, dy) at each point, float32.
+    Shape:
+        - flow: (H, W, 2), H x W pixels.
+        - points: (P, 2), P points.
+        - Returns: (P, 2)
+    """
     flow = np.ascontiguousarray(flow.numpy() if isinstance(flow, torch.Tensor) else flow, np.float32)
     xs = np.ascontiguousarray(points[None, :, 0], np.float32)
     ys = np.ascontiguousarray(points[None, :, 1], np.float32)
@@ -83,8 +94,23 @@ def sample_flow(flow: torch.Tensor | np.ndarray, points: np.ndarray) -> np.ndarr
 def fuse(
     propagated: np.ndarray, faces: FrameFaces, detection_weight: float, gate: float
 ) -> tuple[np.ndarray, int]:
-    """The face's landmarks in a frame from their flow-propagated position [68, 2] and the frame's
-    detections: (landmarks, DETECTED) when a detection matches, else (propagated, CARRIED)."""
+    """The face's landmarks in a frame from their flow-propagated position and the frame's detections.
+
+    The nearest detection (mean landmark distance) matches when that distance is at most `gate` times the
+    propagated face's outer eye-corner distance (at least 1 px); its landmarks are then blended with the
+    propagated ones.
+
+    Args:
+        propagated: the face's landmarks (x, y) in pixels carried into this frame by the flow.
+        faces: the frame's detections.
+        detection_weight: weight w of the matched detection in the blend (1 - w for the propagated points).
+        gate: the match threshold, in eye distances.
+    Returns:
+        (landmarks, DETECTED) when a detection matches, else (propagated, CARRIED); landmarks float32.
+    Shape:
+        - propagated: (68, 2)
+        - Returns: landmarks (68, 2)
+    """
     if len(faces.landmarks):
         distances = np.linalg.norm(faces.landmarks - propagated[None], axis=-1).mean(-1)  # [K]
         nearest = int(np.argmin(distances))
@@ -105,9 +131,25 @@ def track_face(
 ) -> FaceTrack:
     """Follow the face picked by (`rule`, `index`) in the first frame that has it, through every frame.
 
-    detections: one FrameFaces per frame (F). flows: (forward, backward) flow [H, W, 2] of each consecutive
-    pair, in order (flow.trajectories.pair_flows; F - 1 pairs, consumed once). Memory: one pair's flow, plus
-    the backward flows of the frames before the first one with the face (none when it is in frame 0)."""
+    Forward from that frame with the forward flow, backward to frame 0 with the backward flow, each frame
+    fused with its detections (``fuse``). Memory: one pair's flow, plus the backward flows of the frames
+    before the first one with the face (none when it is in frame 0).
+
+    Args:
+        detections: one FrameFaces per frame (``face_mask.frame_faces``).
+        flows: (forward, backward) flow (dx, dy) in pixels of each consecutive pair, in order, as CPU tensors
+            (``flow.trajectories.pair_flows``; F - 1 pairs, consumed once).
+        rule: how the faces of a frame are counted, one of ``inputs.PICK_RULES``.
+        index: which face, counted by `rule`, from 0.
+        detection_weight: weight of a matched detection against the propagated landmarks, in (0, 1].
+        gate: the match threshold of ``fuse``, in eye distances.
+    Returns:
+        the FaceTrack: landmarks (x, y) float32 px (0 where no face), state uint8 per frame, and the most
+        faces found in one frame.
+    Shape:
+        - flows: forward and backward each (H, W, 2), H x W pixels.
+        - Returns: landmarks (F, 68, 2) and state (F,), F frames.
+    """
     if not 0 < detection_weight <= 1:
         raise ValueError(f"detection_weight: {detection_weight} is outside (0, 1]")
     count = len(detections)

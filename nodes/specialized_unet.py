@@ -13,7 +13,9 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..unet.comfy_model import apply_sd15_unet, build_sd15_model, read_sd15_unet
-from ..unet.files import UNetFileError, check_sd15_file, read_header, training_summary
+from ..unet.files import UNetFileError, read_header
+from ..unet.provenance import training_summary
+from ..unet.sd15 import check_sd15_file
 from .common import CATEGORY, PREFIX
 
 CHECKPOINTS_LABEL = "checkpoints/"  # list entry prefix of files from the checkpoints folder

@@ -23,17 +23,15 @@ from diffusers.loaders.single_file_utils import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from ..unet.files import (
+from ..unet.files import UNetFileError, read_safetensors, unet_part
+from ..unet.sd15 import (
     SD15_CHANNEL_MULT,
     SD15_CONTEXT_DIM,
     SD15_HEADS,
     SD15_MODEL_CHANNELS,
-    UNetFileError,
     check_sd15,
     describe_unet,
-    read_safetensors,
     shape_problems,
-    unet_part,
 )
 
 TEXT_LENGTH = 77  # CLIP's context: SD1.5 is conditioned on 77 token embeddings

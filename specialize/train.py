@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
-from ..unet.files import shape_problems
+from ..unet.sd15 import shape_problems
 from .data import MixedSampler, Pair, PairDataset, augment_faces, face_augmentation
 from .inputs import (
     AUGMENT_PROBABILITY,

@@ -24,7 +24,7 @@ import torch
 from comfyui_diffferv.comfyhost.executor import PromptError
 from comfyui_diffferv.comfyhost.host import find_comfyui
 from comfyui_diffferv.comfyhost.runner import HeadlessComfy
-from comfyui_diffferv.unet.files import comfy_sd15_unet_config
+from comfyui_diffferv.unet.comfy_keys import comfy_sd15_unet_config
 from comfyui_diffferv.video.decode import EVERY_NTH, FIT, SKIP_FIRST_FRAMES
 from comfyui_diffferv.windows.frames import call_frames
 

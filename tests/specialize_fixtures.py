@@ -125,7 +125,8 @@ def train_arguments(
 def run_command(arguments: list[str]) -> list[float]:
     """Run the `specialize` command in this process; returns the loss of every step it ran. On one
     thread: these small ops are up to 20x slower with 2 threads when other processes load the cores."""
-    from comfyui_diffferv.specialize.command import parser, run
+    from comfyui_diffferv.specialize.command import run
+    from comfyui_diffferv.specialize.flags import parser
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -25,9 +25,9 @@ from comfyui_diffferv.attention.memory import (
 )
 from comfyui_diffferv.editing.preservation import store_bytes
 from comfyui_diffferv.headless import checks, flags
-from comfyui_diffferv.headless.checks import Gpu, gpu_problem, window_for
 from comfyui_diffferv.headless.cli import InputRefusedError
 from comfyui_diffferv.headless.edit_job import prepare_job
+from comfyui_diffferv.headless.gpu_fit import Gpu, cuda_gpu, gpu_problem, window_for
 from comfyui_diffferv.headless.plan import byte_size, plan_run
 from comfyui_diffferv.windows.schedule import CONTEXT_LENGTH, RunPlan, static_windows
 from conftest import ROOT
@@ -171,7 +171,7 @@ def simulated_card(monkeypatch, gigabytes: int) -> Gpu:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: f"a {gigabytes} GB card")
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *_: (card_free(gigabytes), gigabytes * GIB))
-    return checks.cuda_gpu()
+    return cuda_gpu()
 
 
 def edit_job(gpu: Gpu, *flag_values: str):

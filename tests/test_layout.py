@@ -3,7 +3,7 @@
 The rules (docs/architecture.md explains them):
 - a package imports only the pack packages listed for it in RULES (nodes/ is imported by nobody);
 - ComfyUI is imported at module level only by nodes/ and unet/comfy_model.py, and inside functions only
-  by those, comfyhost/runner.py (which starts ComfyUI) and specialize/command.py (ComfyUI's key converter);
+  by those, comfyhost/runner.py (which starts ComfyUI) and specialize/comfy_export.py (ComfyUI's key converter);
 - importing any module outside nodes/ and unet/comfy_model.py imports no ComfyUI module;
 - nodes/ holds ComfyUI node classes and their glue only.
 """
@@ -26,7 +26,15 @@ RULES = {
     "masks": ("flow", "faces", "settings"),
     "keyframes": ("flow", "settings"),
     "unet": (),
-    "specialize": ("unet.files", "comfyhost.host", "headless.cli", "faces", "settings"),
+    "specialize": (
+        "unet.files",
+        "unet.sd15",
+        "unet.comfy_keys",
+        "comfyhost.host",
+        "headless.cli",
+        "faces",
+        "settings",
+    ),
     "comfyhost": (),
     "remote": ("comfyhost.executor",),
     "headless": (
@@ -38,6 +46,7 @@ RULES = {
         "keyframes.selection",
         "video",
         "unet.files",
+        "unet.sd15",
         "windows",
         "masks.inputs",
         "faces.dlib_models",
@@ -65,7 +74,7 @@ RULES = {
 """package -> the pack modules (dotted prefixes) it may import besides its own."""
 
 COMFY_AT_IMPORT = {"nodes", "unet.comfy_model"}
-COMFY_IN_FUNCTIONS = COMFY_AT_IMPORT | {"comfyhost.runner", "specialize.command"}
+COMFY_IN_FUNCTIONS = COMFY_AT_IMPORT | {"comfyhost.runner", "specialize.comfy_export"}
 COMFY_MODULES = {
     "comfy",
     "comfy_api",

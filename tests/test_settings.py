@@ -17,7 +17,7 @@ from comfyui_diffferv.headless.checks import value_problems
 from comfyui_diffferv.headless.flags import DECLARED, default_of, parse, parser
 from comfyui_diffferv.keyframes.propagation import BACKEND as PROPAGATION_BACKEND
 from comfyui_diffferv.settings import Choice, Number, number_text
-from comfyui_diffferv.specialize import command as specialize
+from comfyui_diffferv.specialize import flags as specialize
 from comfyui_diffferv.specialize.inputs import CHECKED, CHOSEN, SAVE_LAYOUT, flag_of
 from comfyui_diffferv.specialize.train import SettingsError, TrainSettings
 from comfyui_diffferv.video.decode import EVERY_NTH, FIT, FRAME_RATE, SKIP_FIRST_FRAMES

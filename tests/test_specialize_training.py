@@ -208,7 +208,8 @@ def test_command_runs_from_the_pack_folder_without_comfyui(portraits, tmp_path):
 import runpy, sys
 commands = runpy.run_path({str(ROOT / "__main__.py")!r})
 for name in ("specialize.command", "specialize.sd15_diffusers", "specialize.train", "specialize.data",
-             "specialize.captioning", "unet.files"):
+             "specialize.captioning", "specialize.flags", "specialize.branches", "specialize.preparation",
+             "specialize.comfy_export", "unet.files", "unet.sd15", "unet.comfy_keys"):
     commands["import_command"](name)
 bad = sorted(m for m in sys.modules if m == "comfy" or m.startswith(("comfy.", "comfy_api", "folder_paths")))
 assert not bad, bad

@@ -1,6 +1,8 @@
-"""SD1.5 UNet files: reading `.safetensors` UNets (ComfyUI or diffusers key layout), checking by layout
-that they are SD1.5 (files.py), and building or applying them as ComfyUI models (comfy_model.py).
+"""SD1.5 UNet files: reading `.safetensors` files safely (files.py), judging by layout that a UNet
+(ComfyUI or diffusers key layout) is SD1.5's (sd15.py), ComfyUI's config and key names for it
+(comfy_keys.py), what trained a file (provenance.py), and building or applying UNets as ComfyUI models
+(comfy_model.py).
 
-files.py imports no ComfyUI module (the `specialize` command uses it); comfy_model.py is the one module
-here that imports ComfyUI. Imports nothing of the pack outside unet/.
+Only comfy_model.py imports ComfyUI; the others are plain torch/safetensors (the `specialize` command
+uses them). Imports nothing of the pack outside unet/.
 """

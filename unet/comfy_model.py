@@ -15,17 +15,9 @@ import comfy.supported_models
 import comfy.utils
 import torch
 
-from .files import (
-    UNetFileError,
-    check_finite,
-    check_sd15,
-    comfy_key_map,
-    comfy_sd15_unet_config,
-    describe_unet,
-    read_safetensors,
-    shape_problems,
-    unet_part,
-)
+from .comfy_keys import comfy_key_map, comfy_sd15_unet_config
+from .files import UNetFileError, check_finite, read_safetensors, unet_part
+from .sd15 import check_sd15, describe_unet, shape_problems
 
 UNET_PREFIX = "diffusion_model."  # where a ComfyUI BaseModel keeps its UNet
 
