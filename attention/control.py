@@ -25,7 +25,7 @@ control then
 - records the features of the one chunk whose role is `capture` into a `FeatureStore` ("store" mode:
   inversion), and
 - overrides the chunks whose role has an `Injection`, taking the source features either from the store
-  (``source="cache"``) or from the chunk of this same batch that has the role ``source`` ("recompute"
+  (``source=None``) or from the chunk of this same batch that has the role ``source`` ("recompute"
   mode: the source chunk, the inverted latent of this step with the source prompt, runs next to the
   edit chunks and its q/k/maps are copied into them in the same call; nothing is stored).
 
@@ -41,22 +41,7 @@ sigma (``extra_options["sigmas"]``) to the index of the equal entry of its `sigm
 matters. A sigma that is not in the schedule is an error. An inversion that evaluates other sigmas
 than the sampler passes, as its `sigmas`, the sigma it evaluates for each sampling step s at index s.
 
-How the inversion and sampler nodes use it (``with_control`` is in ``nodes/attention_patches.py``)::
-
-    # inversion, "store" mode (cfg 1: the batch is ComfyUI's cond chunk only)
-    store = FeatureStore()  # CPU, fp16
-    control = PreservationControl(sigmas, cond_roles={0: "source"}, capture="source", store=store)
-    run_inversion(with_control(patched_model, control))
-
-    # editing from the store: edit prompt = cond, source prompt = uncond (negative)
-    edit = Injection(swcfa_steps=app_steps, tta_steps=None, cross_steps=None, token_map=edit_to_source)
-    negative = Injection(swcfa_steps=app_steps, tta_steps=None, cross_steps=None, token_map=identity)
-    control = PreservationControl(sigmas, store=store, injections={"cond": edit, "uncond": negative})
-
-    # editing, "recompute" mode: per call the sampler (e.g. a model_function_wrapper) appends the source
-    # chunk (this step's inverted latent, source prompt) to the batch and sets
-    # c["transformer_options"][ROLES_KEY] = (*roles of ComfyUI's chunks, "source"), then drops its output
-    control = PreservationControl(sigmas, injections={"cond": replace(edit, source="source"), ...})
+How the inversion and sampler nodes drive it: docs/architecture.md, "The preservation control".
 """
 
 from __future__ import annotations
@@ -74,8 +59,6 @@ CONTROL_KEY = "diffferv_control"
 """transformer_options key of the run's PreservationControl."""
 ROLES_KEY = "diffferv_chunk_roles"
 """transformer_options key of an explicit per-chunk role tuple for one model call (optional)."""
-SOURCE_CACHE = "cache"
-"""`Injection.source` value: take the source features from the FeatureStore."""
 
 
 def chunk_count(extra_options: Mapping) -> int:
@@ -111,7 +94,7 @@ def chunk_rows(x: torch.Tensor, chunk: int, frames: int) -> torch.Tensor:
 class Injection:
     """What the chunks of one role take from the source.
 
-    source: `SOURCE_CACHE` (the FeatureStore) or the role of another chunk in the same batch.
+    source: None (the FeatureStore) or the role of another chunk in the same batch.
     swcfa_steps / tta_steps / cross_steps: the steps at which SWCFA's (q, k), TTA's (q, k) and the
     cross-attention maps are replaced; None means every step, an empty set never.
     token_map: LongTensor [context tokens of this chunk's prompt]: for each token j, the source token
@@ -119,7 +102,7 @@ class Injection:
     tokens take the source maps, new tokens keep theirs). None: maps are never replaced.
     """
 
-    source: str = SOURCE_CACHE
+    source: str | None = None
     swcfa_steps: Collection[int] | None = None
     tta_steps: Collection[int] | None = None
     cross_steps: Collection[int] | None = None
@@ -172,7 +155,7 @@ class PreservationControl:
         self.capture_features = frozenset(Feature(f) for f in capture_features)
         self.store = store
         self.injections = dict(injections or {})
-        uses_cache = any(inj.source == SOURCE_CACHE for inj in self.injections.values())
+        uses_cache = any(inj.source is None for inj in self.injections.values())
         if (capture is not None or uses_cache) and store is None:
             raise ValueError("PreservationControl: capture or injection from the cache needs a FeatureStore")
         if capture is not None and capture in self.injections:
@@ -232,7 +215,7 @@ class PreservationControl:
             if inj is None:
                 continue
             source = None
-            if inj.source != SOURCE_CACHE:
+            if inj.source is not None:
                 sources = [c for c, r in enumerate(roles) if r == inj.source]
                 if len(sources) != 1:
                     raise ValueError(

@@ -5,27 +5,36 @@ source chunk in the same batch, or the source chunk run first), what the source 
 kinds of UNet call the run may make (for ComfyUI's memory estimate). The nodes' glue turns the plan into
 controls and wrappers on a MODEL.
 
-Roles: ComfyUI batches the edit prompt as cond (chunk role "edit") and the negative as uncond
-("negative"); the recompute mode's source chunk has the role "source".
+Roles (`ChunkRole`): ComfyUI batches the edit prompt as cond (EDIT) and the negative as uncond
+(NEGATIVE); the inversion's chunk and the recompute mode's source chunk are SOURCE.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from enum import Enum
 
 import torch
 
-from ..attention.control import SOURCE_CACHE, Injection
+from ..attention.control import Injection
 from ..attention.feature_store import Feature
 from ..attention.memory import UNetCall
 from .identity import FROM_STORE, IN_BATCH
 from .preservation import appearance_steps
 from .token_alignment import align_tokens
 
-ROLE_OF_COND = {0: "edit", 1: "negative"}
+
+class ChunkRole(str, Enum):
+    """The role of a chunk of the batch: what its F rows are (the attention control keys on it)."""
+
+    EDIT = "edit"  # the edit prompt: ComfyUI's cond
+    NEGATIVE = "negative"  # the negative prompt (default: the source prompt): ComfyUI's uncond
+    SOURCE = "source"  # the inverted latent with the source prompt: the inversion, the recompute mode's chunk
+
+
+ROLE_OF_COND = {0: ChunkRole.EDIT, 1: ChunkRole.NEGATIVE}
 """The role of each of ComfyUI's chunks (cond_or_uncond 0: the edit prompt, 1: the negative)."""
-SOURCE_ROLE = "source"
-"""The role of the source chunk (the inverted latent with the source prompt)."""
+SOURCE_ROLE = ChunkRole.SOURCE
 NEVER: frozenset[int] = frozenset()
 
 
@@ -89,7 +98,7 @@ def plan_injection(
 
     def injection(tokens: list[int]) -> Injection:
         return Injection(
-            source=SOURCE_CACHE,
+            source=None,
             swcfa_steps=appearance,
             tta_steps=None if inject_motion else NEVER,
             cross_steps=None if inject_semantic else NEVER,

@@ -8,19 +8,14 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ..attention.control import PreservationControl
-from ..attention.feature_store import FeatureStore
-from ..attention.memory import UNetCall
 from ..editing.ddim import invert
-from ..editing.injection_plan import SOURCE_ROLE
 from ..editing.inputs import CACHE_MODE, SOURCE_PROMPT, STEPS, check_clip_frames
-from ..editing.preservation import STORE, STORE_SHARE_OF_FREE_RAM, InversionResult
-from .attention_patches import with_control
+from ..editing.preservation import STORE_SHARE_OF_FREE_RAM, InversionResult
 from .common import CATEGORY, PREFIX, Inversion, Trajectories, input_problem, progress
-from .memory_glue import count_real_rows
 from .preservation_glue import (
     encode_prompt,
     pick_cache_mode,
+    recording_model,
     run_sampler,
     schedule,
     temporal_model,
@@ -109,14 +104,7 @@ class DDIMInvertWithCache(io.ComfyNode):
         frames, _, h, w = samples.shape
         mode, sizes = pick_cache_mode(model, cache_mode, frames, steps, (h, w))
         logging.info("DiffFERV inversion: %d frames, %d steps, cache %s (%s)", frames, steps, mode, sizes)
-        store = FeatureStore() if mode == STORE else None
-        run_model = model
-        if store is not None:
-            control = PreservationControl(
-                sigmas, cond_roles={0: SOURCE_ROLE}, capture=SOURCE_ROLE, store=store
-            )
-            run_model = with_control(model, control)
-        run_model = count_real_rows(run_model, UNetCall(chunks=1))
+        run_model, store = recording_model(model, sigmas, mode)
         kept: list[torch.Tensor] = []
         options = {"keep": kept, "final_call": store is not None, "on_step": progress(None)}
         noise = run_sampler(run_model, invert, options, 1.0, sigmas, cond, cond, samples, steps)

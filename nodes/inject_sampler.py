@@ -6,24 +6,18 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..attention.control import PreservationControl
-from ..attention.feature_store import FeatureStore
 from ..editing.blending import SourceBlend
 from ..editing.ddim import sample, sampling_sigmas
-from ..editing.identity import FROM_STORE
-from ..editing.injection_plan import ROLE_OF_COND, plan_injection
 from ..editing.inputs import EDIT_PROMPT, GUIDANCE, TAU_APP
-from ..editing.preservation import InversionResult, store_bytes
+from ..editing.preservation import InversionResult
 from ..masks.inputs import FEATHER_PX
 from ..masks.latent import check_masks, latent_masks
-from .attention_patches import with_control
 from .common import CATEGORY, PREFIX, Inversion, progress
-from .memory_glue import count_real_rows
 from .preservation_glue import (
-    add_source_path,
     encode_prompt,
-    identity_path,
+    injecting_model,
     run_sampler,
+    sampling_plan,
     temporal_model,
 )
 from .prompts import check_prompt
@@ -155,36 +149,10 @@ class PreservationInjectSampler(io.ComfyNode):
             negative_cond, negative_tokens = encode_prompt(clip, negative_prompt, "negative_prompt")
         else:
             negative_cond, negative_tokens = inversion.source_cond, inversion.source_tokens
-        unet = model.get_model_object("diffusion_model")
-        held = store_bytes(
-            1, 0, tuple(inversion.latents.shape[-2:]), unet.model_channels, model.model_dtype().itemsize
+        plan = sampling_plan(
+            model, inversion, tau_app, inject_motion, inject_semantic, edit_tokens, negative_tokens
         )
-        plan = plan_injection(
-            model.get_model_object("model_sampling").timestep(inversion.sigmas),
-            tau_app,
-            inject_motion,
-            inject_semantic,
-            inversion.source_tokens,
-            edit_tokens,
-            negative_tokens,
-            identity_path(model, inversion),
-            held,
-        )
-
-        def control(roles: dict, store: FeatureStore | None) -> PreservationControl:
-            return PreservationControl(
-                inversion.sigmas, cond_roles=ROLE_OF_COND, store=store, injections=roles
-            )
-
-        run_model = model
-        if plan.roles and plan.path == FROM_STORE:
-            run_model = with_control(model, control(plan.roles, inversion.store))
-        elif plan.roles:  # recompute: the source path in the batch, or alone first into a one-step store
-            from_store = control(plan.roles, FeatureStore(dtype=None, device=None))
-            in_batch = None if plan.in_batch_roles is None else control(plan.in_batch_roles, None)
-            run_model = with_control(model, in_batch or from_store)
-            add_source_path(run_model, inversion, from_store, plan.features, in_batch)
-        run_model = count_real_rows(run_model, *plan.calls)
+        run_model = injecting_model(model, inversion, plan)
         steps = inversion.steps
         options = {"on_step": progress(None)}
         if mask is not None:

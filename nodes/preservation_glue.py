@@ -41,10 +41,10 @@ import torch
 
 from ..attention.control import CONTROL_KEY, ROLES_KEY, PreservationControl
 from ..attention.feature_store import Feature, FeatureStore
-from ..attention.memory import COMFY_HEADROOM, patch_bytes
+from ..attention.memory import COMFY_HEADROOM, UNetCall, patch_bytes
 from ..editing.ddim import inversion_sigmas
-from ..editing.identity import layout_problem, source_path
-from ..editing.injection_plan import ROLE_OF_COND, SOURCE_ROLE
+from ..editing.identity import FROM_STORE, layout_problem, source_path
+from ..editing.injection_plan import ROLE_OF_COND, SOURCE_ROLE, InjectionPlan, plan_injection
 from ..editing.inputs import prompt_problem
 from ..editing.preservation import (
     STORE,
@@ -63,7 +63,9 @@ from .attention_patches import (
     keep_trajectory_groups,
     patched_blocks,
     swcfa_window,
+    with_control,
 )
+from .memory_glue import count_real_rows
 from .window_glue import schedule_name, steady_windows, windows_of
 
 IDENTITY_MODELS_KEY = "diffferv_identity"
@@ -185,6 +187,55 @@ def run_sampler(
         disable_pbar=True,
         seed=0,
     )
+
+
+def recording_model(model, sigmas: torch.Tensor, mode: str):
+    """The inversion's MODEL: in the store mode a clone that records the source chunk's features into a new
+    FeatureStore; ComfyUI counts its calls as one chunk. Returns (model, store or None)."""
+    store = FeatureStore() if mode == STORE else None
+    if store is not None:
+        control = PreservationControl(sigmas, cond_roles={0: SOURCE_ROLE}, capture=SOURCE_ROLE, store=store)
+        model = with_control(model, control)
+    return count_real_rows(model, UNetCall(chunks=1)), store
+
+
+def sampling_plan(
+    model,
+    inversion: InversionResult,
+    tau_app: float,
+    motion: bool,
+    semantic: bool,
+    edit: list,
+    negative: list,
+) -> InjectionPlan:
+    """`plan_injection` for this sampler run: the inversion's steps as `model`'s timesteps, the prompts'
+    tokens (`edit`, `negative`), the identity model's source path and the one-step store's bytes per frame."""
+    unet = model.get_model_object("diffusion_model")
+    latent = tuple(inversion.latents.shape[-2:])
+    held = store_bytes(1, 0, latent, unet.model_channels, model.model_dtype().itemsize)
+    timesteps = model.get_model_object("model_sampling").timestep(inversion.sigmas)
+    path = identity_path(model, inversion)
+    return plan_injection(
+        timesteps, tau_app, motion, semantic, inversion.source_tokens, edit, negative, path, held
+    )
+
+
+def injecting_model(model, inversion: InversionResult, plan: InjectionPlan):
+    """The sampler's MODEL for `plan`: a clone whose preservation control injects the source features,
+    from the inversion's store or from the source path the recompute mode adds (in the batch, or alone
+    first into a one-step store), counted by ComfyUI by every kind of call the plan may make."""
+
+    def control(roles: dict, store: FeatureStore | None) -> PreservationControl:
+        return PreservationControl(inversion.sigmas, cond_roles=ROLE_OF_COND, store=store, injections=roles)
+
+    if plan.roles and plan.path == FROM_STORE:
+        model = with_control(model, control(plan.roles, inversion.store))
+    elif plan.roles:
+        from_store = control(plan.roles, FeatureStore(dtype=None, device=None))
+        in_batch = None if plan.in_batch_roles is None else control(plan.in_batch_roles, None)
+        model = with_control(model, in_batch or from_store)
+        add_source_path(model, inversion, from_store, plan.features, in_batch)
+    return count_real_rows(model, *plan.calls)
 
 
 class SourceInput(NamedTuple):

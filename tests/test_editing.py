@@ -245,7 +245,7 @@ def test_comfy_sizes_memory_for_the_rows_the_unet_really_runs(comfy, clip, case,
     partial load of the weights leaves free) covers the call a split comes down to, one chunk of a window
     with what the run holds on the device."""
     import comfy.sampler_helpers as helpers
-    from comfyui_diffferv.attention.control import CONTROL_KEY, SOURCE_CACHE
+    from comfyui_diffferv.attention.control import CONTROL_KEY
     from comfyui_diffferv.attention.memory import patch_bytes
     from comfyui_diffferv.nodes.attention_patches import swcfa_window
 
@@ -263,7 +263,7 @@ def test_comfy_sizes_memory_for_the_rows_the_unet_really_runs(comfy, clip, case,
         control = options.get(CONTROL_KEY)
         store = None if control is None else control.store
         on_host = store is not None and store.device is not None
-        cached = on_host and any(i.source == SOURCE_CACHE for i in control.injections.values())
+        cached = on_host and any(i.source is None for i in control.injections.values())
         held = 0 if store is None or on_host else store.nbytes  # after the call: what it recorded
         window = call_frames(options)
         frames = run.latent["samples"].shape[0] if window is None else len(window)

@@ -3,7 +3,6 @@ features at which steps, how the source features reach them for each source path
 records, and the kinds of UNet call ComfyUI's estimate is told about."""
 
 import torch
-from comfyui_diffferv.attention.control import SOURCE_CACHE
 from comfyui_diffferv.attention.feature_store import Feature
 from comfyui_diffferv.attention.memory import UNetCall
 from comfyui_diffferv.editing.identity import FROM_STORE, IN_BATCH, SEPARATE
@@ -29,7 +28,7 @@ def test_each_role_takes_appearance_at_tau_app_steps_motion_and_semantics_at_eve
     full = plan()
     assert set(full.roles) == {"edit", "negative"}
     for role in full.roles.values():
-        assert role.source == SOURCE_CACHE
+        assert role.source is None  # from the store
         assert role.swcfa_steps == appearance_steps(TIMESTEPS, 0.5) == frozenset({3, 4})
         assert role.tta_steps is None and role.cross_steps is None  # every step
     assert full.roles["edit"].token_map.tolist() != full.roles["negative"].token_map.tolist()
