@@ -28,10 +28,11 @@ from ..headless.flags import add_server_access
 from ..headless.plan import byte_size
 from ..headless.server_check import lacks, server_facts, upload_problem
 from ..headless.server_flags import server_headers
-from ..remote.runner import LOST_AFTER
-from ..remote.server_api import ServerApi, ServerError
+from ..remote.errors import ServerError
+from ..remote.server_api import ServerApi
 from .dispatch import Dispatcher, Server
 from .jobs import Job, read_jobs
+from .lock import FolderLock
 from .progress import BatchProgress
 from .status import STATUS_FILE, StatusFile
 
@@ -68,14 +69,6 @@ def parser() -> CommandParser:
         "skip the jobs already done there",
     )
     add_server_access(parser)
-    add(
-        "--lost-after",
-        metavar="S",
-        type=float,
-        default=LOST_AFTER,
-        help="seconds a server may go without answering during a job before the job goes to another server "
-        f"(default: {LOST_AFTER:g})",
-    )
     add("--verbose", action="store_true", help="show the tracebacks of failures")
     return parser
 
@@ -83,23 +76,24 @@ def parser() -> CommandParser:
 def run(argv: list[str]) -> None:
     own, common = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     args = parser().parse_args(own)
-    if args.lost_after <= 0:
-        raise InputRefusedError(
-            f"--lost-after is {args.lost_after:g}; use a number of seconds above 0 (e.g. 30)"
-        )
     headers = server_headers(args)
     folder = Path(args.output_dir).expanduser().resolve()
     if folder.exists() and not folder.is_dir():
         raise InputRefusedError(f"--output-dir: {folder} is a file; give a folder")
     check_writable("--output-dir", folder / STATUS_FILE, 2**20)
     jobs = read_jobs(Path(args.jobs).expanduser(), folder, common)
-    status = StatusFile(folder)
-    todo = [job for job in jobs if not status.is_done(job)]
-    print(
-        f"{count(len(jobs), 'job')} in {args.jobs}: {len(jobs) - len(todo)} done in an earlier run, {len(todo)} to run"
-    )
-    if todo:
-        asyncio.run(run_jobs(args.server, headers, todo, status, folder, args.lost_after))
+    with FolderLock(folder):
+        status = StatusFile(folder)
+        todo = [job for job in jobs if not status.is_done(job)]
+        print(
+            f"{count(len(jobs), 'job')} in {args.jobs}: {len(jobs) - len(todo)} done in an earlier run, "
+            f"{len(todo)} to run"
+        )
+        if todo:
+            try:
+                asyncio.run(run_jobs(args.server, headers, todo, status, folder, args.lost_after))
+            finally:
+                status.write()
 
 
 async def run_jobs(
@@ -108,7 +102,7 @@ async def run_jobs(
     """Check the servers against the jobs, run the jobs on those that have all they need, and say how it
     ended (raising CommandError when a job failed or was not run)."""
     async with AsyncExitStack() as stack:
-        apis = [await stack.enter_async_context(ServerApi(url, headers)) for url in urls]
+        apis = [await stack.enter_async_context(ServerApi(url, headers, lost_after)) for url in urls]
         servers = await ready_servers(apis, jobs)
         progress = BatchProgress(len(jobs))
         dispatcher = Dispatcher(jobs, servers, status, progress, folder, lost_after)

@@ -9,6 +9,7 @@ records every job's end (`status.py`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
 from collections import deque
@@ -23,8 +24,9 @@ from ..headless.failures import WorkflowFailedError
 from ..headless.plan import stages
 from ..headless.progress import OverallProgress, format_duration
 from ..headless.server_check import ServerFacts, upload_clip
+from ..remote.errors import ServerLostError, ServerRefusedError
 from ..remote.runner import LOST_AFTER, RemoteExecutor
-from ..remote.server_api import ServerApi, ServerLostError, ServerRefusedError
+from ..remote.server_api import ServerApi
 from .jobs import Job
 from .progress import BatchProgress
 from .status import DONE, FAILED, StatusFile
@@ -62,6 +64,7 @@ class Dispatcher:
     failed: list[tuple[Job, str]] = field(default_factory=list)
     lost: list[tuple[str, str]] = field(default_factory=list)
     running: int = 0
+    retried: set[int] = field(default_factory=set)
 
     def __post_init__(self):
         self.pending = deque(self.jobs)
@@ -92,6 +95,21 @@ class Dispatcher:
         while (job := await self.take()) is not None:
             try:
                 await self.run_job(server, job)
+            except OSError as trouble:  # the output folder removed or full: here, not the server's doing
+                again = job.number not in self.retried
+                self.retried.add(job.number)
+                await self.give_back(job, requeue=again)
+                if not again:
+                    self.failed.append((job, f"the output folder could not be written ({trouble.strerror})"))
+                    with contextlib.suppress(OSError):
+                        self.status.record(job, FAILED, server.name, 0.0, self.failed[-1][1])
+                self.progress.ended(
+                    job.name,
+                    f"{job.name}: its files could not be written into {self.folder} ({trouble.strerror}); "
+                    + ("it goes back to the queue" if again else "recorded failed"),
+                    None if again else False,
+                )
+                continue
             except ServerLostError as lost:
                 await self.give_back(job, requeue=True)
                 self.lost.append((server.name, str(lost)))
@@ -121,9 +139,13 @@ class Dispatcher:
             )
             self.progress.started(job.name, server.name, progress)
             upload = partial(upload_clip, server.api, flag="--video")
-            executor = RemoteExecutor(server.api, lost_after=self.lost_after, upload=upload)
+            executor = RemoteExecutor(
+                server.api, self.lost_after, upload, edit.output_limit(), edit.output_problem
+            )
             self.folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=self.folder, prefix=".batch_") as scratch:
+            with tempfile.TemporaryDirectory(
+                dir=self.folder, prefix=".batch_", ignore_cleanup_errors=True
+            ) as scratch:
                 try:
                     await edit_run.run_job(edit, executor, progress, Path(scratch), show=False)
                 except WorkflowFailedError as failed:

@@ -7,7 +7,7 @@ line.
 
 `read_jobs` parses and checks every line with the `edit` command's own parser and preflight (values,
 video, output room, workflow) and refuses the list with every problem, each with its line; a job's
-`key` says what it is (its line's words and its video's size and time), so a status file can tell a
+`key` says what it is (its line's words, its video's size and time, its outputs' names), so a status file can tell a
 finished job from a changed one.
 """
 
@@ -17,7 +17,7 @@ import argparse
 import hashlib
 import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..headless.checks import Checked, preflight
@@ -25,7 +25,15 @@ from ..headless.cli import InputRefusedError
 from ..headless.flags import parse
 from ..headless.outputs import report_path
 
-NOT_IN_A_LINE = ("--server", "--token-env", "--headers-file", "--cpu", "--comfyui", "--verbose")
+NOT_IN_A_LINE = (
+    "--server",
+    "--token-env",
+    "--headers-file",
+    "--lost-after",
+    "--cpu",
+    "--comfyui",
+    "--verbose",
+)
 """Edit flags that say where or how the edit runs: the batch command's, not a job's."""
 
 
@@ -94,10 +102,11 @@ def job_args(
     return args
 
 
-def job_key(words: list[str], common: list[str], video: Path) -> str:
-    """What the job is: its words, the batch's common flags and its video's size and time."""
+def job_key(words: list[str], common: list[str], video: Path, outputs: list[str]) -> str:
+    """What the job is: its words, the batch's common flags, its video's size and time and the names of
+    its outputs (so a line moved to another number, whose default output name changes, is another job)."""
     stat = video.stat()
-    said = json.dumps([words, common, str(video), stat.st_size, stat.st_mtime_ns])
+    said = json.dumps([words, common, str(video), stat.st_size, stat.st_mtime_ns, outputs])
     return hashlib.sha256(said.encode()).hexdigest()[:16]
 
 
@@ -120,7 +129,9 @@ def read_jobs(path: Path, folder: Path, common: list[str]) -> list[Job]:
         try:
             args = job_args(words, number, path.parent.resolve(), folder, common)
             checked = preflight(args, None)
-            job = Job(number, tuple(words), args, checked, job_key(words, common, checked.video))
+            job = Job(number, tuple(words), args, checked, "")
+            named = [str(output.relative_to(folder.resolve())) for output in job.outputs()]
+            job = replace(job, key=job_key(words, common, checked.video, named))
         except InputRefusedError as refused:
             problems += [
                 f"--jobs: {path} line {number}: {said}" for said in str(refused).splitlines() if said

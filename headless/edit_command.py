@@ -44,8 +44,9 @@ from pathlib import Path
 
 from ..comfyhost.host import find_comfyui
 from ..comfyhost.runner import HeadlessComfy, InProcessExecutor, completed
+from ..remote.errors import ServerError
 from ..remote.runner import RemoteExecutor
-from ..remote.server_api import ServerApi, ServerError
+from ..remote.server_api import ServerApi
 from .checks import preflight
 from .cli import CommandError, InputRefusedError, run_command
 from .edit_job import EditJob, prepare_job
@@ -96,7 +97,7 @@ async def edit_on_server(args: argparse.Namespace, headers: dict[str, str]) -> N
     ComfyUI server. Every check that needs no server comes first, then what the server has (the pack and
     its version, the checkpoint, the UNet, the face models, the upload limit), all before any upload."""
     checked = preflight(args, None)
-    async with ServerApi(args.server, headers) as api:
+    async with ServerApi(args.server, headers, timeout=args.lost_after) as api:
         try:
             facts = await server_facts(api)
         except ServerError as error:
@@ -113,7 +114,8 @@ async def edit_on_server(args: argparse.Namespace, headers: dict[str, str]) -> N
         progress = OverallProgress(stages(job.plan, job.clip_frames), job.graph.class_types())
         output = Path(args.output).expanduser().resolve()  # downloads are staged beside the output
         scratch = next(folder for folder in output.parents if folder.is_dir())
-        executor = RemoteExecutor(api, upload=partial(upload_clip, api, flag="--video"))
+        upload = partial(upload_clip, api, flag="--video")
+        executor = RemoteExecutor(api, args.lost_after, upload, job.output_limit(), job.output_problem)
         with tempfile.TemporaryDirectory(dir=scratch, prefix=".diffferv_") as folder:
             try:
                 await run_job(job, executor, progress, Path(folder))

@@ -9,6 +9,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..video.decode import ClipError, probe_clip
 from ..windows.schedule import RunPlan
 from .checks import Checked
 from .cli import InputRefusedError
@@ -65,6 +66,24 @@ class EditJob:
         if self.args.compare:
             targets.append((produced[EDIT_PREFIX + "_compare"], self.args.compare))
         return targets
+
+    def output_limit(self) -> int:
+        """The most bytes a video this job produces can hold: its frames as raw RGB, twice (the comparison
+        is two clips side by side), and 16 MiB for the container; a larger download is no output of it."""
+        height, width = (8 * side for side in self.plan.latent) if self.plan.latent else (4096, 4096)
+        return 2 * self.plan.frames * height * width * 3 + 16 * 2**20
+
+    def output_problem(self, path: Path) -> str | None:
+        """Why a fetched file cannot be a video of this job (None when it can): it must decode, with the
+        edit's frame count."""
+        try:
+            clip = probe_clip(path, "the file", count_up_to=self.plan.frames + 1)
+        except ClipError as error:
+            return f"a file that is no video ({error})"
+        if clip.frames != self.plan.frames:
+            count = f"more than {self.plan.frames}" if clip.frames > self.plan.frames else str(clip.frames)
+            return f"a video of {count} frames where the edit makes {self.plan.frames}"
+        return None
 
     def needs(self) -> Needs:
         """What a server must have to run the job."""

@@ -19,6 +19,7 @@ from ..editing.inputs import (
 from ..editing.preservation import STORE_SHARE_OF_FREE_RAM
 from ..keyframes.selection import KEYFRAME_EVERY
 from ..masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK, REGION
+from ..remote.runner import LOST_AFTER
 from ..settings import Choice, Number
 from ..video.decode import MAX_FRAMES, MIN_EDIT_FRAMES, SHORT_SIDE, SKIP_FIRST_FRAMES
 from ..video.encode import FORMATS
@@ -336,6 +337,15 @@ def add_server_access(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="extra request headers, one 'Name: value' a line (e.g. a proxy's access keys; never printed or "
         "written) (default: none)",
+    )
+    parser.add_argument(
+        "--lost-after",
+        metavar="S",
+        type=float,
+        default=LOST_AFTER,
+        help="seconds a server may take to answer a request, open its event socket or send more of a file, "
+        "and may stay silent during a job, before it counts as lost (a batch then runs the job on another "
+        f"server) (default: {LOST_AFTER:g})",
     )
 
 

@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..remote.answers import Origin, field, items, obj
 from .graph import ApiGraph
 from .workflow import EDIT_REPORT
 
@@ -35,11 +36,15 @@ def write_outputs(targets: list[tuple[Path, str]], show: bool = True) -> None:
 def write_report(prompt: dict, outputs: dict, video: Path, show: bool = True) -> Path:
     """Writes the Edit Report node's JSON beside ``video`` (``NAME.report.json``) and, with `show`,
     prints its text."""
-    shown = outputs[ApiGraph(prompt).only(EDIT_REPORT)]
+    where = Origin("the run", "its Edit Report output")
+    shown = obj(outputs.get(ApiGraph(prompt).only(EDIT_REPORT)), where)
+    text, report = (items(field(shown, key, list, where), str, where, key) for key in ("text", "report"))
+    if not text or not report:
+        raise where.error("no text or no report")
     if show:
-        print(shown["text"][0])
+        print(text[0])
     target = report_path(video)
-    target.write_text(shown["report"][0] + "\n")
+    target.write_text(report[0] + "\n")
     if show:
         print(f"wrote {target}", file=sys.stderr)
     return target

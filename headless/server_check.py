@@ -11,11 +11,13 @@ server's upload limit.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..comfyhost.host import PACK_NAME, pack_version
-from ..remote.server_api import ServerRefusedError
+from ..remote.answers import Origin, field, items, obj
+from ..remote.errors import ServerRefusedError
 from .cli import InputRefusedError
 from .gpu_fit import Gpu
 from .workflow import CHECKPOINT_LOADER, UNET_LOADER
@@ -51,18 +53,26 @@ class Needs:
     upload_bytes: int
 
 
-def combo_options(object_info: dict, node_class: str, name: str) -> frozenset[str]:
+def combo_options(object_info: dict, node_class: str, name: str, where: Origin) -> frozenset[str]:
     """The options of a node's combo input in /object_info, in either form ComfyUI writes it:
-    `[[options...], {...}]` (V1 nodes) or `["COMBO", {"options": [...]}]` (V3 nodes)."""
-    node = object_info.get(node_class)
-    if node is None:
+    `[[options...], {...}]` (V1 nodes) or `["COMBO", {"options": [...]}]` (V3 nodes); none when the server
+    has no such node. A node entry of another shape is a ServerAnswerError."""
+    if node_class not in object_info:
         return frozenset()
-    spec = {**node["input"].get("optional", {}), **node["input"].get("required", {})}.get(name)
+    inputs = field(obj(object_info[node_class], where), "input", dict, where, {})
+    spec = {
+        **field(inputs, "optional", dict, where, {}),
+        **field(inputs, "required", dict, where, {}),
+    }.get(name)
     if not spec:
         return frozenset()
-    if isinstance(spec[0], list):
-        return frozenset(spec[0])
-    return frozenset(spec[1].get("options", []) if len(spec) > 1 else [])
+    spec = items(spec, object, where, f"{node_class}'s {name}")
+    options = (
+        spec[0]
+        if isinstance(spec[0], list)
+        else (obj(spec[1], where).get("options", []) if len(spec) > 1 else [])
+    )
+    return frozenset(items(options, str, where, f"{node_class}'s {name} options"))
 
 
 def upload_limit(argv: list[str]) -> int:
@@ -76,28 +86,49 @@ def upload_limit(argv: list[str]) -> int:
             value = word.split("=", 1)[1]
         if value is not None:
             with contextlib.suppress(ValueError):
-                megabytes = float(value)
+                given = float(value)
+                megabytes = given if math.isfinite(given) and given > 0 else megabytes
     return round(megabytes * 2**20)
 
 
 async def server_facts(api) -> ServerFacts:
-    """Ask the server (a `server_api.ServerApi`) what it has; raises its ServerLostError/ServerRefusedError."""
+    """Ask the server (a `server_api.ServerApi`) what it has; raises its ServerLostError/ServerRefusedError,
+    and ServerAnswerError (naming the route and what was wrong) for an answer of another shape."""
     stats = await api.system_stats()
     info = await api.pack_info()
     object_info = await api.object_info()
-    cuda = [device for device in stats.get("devices", []) if device.get("type") == "cuda"]
-    gpu = Gpu(cuda[0].get("name", "cuda"), int(cuda[0].get("vram_free", 0))) if cuda else None
+    where = Origin(api.name, "GET /system_stats")
+    system = field(stats, "system", dict, where, {})
+    devices = items(field(stats, "devices", list, where, []), dict, where, "devices")
+    cuda = [device for device in devices if device.get("type") == "cuda"]
+    gpu = None
+    if cuda:
+        gpu = Gpu(
+            field(cuda[0], "name", str, where, "cuda")[:80],
+            round(field(cuda[0], "vram_free", float, where, 0.0)),
+        )
+    pack = Origin(api.name, "GET /diffferv/info")
     return ServerFacts(
         name=api.name,
-        pack_version=info.get("version") if info else None,
-        face_models_missing=info.get("face_models_missing") if info else None,
+        pack_version=field(info, "version", str, pack)[:40] if info is not None else None,
+        face_models_missing=face_models_missing(info, pack),
         node_classes=frozenset(object_info),
-        checkpoints=combo_options(object_info, CHECKPOINT_LOADER, "ckpt_name"),
-        unets=combo_options(object_info, UNET_LOADER, "unet_name"),
-        ram_free=int(stats.get("system", {}).get("ram_free", 0)),
+        checkpoints=combo_options(
+            object_info, CHECKPOINT_LOADER, "ckpt_name", Origin(api.name, "GET /object_info")
+        ),
+        unets=combo_options(object_info, UNET_LOADER, "unet_name", Origin(api.name, "GET /object_info")),
+        ram_free=round(field(system, "ram_free", float, where, 0.0)),
         gpu=gpu,
-        upload_limit=upload_limit(stats.get("system", {}).get("argv", [])),
+        upload_limit=upload_limit(items(field(system, "argv", list, where, []), str, where, "argv")),
     )
+
+
+def face_models_missing(info: dict | None, where: Origin) -> str | None:
+    """Why the face models do not load on the server, from its /diffferv/info (None: they do, or the
+    pack is not there); the reason itself stays in that server's log."""
+    if info is None or field(info, "face_models", bool, where):
+        return None
+    return "they do not load there (its log says why)"
 
 
 def lacks(facts: ServerFacts, needs: Needs) -> list[str]:

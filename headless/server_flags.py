@@ -15,6 +15,10 @@ def server_headers(args: argparse.Namespace) -> dict[str, str]:
     """The extra request headers for the server(s): `Authorization: Bearer` with the token in the
     environment variable --token-env names, and those of --headers-file. Refuses an unset variable, an
     unreadable or malformed file, and --server flags with no meaning there; never says a value."""
+    if not 0 < args.lost_after <= 3600:
+        raise InputRefusedError(
+            f"--lost-after is {args.lost_after:g}; use a number of seconds above 0 and at most 3600 (e.g. 30)"
+        )
     servers = args.server if isinstance(args.server, list) else [args.server]
     for url in servers:
         problem = url_problem(url)

@@ -1,18 +1,31 @@
 """The pack's answer to clients of a ComfyUI server: `GET /diffferv/info` says which version of the pack
 the server runs and whether the face models (dlib's, for Face Mask and the Edit Report's identity
 distances) load there, so `edit --server` and `batch` can check a server before sending it anything
-(headless/server_check.py). Registered on ComfyUI's PromptServer route table, the way ComfyUI offers
-packs to add routes; without a server (the in-process runner) there is none to add."""
+(headless/server_check.py). It says nothing more (no path, no reason: those stay in the server's log),
+and finds out about the face models once per server run. Registered on ComfyUI's PromptServer route
+table, the way ComfyUI offers packs to add routes; without a server (the in-process runner) there is none
+to add."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import sys
 
 from ..comfyhost.host import PACK_NAME, pack_version
 from ..faces.dlib_models import missing_reason
 
 ROUTE = "/diffferv/info"
+
+
+@functools.cache
+def face_models_load() -> bool:
+    """Whether dlib's face models load here, found once (a failure is logged once, not retried)."""
+    reason = missing_reason()
+    if reason:
+        logging.warning("DiffFERV: the face models do not load: %s", reason)
+    return reason is None
 
 
 def add_routes() -> None:
@@ -28,7 +41,5 @@ def add_routes() -> None:
     async def pack_info(request):
         from aiohttp import web
 
-        missing = await asyncio.to_thread(missing_reason)
-        return web.json_response(
-            {"pack": PACK_NAME, "version": pack_version(), "face_models_missing": missing}
-        )
+        loads = await asyncio.to_thread(face_models_load)
+        return web.json_response({"pack": PACK_NAME, "version": pack_version(), "face_models": loads})

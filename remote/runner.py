@@ -27,11 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..comfyhost.executor import NodeHook, ProgressHook, PromptError, failure, validation_problems
-from .server_api import ServerLostError, ServerRefusedError, next_event
+from .answers import Origin, ServerAnswerError, field, items, obj
+from .errors import ServerError, ServerLostError, ServerRefusedError
+from .server_api import PLAIN_NAME, next_event
 
 LOST_AFTER = 30.0
 """Seconds without any answer from a server (its socket gone, its API not answering) after which a
 running job counts as lost."""
+DOWNLOAD_LIMIT = 2**32
+"""Bytes an output file may have when the caller knows no smaller bound (`EditJob.output_limit`)."""
 POLL = 1.0
 """Seconds between history requests while the event socket is down."""
 END_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
@@ -54,24 +58,50 @@ async def run_on_server(
         try:
             left_out = await api.queue(prompt, client_id, prompt_id)
         except ServerRefusedError as refused:
-            raise rejected(prompt, refused) from None
+            raise rejected(api, prompt, refused) from None
+        except BaseException:  # it may have been queued: a run of ours never outlives the client
+            await asyncio.shield(quietly_cancel(api, prompt_id))
+            raise
         if left_out:
             await api.cancel(prompt_id)
-            raise PromptError.reported("validation", validation_problems(prompt, None, left_out))
+            raise PromptError.reported("validation", server_problems(api, prompt, None, left_out))
         try:
             entry = await follow(api, socket, client_id, prompt_id, on_progress, on_node, lost_after)
-        except asyncio.CancelledError:
+        except BaseException:  # Ctrl-C, a server that stopped making sense, a crash: cancel our prompt
             await asyncio.shield(quietly_cancel(api, prompt_id))
             raise
     finally:
         if not socket.closed:
             await socket.close()
-    if entry["status"].get("status_str") == "success":
-        return entry["outputs"]
-    raise failure(entry["status"].get("messages", []))
+    return outcome(api, prompt_id, entry)
 
 
-def rejected(prompt: dict, refused: ServerRefusedError) -> Exception:
+def outcome(api, prompt_id: str, entry: dict) -> dict:
+    """The outputs of an ended prompt's history entry, or the PromptError of its failure; an entry that
+    says neither is a ServerAnswerError."""
+    status = entry.get("status", {})
+    if status.get("status_str") == "success":
+        return entry.get("outputs", {})
+    where = Origin(api.name, f"GET /history/{prompt_id}")
+    try:
+        error = failure(status.get("messages", []))
+    except (KeyError, TypeError, ValueError):
+        raise where.error("status messages that are not ComfyUI's") from None
+    if not error.problems:
+        said = status.get("status_str") or "no status"
+        raise where.error(f"the prompt ended ({said[:40]}) without its outputs or a reason")
+    raise error
+
+
+def server_problems(api, prompt: dict, error: object, node_errors: object) -> list:
+    """`validation_problems` of a server's answer, or a ServerAnswerError when it is not ComfyUI's."""
+    try:
+        return validation_problems(prompt, error, node_errors)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise Origin(api.name, "POST /prompt").error("node errors that are not ComfyUI's") from None
+
+
+def rejected(api, prompt: dict, refused: ServerRefusedError) -> Exception:
     """A refused POST /prompt as a validation PromptError (ComfyUI's 400 holds `error` and
     `node_errors`), or the refusal itself when it is something else (e.g. a proxy's 401)."""
     try:
@@ -80,14 +110,15 @@ def rejected(prompt: dict, refused: ServerRefusedError) -> Exception:
         return refused
     if not isinstance(body, dict) or "error" not in body:
         return refused
+    body = api.secrets.mask_all(body)
     return PromptError.reported(
-        "validation", validation_problems(prompt, body["error"], body.get("node_errors", {}))
+        "validation", server_problems(api, prompt, body["error"], body.get("node_errors", {}))
     )
 
 
 async def quietly_cancel(api, prompt_id: str) -> None:
     """Cancel the prompt if the server still answers (it may be the reason we stop)."""
-    with contextlib.suppress(ServerLostError, ServerRefusedError, asyncio.TimeoutError):
+    with contextlib.suppress(ServerError, asyncio.TimeoutError):
         await asyncio.wait_for(api.cancel(prompt_id), timeout=10)
 
 
@@ -107,19 +138,26 @@ async def follow(api, socket, client_id, prompt_id, on_progress, on_node, lost_a
 
 async def from_events(api, socket, prompt_id, on_progress, on_node, lost_after) -> dict | None:
     """The prompt's events, passed to the hooks, up to its end (its history entry then); None when the
-    socket drops first."""
+    socket drops first or stays silent for `lost_after` seconds (the history is asked then)."""
+    where = Origin(api.name, "its event socket")
     while True:
-        event = await next_event(socket)
+        try:
+            event = await asyncio.wait_for(next_event(api, socket), lost_after)
+        except asyncio.TimeoutError:
+            return None
         if event is None:
             return None
-        data = event.get("data") or {}
+        data = event.get("data", {})
         if data.get("prompt_id") != prompt_id:
             continue
-        kind = event.get("type")
+        kind = event["type"]
         if kind == "executing" and data.get("node") is not None and on_node is not None:
-            on_node(str(data["node"]))
+            on_node(str(data["node"])[:80])
         elif kind == "progress" and on_progress is not None:
-            on_progress(int(data.get("value", 0)), int(data.get("max", 0)), str(data.get("node")))
+            value, most = field(data, "value", float, where, 0.0), field(data, "max", float, where, 0.0)
+            if not 0 <= value <= 1e12 or not 0 <= most <= 1e12:
+                raise where.error(f"a progress of {value:g} of {most:g}")
+            on_progress(int(min(value, most)), int(most), str(data.get("node"))[:80])
         elif kind in END_EVENTS:
             return await ended_entry(api, prompt_id, lost_after)
 
@@ -148,15 +186,16 @@ async def from_history(api, client_id, prompt_id, lost_after):
             entry = await api.history(prompt_id)
             if entry is not None:
                 return entry, None
-            queue = await api.request("GET", "/queue")
+            waiting = await api.waiting()
             last_answer = time.monotonic()
+        except ServerAnswerError:
+            raise
         except ServerLostError:
             if time.monotonic() - last_answer > lost_after:
                 raise
             await asyncio.sleep(POLL)
             continue
-        waiting = queue.get("queue_running", []) + queue.get("queue_pending", [])
-        if not any(len(item) > 1 and item[1] == prompt_id for item in waiting):
+        if prompt_id not in waiting:
             entry = await api.history(prompt_id)  # it may have ended in between
             if entry is not None:
                 return entry, None
@@ -167,7 +206,6 @@ async def from_history(api, client_id, prompt_id, lost_after):
             await asyncio.sleep(POLL)
 
 
-PLAIN_NAME = re.compile(r"^[^/\\\x00]+$")
 SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 
 
@@ -176,38 +214,57 @@ def saved_file(saved: dict) -> dict:
     (no folder, not `..`), a relative subfolder without `..`, an output or temp file. Raises
     ServerRefusedError otherwise (the server's answer is not used)."""
     name, subfolder, kind = saved.get("filename", ""), saved.get("subfolder", ""), saved.get("type", "")
+    if not all(isinstance(value, str) for value in (name, subfolder, kind)):
+        raise ServerAnswerError(f"the server's answer names an output file with {described_entry(saved)}")
     parts = [part for part in re.split(r"[/\\]", subfolder) if part]
     if (
-        not isinstance(name, str)
-        or not PLAIN_NAME.match(name)
+        not PLAIN_NAME.match(name)
         or name in (".", "..")
         or subfolder.startswith(("/", "\\"))
         or ".." in parts
         or kind not in ("output", "temp")
     ):
         raise ServerRefusedError(
-            f"the server's answer names an output file {name!r} in {subfolder!r} ({kind!r}) that is not a "
+            f"the server's answer names an output file {name[:80]!r} in {subfolder[:80]!r} ({kind[:20]!r}) that is not a "
             "plain file name in its output folder; nothing was fetched",
             0,
         )
     return {"filename": name, "subfolder": subfolder, "type": kind}
 
 
-async def fetch_file(api, saved: dict, folder: Path, stem: str) -> Path:
+def described_entry(saved: object) -> str:
+    kinds = {key: type(value).__name__ for key, value in saved.items()} if isinstance(saved, dict) else {}
+    return f"members of other types than text ({', '.join(f'{k[:20]}: {v}' for k, v in kinds.items())})"
+
+
+async def fetch_file(api, saved: dict, folder: Path, stem: str, limit: int) -> Path:
     """Download one output named in the server's answer into `folder` as `stem` + its suffix (the
-    server's name chooses nothing else)."""
+    server's name chooses nothing else), at most `limit` bytes."""
     checked = saved_file(saved)
     suffix = Path(checked["filename"]).suffix
     target = folder / (stem + (suffix if SUFFIX.match(suffix) else ""))
-    await api.download(checked, target)
+    await api.download(checked, target, limit)
     return target
 
 
-async def fetch_outputs(api, outputs: dict, wanted: dict[str, str], folder: Path) -> dict[str, Path]:
+def first_file(api, outputs: dict, node_id: str) -> dict:
+    """The first file the output node `node_id` saved, as the history names it (a ServerAnswerError when
+    the history has no file of that node)."""
+    where = Origin(api.name, "GET /history (its outputs)")
+    node = obj(outputs.get(node_id), Origin(api.name, f"GET /history (the output of node {node_id})"))
+    files = items(field(node, "images", list, where, []), dict, where, f"node {node_id}'s files")
+    if not files:
+        raise where.error(f"no file of node {node_id}, the edit's Video Combine")
+    return files[0]
+
+
+async def fetch_outputs(
+    api, outputs: dict, wanted: dict[str, str], folder: Path, limit: int = DOWNLOAD_LIMIT
+) -> dict[str, Path]:
     """The first file each node of `wanted` (node id -> a key, e.g. its filename prefix) saved, fetched
-    into `folder`; returns key -> the local file."""
+    into `folder` (at most `limit` bytes each); returns key -> the local file."""
     return {
-        key: await fetch_file(api, outputs[node_id]["images"][0], folder, f"output{index}")
+        key: await fetch_file(api, first_file(api, outputs, node_id), folder, f"output{index}", limit)
         for index, (node_id, key) in enumerate(wanted.items())
     }
 
@@ -216,11 +273,15 @@ async def fetch_outputs(api, outputs: dict, wanted: dict[str, str], folder: Path
 class RemoteExecutor:
     """The executor contract (``comfyhost.executor.Executor``) kept by a ComfyUI server: `api` (a
     ``server_api.ServerApi``), a prompt followed with `lost_after` seconds of silence allowed, the clip put
-    there by `upload` (the command's, which says a refusal in its terms; default: a plain upload)."""
+    there by `upload` (the command's, which says a refusal in its terms; default: a plain upload), each
+    output at most `download_limit` bytes and held to `check` (the command's: why a file cannot be the
+    job's output, None when it can) before anything is written."""
 
     api: object
     lost_after: float = LOST_AFTER
     upload: Callable[[Path], Awaitable[str]] | None = None
+    download_limit: int = DOWNLOAD_LIMIT
+    check: Callable[[Path], str | None] | None = None
 
     async def put_clip(self, video: Path) -> str:
         if self.upload is not None:
@@ -231,4 +292,11 @@ class RemoteExecutor:
         return await run_on_server(self.api, prompt, on_progress, on_node, lost_after=self.lost_after)
 
     async def fetch(self, outputs: dict, wanted: dict[str, str], folder: Path) -> dict[str, Path]:
-        return await fetch_outputs(self.api, outputs, wanted, folder)
+        fetched = await fetch_outputs(self.api, outputs, wanted, folder, self.download_limit)
+        for key, path in fetched.items():
+            problem = self.check(path) if self.check is not None else None
+            if problem:
+                for other in fetched.values():
+                    other.unlink(missing_ok=True)
+                raise ServerAnswerError(f"{self.api.name} sent, for the output {key}, {problem}")
+        return fetched

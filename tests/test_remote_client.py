@@ -5,27 +5,21 @@ socket in the middle of a job, or check a token. (The real servers are in test_r
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
-import threading
 import uuid
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from comfyui_diffferv.batch.command import main as batch_main
 from comfyui_diffferv.batch.jobs import read_jobs
-from comfyui_diffferv.comfyhost.host import pack_version
 from comfyui_diffferv.headless.cli import InputRefusedError
-from comfyui_diffferv.headless.edit_command import main as edit_main
 from comfyui_diffferv.headless.server_check import upload_limit
-from comfyui_diffferv.headless.workflow import CHECKPOINT, SPEED_WORKFLOW, WORKFLOW
+from comfyui_diffferv.remote.errors import ServerRefusedError
 from comfyui_diffferv.remote.runner import saved_file
-from comfyui_diffferv.remote.server_api import ServerRefusedError, display_url, read_headers, url_problem
-
-TINY = ["--frames", "2", "--size", "64", "--steps", "2", "--window", "0", "--cache-mode", "recompute"]
+from comfyui_diffferv.remote.server_api import display_url, read_headers, url_problem
+from standin_server import TINY, StandIn, edit, tiny_output
 
 
 def test_a_server_is_named_without_its_credentials():
@@ -138,159 +132,6 @@ def test_a_job_takes_the_batchs_flags_then_its_own(tmp_path, demo_clip):
     assert first.key != second.key and first.name == "job 1 (a.mp4)"
 
 
-class StandIn:
-    """A stand-in ComfyUI server on a loopback port, answering what `edit --server` asks: system_stats,
-    the pack's info, object_info (the workflow's node classes and the checkpoint), upload, prompt, the
-    event socket, queue, history, view. It "runs" a queued prompt by answering with the demo clip as its
-    output. `output_name`: the file name its history gives; `drop_socket`: close every event socket at
-    once (the client then follows the job through /queue and /history, which say "running" for
-    `running_polls` requests); `token`: the bearer token every request must carry (else 401)."""
-
-    def __init__(
-        self,
-        clip: Path,
-        output_name="edit_00001.mp4",
-        drop_socket=False,
-        running_polls=0,
-        token=None,
-        refuse=None,
-    ):
-        self.clip, self.output_name, self.drop_socket = clip, output_name, drop_socket
-        self.running_polls, self.token, self.refuse = running_polls, token, refuse
-        self.posted: list[str] = []
-        self.prompts: dict[str, dict] = {}
-        self.requests: list[tuple[str, dict]] = []
-        self.history_polls = 0
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-
-    def __enter__(self) -> StandIn:
-        self.thread.start()
-        self.ready.wait(10)
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    def serve(self):
-        asyncio.set_event_loop(self.loop)
-        app = web.Application(middlewares=[self.check_token])
-        app.router.add_get("/system_stats", self.system_stats)
-        app.router.add_get("/diffferv/info", self.info)
-        app.router.add_get("/object_info", self.object_info)
-        app.router.add_post("/upload/image", self.upload)
-        app.router.add_post("/prompt", self.prompt)
-        app.router.add_get("/ws", self.socket)
-        app.router.add_get("/queue", self.queue)
-        app.router.add_post("/queue", self.ok)
-        app.router.add_post("/interrupt", self.ok)
-        app.router.add_get("/history/{prompt_id}", self.history)
-        app.router.add_get("/view", self.view)
-        runner = web.AppRunner(app)
-        self.loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        self.ready.set()
-        self.loop.run_forever()
-
-    @web.middleware
-    async def check_token(self, request, handler):
-        self.requests.append((request.path, dict(request.headers)))
-        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
-            return web.Response(status=401, text="401: Unauthorized")
-        return await handler(request)
-
-    async def system_stats(self, request):
-        devices = [{"name": "cpu", "type": "cpu", "vram_free": 0}]
-        return web.json_response({"system": {"ram_free": 2**34, "argv": ["main.py"]}, "devices": devices})
-
-    async def info(self, request):
-        return web.json_response(
-            {"pack": "comfyui-diffferv", "version": pack_version(), "face_models_missing": None}
-        )
-
-    async def object_info(self, request):
-        classes = {
-            node["class_type"]
-            for path in (WORKFLOW, SPEED_WORKFLOW)
-            for node in json.loads(path.read_text()).values()
-        }
-        info = {name: {"input": {"required": {}}} for name in classes}
-        info["CheckpointLoaderSimple"] = {"input": {"required": {"ckpt_name": [[CHECKPOINT], {}]}}}
-        return web.json_response(info)
-
-    async def upload(self, request):
-        form = await request.post()
-        return web.json_response({"name": form["image"].filename, "subfolder": "", "type": "input"})
-
-    async def prompt(self, request):
-        body = await request.json()
-        sampler = next(
-            k for k, n in body["prompt"].items() if n["class_type"] == "DiffFERV_PreservationInjectSampler"
-        )
-        edit_prompt = body["prompt"][sampler]["inputs"]["edit_prompt"]
-        self.posted.append(edit_prompt)
-        if self.refuse and self.refuse in edit_prompt:  # ComfyUI's answer to a workflow that fails validation
-            reason = {
-                "type": "custom_validation_failed",
-                "message": "Custom validation failed for node",
-                "details": f"edit_prompt - the edit prompt may not say {self.refuse!r}",
-                "extra_info": {"input_name": "edit_prompt"},
-            }
-            error = {
-                "type": "prompt_outputs_failed_validation",
-                "message": "Prompt outputs failed validation",
-            }
-            node_errors = {sampler: {"errors": [reason], "class_type": "DiffFERV_PreservationInjectSampler"}}
-            return web.json_response({"error": error, "node_errors": node_errors}, status=400)
-        self.prompts[body["prompt_id"]] = body["prompt"]
-        return web.json_response({"prompt_id": body["prompt_id"], "number": 1, "node_errors": {}})
-
-    async def socket(self, request):
-        socket = web.WebSocketResponse()
-        await socket.prepare(request)
-        if not self.drop_socket:
-            await asyncio.sleep(0.2)
-            for prompt_id in self.prompts:
-                await socket.send_json({"type": "execution_success", "data": {"prompt_id": prompt_id}})
-        await socket.close()
-        return socket
-
-    async def queue(self, request):
-        running = [[1, prompt_id] for prompt_id in self.prompts if self.history_polls <= self.running_polls]
-        return web.json_response({"queue_running": running, "queue_pending": []})
-
-    async def ok(self, request):
-        return web.Response()
-
-    async def history(self, request):
-        prompt_id = request.match_info["prompt_id"]
-        self.history_polls += 1
-        if prompt_id not in self.prompts or self.history_polls <= self.running_polls:
-            return web.json_response({})
-        outputs = {
-            key: {"images": [{"filename": self.output_name, "subfolder": "", "type": "output"}]}
-            for key, node in self.prompts[prompt_id].items()
-            if node["class_type"] == "DiffFERV_VideoCombine"
-        }
-        status = {"status_str": "success", "completed": True, "messages": []}
-        return web.json_response({prompt_id: {"outputs": outputs, "status": status}})
-
-    async def view(self, request):
-        return web.Response(body=self.clip.read_bytes(), content_type="video/mp4")
-
-
-def edit(*arguments: str) -> tuple[int, str, str]:
-    """`edit` in this process: (status, stdout, stderr)."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        status = edit_main(list(arguments))
-    return status, stdout.getvalue(), stderr.getvalue()
-
-
 def test_a_hostile_output_name_writes_nothing_outside_the_output_folder(tmp_path, demo_clip):
     """A server whose history names its output `../../x`: the edit fails saying so, and no file named x
     appears anywhere near (nor anything else besides the nothing-written output folder)."""
@@ -307,11 +148,12 @@ def test_a_hostile_output_name_writes_nothing_outside_the_output_folder(tmp_path
 def test_the_job_is_followed_through_the_history_when_the_socket_drops(tmp_path, demo_clip):
     """The server's event socket closes at once: the edit follows the prompt through /queue ("running")
     and /history until it ends, and fetches its output."""
-    with StandIn(demo_clip, drop_socket=True, running_polls=3) as server:
+    produced = tiny_output(tmp_path)
+    with StandIn(produced, drop_socket=True, running_polls=3) as server:
         status, stdout, stderr = edit("--server", server.url, *TINY, "--output", str(tmp_path / "edit.mp4"))
     assert status == 0, stderr
     assert server.history_polls > 3
-    assert (tmp_path / "edit.mp4").read_bytes() == demo_clip.read_bytes()
+    assert (tmp_path / "edit.mp4").read_bytes() == produced.read_bytes()
     assert stdout.rstrip().endswith("100% done")
 
 
@@ -322,7 +164,7 @@ def test_the_token_is_sent_and_never_said(tmp_path, demo_clip, monkeypatch):
     monkeypatch.setenv("DIFFFERV_TOKEN", token)
     jobs = job_list(tmp_path, f"{demo_clip} 'a photo of a woman' 'a photo of an old woman'")
     stdout, stderr = io.StringIO(), io.StringIO()
-    with StandIn(demo_clip, token=token) as server:
+    with StandIn(tiny_output(tmp_path), token=token) as server:
         url = server.url.replace("http://", "http://me:hunter2@")
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             status = batch_main(
@@ -362,7 +204,7 @@ def test_a_job_the_server_refuses_is_said_in_flag_terms_once_and_not_retried(tmp
         f"{demo_clip} 'a photo of a woman' 'a photo of a forbidden woman'",
     )
     stdout, stderr = io.StringIO(), io.StringIO()
-    with StandIn(demo_clip, refuse="forbidden") as server:
+    with StandIn(tiny_output(tmp_path), refuse="forbidden") as server:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             status = batch_main(
                 [
