@@ -5,11 +5,13 @@ multi-machine tools use: `POST /upload/image`, `POST /prompt`, `/ws?clientId=` e
 
 `ServerApi` is one server: an http(s) URL and the extra request headers a server behind an authenticating
 proxy wants (a token; they are sent, never printed: the server is always named by `display_url`, without
-credentials). What goes wrong is one of two errors: `ServerLostError` when the server does not answer
-(refused or dropped connection, a timeout, a proxy's 502/503/504, any 5xx), which the batch dispatcher
-takes as "run the job elsewhere", and `ServerRefusedError` when it answers no (a 4xx), which it does not
-retry. aiohttp is ComfyUI's own HTTP library (in every ComfyUI environment); it is imported when a
-`ServerApi` opens.
+credentials). What goes wrong is one of the errors of errors.py: `ServerLostError` when the server does
+not answer (refused or dropped connection, a timeout, a proxy's 502/503/504, any 5xx) or answers what no
+ComfyUI server answers (`answers.ServerAnswerError`), which the batch dispatcher takes as "run the job
+elsewhere", and `ServerRefusedError` when it answers no (a 4xx, a redirect it will not follow), which it
+does not retry. Every wait is bounded by the timeout (`--lost-after`); redirects stay within the server's
+origin; every secret sent is masked in what the server says back. aiohttp is ComfyUI's own HTTP library
+(in every ComfyUI environment); it is imported when a `ServerApi` opens.
 """
 
 from __future__ import annotations
@@ -355,8 +357,10 @@ class ServerApi:
 
         url = "ws" + self.base[len("http") :] + f"/ws?clientId={client_id}"
         try:
+            closing = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=min(self.timeout, HEARTBEAT))
             return await asyncio.wait_for(
-                self.session.ws_connect(url, heartbeat=HEARTBEAT, headers=self.headers), self.timeout
+                self.session.ws_connect(url, heartbeat=HEARTBEAT, headers=self.headers, timeout=closing),
+                self.timeout,
             )
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
             raise ServerLostError(f"{self.name} did not open its event socket ({describe(error)})") from None
@@ -396,6 +400,19 @@ def origin(url: str) -> str:
 
 
 def describe(error: BaseException) -> str:
-    """A network error in a few words (its class when it says nothing)."""
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    """A network error in a few words, without Python's names for it."""
+    import aiohttp
+
+    if isinstance(error, asyncio.TimeoutError):
+        return "no answer in time"
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "it closed the connection"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return f"cannot connect: {error.os_error.strerror or 'refused'}"
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return "its answer broke off"
+    if isinstance(error, aiohttp.WSServerHandshakeError):
+        return f"the handshake was answered with HTTP {error.status}"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return "a network error"

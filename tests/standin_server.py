@@ -115,9 +115,8 @@ class StandIn:
         self.requests.append((request.path, dict(request.headers)))
         if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
             return web.Response(status=401, text="401: Unauthorized")
-        route = f"{request.method} /{request.path.strip('/').split('/')[0]}"
-        if request.path.startswith("/diffferv/"):
-            route = f"{request.method} {request.path}"
+        path = "/history" if request.path.startswith("/history/") else request.path
+        route = f"{request.method} {path}"
         if route in self.overrides:
             return await self.overrides[route](request)
         return await handler(request)
