@@ -93,7 +93,8 @@ def run(argv: list[str]) -> None:
             try:
                 asyncio.run(run_jobs(args.server, headers, todo, status, folder, args.lost_after))
             finally:
-                status.write()
+                if status.entries:
+                    status.write()
 
 
 async def run_jobs(

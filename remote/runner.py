@@ -85,7 +85,7 @@ def outcome(api, prompt_id: str, entry: dict) -> dict:
     where = Origin(api.name, f"GET /history/{prompt_id}")
     try:
         error = failure(status.get("messages", []))
-    except (KeyError, TypeError, ValueError):
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
         raise where.error("status messages that are not ComfyUI's") from None
     if not error.problems:
         said = status.get("status_str") or "no status"

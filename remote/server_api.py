@@ -33,6 +33,8 @@ HEARTBEAT = 10.0
 """Seconds between WebSocket pings; a server that does not answer one is taken as gone."""
 MIN_RATE = 64 * 2**10
 """Bytes per second an upload or a download must average, after its first `timeout` seconds."""
+MAX_ANSWER = 256 * 2**20
+"""Bytes a JSON or text answer may have (ComfyUI's largest, /object_info with many packs, is a few MB)."""
 MAX_REDIRECTS = 3
 """Redirects followed within a server's origin (GET only)."""
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -200,8 +202,12 @@ class ServerApi:
     async def _answer(self, response, method: str, path: str):
         import aiohttp
 
+        where = Origin(self.name, f"{method} {path}")
+        if (response.content_length or 0) > MAX_ANSWER:
+            response.release()
+            raise where.error(f"an answer of {response.content_length} bytes, more than any of ComfyUI's")
         try:
-            raw = await asyncio.wait_for(response.read(), self.timeout)
+            raw = await asyncio.wait_for(self._capped(response, where), self.timeout)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
             raise ServerLostError(
                 f"{self.name} broke off its answer to {method} {path} ({describe(error)})"
@@ -214,8 +220,19 @@ class ServerApi:
         try:
             return self.secrets.mask_all(json.loads(text))
         except ValueError:
-            where = Origin(self.name, f"{method} {path}")
             raise where.error("JSON that does not parse (cut short, or not JSON at all)") from None
+        except RecursionError:
+            raise where.error("JSON nested deeper than any of ComfyUI's") from None
+
+    @staticmethod
+    async def _capped(response, where: Origin) -> bytes:
+        """The answer's body, at most MAX_ANSWER bytes (an answer without a length is read in chunks)."""
+        body = bytearray()
+        while chunk := await response.content.readany():
+            body += chunk
+            if len(body) > MAX_ANSWER:
+                raise where.error(f"an answer of more than {MAX_ANSWER} bytes, more than any of ComfyUI's")
+        return bytes(body)
 
     async def _text(self, response) -> str:
         try:
@@ -381,8 +398,8 @@ async def next_event(api: ServerApi, socket) -> dict | None:
         if message.type == aiohttp.WSMsgType.TEXT:
             try:
                 event = obj(api.secrets.mask_all(json.loads(message.data)), where)
-            except ValueError:
-                raise where.error("a message that is not JSON") from None
+            except (ValueError, RecursionError):
+                raise where.error("a message that is not JSON ComfyUI sends") from None
             field(event, "type", str, where)
             field(event, "data", dict, where, {})
             return event

@@ -207,7 +207,7 @@ def test_help_documents_every_option_with_its_range():
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     options = re.findall(r"\[(--[a-z-]+)", result.stdout.split("\n\n")[0])
-    assert len(options) == 30
+    assert len(options) == 31
     for option in options:
         described = re.search(
             rf" {option}(?: [A-Z]+| \{{[a-z,+-]+\}})? (.+?)(?= --[a-z]|$)", text.split("options:")[1]

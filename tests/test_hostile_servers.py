@@ -87,6 +87,9 @@ BEFORE_UPLOAD = {
         "CheckpointLoaderSimple's ckpt_name as text",
     ),
     "cut-short JSON": ("GET /system_stats", answer('{"system": {"ram_fr'), "JSON that does not parse"),
+    "deep JSON": ("GET /object_info", answer("[" * 100000 + "]" * 100000), "JSON nested deeper"),
+    "null": ("GET /diffferv/info", answer("null"), "nothing where ComfyUI answers a JSON object"),
+    "empty": ("GET /system_stats", answer("", 200, "text/plain"), "an empty answer where"),
 }
 
 
@@ -149,7 +152,8 @@ def test_a_wrong_answer_after_the_upload_is_one_sentence_exit_1_and_our_prompt_c
         (progress_frame('"abc"'), "'value' as text"),
         (progress_frame("Infinity"), "'value' as a number where a number belongs"),
         (progress_frame("-5"), "a progress of -5 of 2"),
-        ("not json", "a message that is not JSON"),
+        ("not json", "a message that is not JSON ComfyUI sends"),
+        pytest.param("[" * 5000 + "]" * 5000, "a message that is not JSON ComfyUI sends", id="deep"),
     ],
 )
 def test_a_wrong_event_ends_in_one_sentence_and_cancels_the_prompt(frame, said, tmp_path, demo_clip):

@@ -195,7 +195,7 @@ def test_a_server_killed_during_a_job_loses_nothing(two_servers, models, demo_cl
     assert sorted(entries) == [2, 3, 4] and {entry["state"] for entry in entries.values()} == {"done"}
     assert {entry["server"] for entry in entries.values()} == {two_servers[0].url}
     for entry in entries.values():
-        assert probe(tmp_path / "out" / entry["outputs"][0]).frames.shape == (2, 64, 64, 3)
+        assert probe(tmp_path / "out" / entry["outputs"][0]["name"]).frames.shape == (2, 64, 64, 3)
     assert killed not in prompts_run(two_servers[0])  # the job ran again under a new prompt
 
 
