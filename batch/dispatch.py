@@ -95,18 +95,19 @@ class Dispatcher:
         while (job := await self.take()) is not None:
             try:
                 await self.run_job(server, job)
-            except OSError as trouble:  # the output folder removed or full: here, not the server's doing
+            except OSError as trouble:  # a file here (the output folder removed, a disk full): not the server
                 again = job.number not in self.retried
                 self.retried.add(job.number)
                 await self.give_back(job, requeue=again)
+                where = f": {trouble.filename}" if trouble.filename else ""
+                said = f"a file here could not be read or written ({trouble.strerror or 'an error'}{where})"
                 if not again:
-                    self.failed.append((job, f"the output folder could not be written ({trouble.strerror})"))
+                    self.failed.append((job, said))
                     with contextlib.suppress(OSError):
-                        self.status.record(job, FAILED, server.name, 0.0, self.failed[-1][1])
+                        self.status.record(job, FAILED, server.name, 0.0, said)
                 self.progress.ended(
                     job.name,
-                    f"{job.name}: its files could not be written into {self.folder} ({trouble.strerror}); "
-                    + ("it goes back to the queue" if again else "recorded failed"),
+                    f"{job.name}: {said}; " + ("it goes back to the queue" if again else "recorded failed"),
                     None if again else False,
                 )
                 continue
