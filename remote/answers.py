@@ -120,15 +120,9 @@ class Secrets:
                 found.add(rest.strip())
         self.values = sorted((v for v in found if len(v) >= 4), key=len, reverse=True)
 
-    def add(self, value: str) -> None:
-        if len(value) >= 4 and value not in self.values:
-            self.values = sorted([*self.values, value], key=len, reverse=True)
-
     def mask(self, text: str, limit: int = SHOWN_CHARACTERS) -> str:
         """`text` with every secret replaced by ***, then cut to `limit` characters."""
-        for value in self.values:
-            text = text.replace(value, MASK)
-        text = " ".join(text.split())
+        text = " ".join(self.mask_all(text).split())
         return text if len(text) <= limit else text[: limit - 3] + "..."
 
     def mask_all(self, value: object) -> object:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..comfyhost.executor import NodeHook, ProgressHook, PromptError, failure, validation_problems
-from .answers import Origin, ServerAnswerError, field, items, obj
+from .answers import Origin, ServerAnswerError, described, field, items, obj
 from .errors import ServerError, ServerLostError, ServerRefusedError
 from .server_api import PLAIN_NAME, next_event
 
@@ -106,11 +106,10 @@ def rejected(api, prompt: dict, refused: ServerRefusedError) -> Exception:
     `node_errors`), or the refusal itself when it is something else (e.g. a proxy's 401)."""
     try:
         body = json.loads(refused.body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return refused
     if not isinstance(body, dict) or "error" not in body:
         return refused
-    body = api.secrets.mask_all(body)
     return PromptError.reported(
         "validation", server_problems(api, prompt, body["error"], body.get("node_errors", {}))
     )
@@ -232,9 +231,10 @@ def saved_file(saved: dict) -> dict:
     return {"filename": name, "subfolder": subfolder, "type": kind}
 
 
-def described_entry(saved: object) -> str:
-    kinds = {key: type(value).__name__ for key, value in saved.items()} if isinstance(saved, dict) else {}
-    return f"members of other types than text ({', '.join(f'{k[:20]}: {v}' for k, v in kinds.items())})"
+def described_entry(saved: dict) -> str:
+    """What a file entry's members are, in words (`answers.described`), for the message."""
+    said = ", ".join(f"{str(key)[:20]}: {described(value)}" for key, value in saved.items())
+    return f"members of other kinds than text ({said})"
 
 
 async def fetch_file(api, saved: dict, folder: Path, stem: str, limit: int) -> Path:

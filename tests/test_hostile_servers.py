@@ -206,6 +206,25 @@ def test_a_history_that_ends_without_outputs_or_reason_is_said(tmp_path, demo_cl
     line = one_sentence(stderr)
     assert status == 1 and "GET /history (the output of node" in line and "with nothing" in line
 
+    async def numbered_file(request):
+        prompt_id = request.path.rsplit("/", 1)[1]
+        files = {"images": [{"filename": 5, "subfolder": "", "type": "output"}]}
+        outputs = {
+            key: files
+            for key, node in server.prompts[prompt_id].items()
+            if "VideoCombine" in node["class_type"]
+        }
+        return web.json_response(
+            {prompt_id: {"status": {"status_str": "success", "completed": True}, "outputs": outputs}}
+        )
+
+    with StandIn(
+        tiny_output(tmp_path), drop_socket=True, overrides={"GET /history": numbered_file}
+    ) as server:
+        status, _, stderr, _ = run_edit(server, tmp_path, "--video", str(demo_clip))
+    line = one_sentence(stderr)
+    assert status == 1 and "members of other kinds than text (filename: a number, subfolder: an empty" in line
+
 
 def dripping_view(headers_first: bool):
     """A /view that drips its file a byte every half second (or its headers never come)."""
