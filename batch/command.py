@@ -8,7 +8,7 @@ as `edit` checks it, and every server as `edit --server` does (the pack and its 
 checkpoints and UNets the jobs name, the face models when a job asks --mask or --report, room for the
 largest upload), before anything is uploaded; a server that lacks something is named with what it lacks
 and left out. Then each server runs one job at a time (dispatch.py) under one progress line
-(progress.py), the outputs land in the output folder and batch_status.json there records each job, so
+(headless.progress.PartsProgress), the outputs land in the output folder and batch_status.json there records each job, so
 that running the same command again skips the finished jobs (status.py). Ctrl-C cancels the running
 jobs' prompts on their servers (and nobody else's); finished jobs are kept.
 """
@@ -26,6 +26,7 @@ from ..headless.cli import CommandError, CommandParser, InputRefusedError, run_c
 from ..headless.edit_job import prepare_job
 from ..headless.flags import add_server_access
 from ..headless.plan import byte_size
+from ..headless.progress import PartsProgress
 from ..headless.server_check import lacks, server_facts, upload_problem
 from ..headless.server_flags import server_headers
 from ..remote.errors import ServerError
@@ -33,7 +34,6 @@ from ..remote.server_api import ServerApi
 from .dispatch import Dispatcher, Server
 from .jobs import Job, read_jobs
 from .lock import FolderLock
-from .progress import BatchProgress
 from .status import STATUS_FILE, StatusFile
 
 DESCRIPTION = "Edit many face videos with the shipped DiffFERV workflow on one or more ComfyUI servers."
@@ -105,7 +105,7 @@ async def run_jobs(
     async with AsyncExitStack() as stack:
         apis = [await stack.enter_async_context(ServerApi(url, headers, lost_after)) for url in urls]
         servers = await ready_servers(apis, jobs)
-        progress = BatchProgress(len(jobs))
+        progress = PartsProgress(len(jobs))
         dispatcher = Dispatcher(jobs, servers, status, progress, folder, lost_after)
         try:
             await dispatcher.run()

@@ -22,13 +22,12 @@ from ..headless.cli import InputRefusedError
 from ..headless.edit_job import prepare_job
 from ..headless.failures import WorkflowFailedError
 from ..headless.plan import stages
-from ..headless.progress import OverallProgress, format_duration
+from ..headless.progress import OverallProgress, PartsProgress, format_duration
 from ..headless.server_check import ServerFacts, upload_clip
 from ..remote.errors import ServerLostError, ServerRefusedError
 from ..remote.runner import LOST_AFTER, RemoteExecutor
 from ..remote.server_api import ServerApi
 from .jobs import Job
-from .progress import BatchProgress
 from .status import DONE, FAILED, StatusFile
 
 
@@ -57,7 +56,7 @@ class Dispatcher:
     jobs: list[Job]
     servers: list[Server]
     status: StatusFile
-    progress: BatchProgress
+    progress: PartsProgress
     folder: Path
     lost_after: float = LOST_AFTER
     pending: deque = field(init=False)

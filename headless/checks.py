@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..editing.inputs import prompt_problem
 from ..faces.dlib_models import missing_reason
+from ..segments.preview import PREVIEW_FRAMES
 from ..settings import Number
 from ..unet.files import UNetFileError
 from ..unet.sd15 import check_sd15_checkpoint, check_sd15_file
@@ -22,7 +23,6 @@ from ..video.damage import find_damage
 from ..video.decode import (
     ANIMATED_IMAGES,
     FIT,
-    MAX_FRAME_CAP,
     MIN_EDIT_FRAMES,
     SIZE_MULTIPLE,
     ClipError,
@@ -69,6 +69,8 @@ class Checked:
     is probed once."""
 
 
+COUNT_ALL = 10**9
+"""Frames counted in the clip: all of them (a long edit takes them all; counting reads packets, not frames)."""
 CHECKED_APART = ("--overlap", "--size")
 """Declared flags with a check of their own: the overlap against --window, the size also as a multiple
 (`video.decode.size_problem`). (--start, a frame or a time, is checked as it is parsed,
@@ -86,6 +88,7 @@ def value_problems(args: argparse.Namespace) -> list[str]:
     if args.window and CONTEXT_LENGTH.problem("--window", args.window) is None:  # the overlap goes with it
         problems.append(overlap_problem(args.window, args.overlap, "--window", "--overlap"))
     problems.append(size_problem(args.size, "--size"))
+    problems.append(PREVIEW_FRAMES.problem("--preview", args.preview))
     problems += [prompt_problem("--source", args.source), prompt_problem("--edit", args.edit)]
     return [problem for problem in problems if problem]
 
@@ -152,7 +155,7 @@ def check_video(given: str, frames: int, start: Start = FIRST_FRAME) -> tuple[Pa
     if not video.is_file():
         raise InputRefusedError(f"--video: no file at {video}")
     try:
-        clip = probe_clip(video, name=str(video), count_up_to=MAX_FRAME_CAP)
+        clip = probe_clip(video, name=str(video), count_up_to=COUNT_ALL)
     except ClipError as error:
         raise InputRefusedError(f"--video: {error}") from None
     if clip.frames < MIN_EDIT_FRAMES:
@@ -192,7 +195,13 @@ def output_formats(args: argparse.Namespace, video: Path, clip: ClipInfo, first:
     return formats
 
 
-BYTES_PER_PIXEL = {"mp4 (h264)": 0.5, "webm (vp9)": 0.5, "gif": 1.0, "webp (animated)": 1.0}
+BYTES_PER_PIXEL = {
+    "mp4 (h264)": 0.5,
+    "webm (vp9)": 0.5,
+    "gif": 1.0,
+    "webp (animated)": 1.0,
+    "mkv (ffv1, lossless)": 3.0,
+}
 """A generous size of a written frame per pixel, by format (h264 at the default quality stays far below)."""
 
 

@@ -39,6 +39,7 @@ import asyncio
 import logging
 import sys
 import tempfile
+from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 
@@ -47,21 +48,25 @@ from ..comfyhost.runner import HeadlessComfy, InProcessExecutor, completed
 from ..remote.errors import ServerError
 from ..remote.runner import RemoteExecutor
 from ..remote.server_api import ServerApi
-from .checks import preflight
+from ..segments.preview import preview_stretches
+from .checks import Checked, preflight
 from .cli import CommandError, InputRefusedError, run_command
 from .edit_job import EditJob, prepare_job
 from .edit_run import run_job
 from .flags import parse
 from .gpu_fit import Gpu, cuda_gpu
+from .long_edit import LongEdit, edited_frames, plan_long_edit, segment_job
 from .plan import byte_size, free_ram, stages
+from .preview import edit_preview
 from .progress import OverallProgress
 from .server_check import lacks, server_facts, upload_clip, upload_problem
 from .server_flags import server_headers
+from .workers import Worker
 
 
 def run(args: argparse.Namespace) -> None:
     if args.server:
-        asyncio.run(edit_on_server(args, server_headers(args)))
+        asyncio.run(edit_on_servers(args, server_headers(args)))
         return
     try:
         comfyui = find_comfyui(args.comfyui)
@@ -76,15 +81,29 @@ def run(args: argparse.Namespace) -> None:
         if checked.unet is not None:
             comfy.add_model_folder("diffusion_models", checked.unet.parent)
         gpu = None if args.cpu else cuda_gpu()
-        job = prepare_job(args, checked, free_ram(), gpu)
+        ram = free_ram()
+        executor = InProcessExecutor(comfy)
+        if args.preview:
+            completed(edit_preview(args, checked, [Worker("this machine", executor, ram, gpu)], workdir))
+            return
+        long = plan_long_edit(args, checked, ram)
+        if long is not None:
+            first = long.job(long.segments[0], ram, gpu)
+            show_plan(first, gpu, lines=long.lines(first))
+            completed(long.run([Worker("this machine", executor, ram, gpu)]))
+            return
+        job = prepare_job(args, checked, ram, gpu)
         show_plan(job, gpu)
         progress = OverallProgress(stages(job.plan, job.clip_frames), job.graph.class_types())
-        completed(run_job(job, InProcessExecutor(comfy), progress, workdir))
+        completed(run_job(job, executor, progress, workdir))
 
 
-def show_plan(job: EditJob, gpu: Gpu | None, where: str | None = None) -> None:
-    """Print the plan (with the GPU, when there is one, and where the edit runs)."""
-    lines = list(job.lines)
+def show_plan(
+    job: EditJob, gpu: Gpu | None, where: str | None = None, lines: list[str] | None = None
+) -> None:
+    """Print the plan (`lines`, default the job's; with the GPU, when there is one, and where the edit
+    runs)."""
+    lines = list(job.lines if lines is None else lines)
     if where is not None:
         lines.insert(0, f"server: {where}")
     if gpu is not None:
@@ -92,28 +111,66 @@ def show_plan(job: EditJob, gpu: Gpu | None, where: str | None = None) -> None:
     print("plan:\n" + "\n".join("  " + line for line in lines), flush=True)
 
 
-async def edit_on_server(args: argparse.Namespace, headers: dict[str, str]) -> None:
-    """`edit --server URL`: the same checks, plan, workflow and outputs as the in-process edit, run on a
-    ComfyUI server. Every check that needs no server comes first, then what the server has (the pack and
-    its version, the checkpoint, the UNet, the face models, the upload limit), all before any upload."""
+async def edit_on_servers(args: argparse.Namespace, headers: dict[str, str]) -> None:
+    """`edit --server URL [--server URL ...]`: the same checks, plan, workflow and outputs as the in-process
+    edit, run on ComfyUI servers. Every check that needs no server comes first, then what each server has
+    (the pack and its version, the checkpoint, the UNet, the face models, the upload limit), all before
+    any upload; a server that lacks something is named and left out. A long edit's segments go to
+    whichever server is free; otherwise the edit runs on the first server that can run it."""
     checked = preflight(args, None)
-    async with ServerApi(args.server, headers, timeout=args.lost_after) as api:
-        try:
-            facts = await server_facts(api)
-        except ServerError as error:
-            raise InputRefusedError(f"--server: {error}") from None
-        job = prepare_job(args, checked, facts.ram_free, facts.gpu)
-        needs = job.needs()
-        missing = lacks(facts, needs)
-        if missing:
-            raise InputRefusedError(f"--server: {facts.name} lacks " + "; ".join(missing))
-        too_large = upload_problem(facts, "--video", str(checked.video), needs.upload_bytes)
-        if too_large:
-            raise InputRefusedError(too_large)
-        show_plan(job, facts.gpu, where=facts.name)
-        progress = OverallProgress(stages(job.plan, job.clip_frames), job.graph.class_types())
+    async with AsyncExitStack() as stack:
+        apis = [
+            await stack.enter_async_context(ServerApi(url, headers, timeout=args.lost_after))
+            for url in args.server
+        ]
+        answers = await asyncio.gather(*(server_facts(api) for api in apis), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, ServerError):
+                raise answer
+        known = [facts for facts in answers if not isinstance(facts, ServerError)]
+        long = plan_long_edit(args, checked, min(f.ram_free for f in known)) if known else None
+        ready, left_out = [], []
+        for api, facts in zip(apis, answers, strict=True):
+            problem = server_problem(args, checked, long, facts)
+            if problem:
+                left_out.append(problem)
+            else:
+                ready.append((api, facts))
+        if not ready:
+            raise InputRefusedError("\n".join(left_out))
+        for line in left_out:
+            print(f"left out: {line}", file=sys.stderr)
         output = Path(args.output).expanduser().resolve()  # downloads are staged beside the output
         scratch = next(folder for folder in output.parents if folder.is_dir())
+        if args.preview:
+            stretch = preview_stretches(edited_frames(args, checked), args.preview)[0][0]
+            workers = [
+                remote_worker(
+                    args, api, facts, segment_job(args, checked, stretch, facts.ram_free, facts.gpu)
+                )
+                for api, facts in ready
+            ]
+            with tempfile.TemporaryDirectory(dir=scratch, prefix=".diffferv_") as folder:
+                await edit_preview(args, checked, workers, Path(folder))
+            return
+        if long is not None:
+            workers = [
+                remote_worker(args, api, facts, long.job(long.segments[0], facts.ram_free, facts.gpu))
+                for api, facts in ready
+            ]
+            first = long.job(long.segments[0], ready[0][1].ram_free, ready[0][1].gpu)
+            show_plan(
+                first, ready[0][1].gpu, where=", ".join(f.name for _, f in ready), lines=long.lines(first)
+            )
+            try:
+                await long.run(workers)
+            except ServerError as error:
+                raise CommandError(f"--server: {error}") from None
+            return
+        api, facts = ready[0]
+        job = prepare_job(args, checked, facts.ram_free, facts.gpu)
+        show_plan(job, facts.gpu, where=facts.name)
+        progress = OverallProgress(stages(job.plan, job.clip_frames), job.graph.class_types())
         upload = partial(upload_clip, api, flag="--video")
         executor = RemoteExecutor(api, args.lost_after, upload, job.output_limit(), job.output_problem)
         with tempfile.TemporaryDirectory(dir=scratch, prefix=".diffferv_") as folder:
@@ -121,6 +178,32 @@ async def edit_on_server(args: argparse.Namespace, headers: dict[str, str]) -> N
                 await run_job(job, executor, progress, Path(folder))
             except ServerError as error:
                 raise CommandError(f"--server: {error}") from None
+
+
+def remote_worker(args: argparse.Namespace, api: ServerApi, facts, job: EditJob) -> Worker:
+    """A server as a worker of a long edit or a preview whose parts are each like `job` (their videos
+    checked against it)."""
+    upload = partial(upload_clip, api, flag="--video")
+    executor = RemoteExecutor(api, args.lost_after, upload, job.output_limit(), job.output_problem)
+    return Worker(facts.name, executor, facts.ram_free, facts.gpu)
+
+
+def server_problem(args: argparse.Namespace, checked: Checked, long: LongEdit | None, facts) -> str | None:
+    """Why a server cannot run the edit, in one sentence (None when it can): it did not answer as a
+    ComfyUI server (`facts` is the error), it lacks something the edit needs, or the clip is over its
+    upload limit."""
+    if isinstance(facts, ServerError):
+        return f"--server: {facts}"
+    job = (
+        long.job(long.segments[0], facts.ram_free, facts.gpu)
+        if long
+        else prepare_job(args, checked, facts.ram_free, facts.gpu)
+    )
+    needs = job.needs()
+    missing = lacks(facts, needs)
+    if missing:
+        return f"--server: {facts.name} lacks " + "; ".join(missing)
+    return upload_problem(facts, "--video", str(checked.video), needs.upload_bytes)
 
 
 def main(argv: list[str]) -> int:

@@ -20,6 +20,8 @@ from ..editing.preservation import STORE_SHARE_OF_FREE_RAM
 from ..keyframes.selection import KEYFRAME_EVERY
 from ..masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK, REGION
 from ..remote.runner import LOST_AFTER
+from ..segments.plan import SEGMENT_FRAMES
+from ..segments.preview import PREVIEW_FRAMES
 from ..settings import Choice, Number
 from ..video.decode import MAX_FRAMES, MIN_EDIT_FRAMES, SHORT_SIDE, SKIP_FIRST_FRAMES
 from ..video.encode import FORMATS
@@ -212,6 +214,26 @@ def parser() -> CommandParser:
         ),
     )
     add(
+        "--segment",
+        metavar="N",
+        type=segment_flag,
+        default="auto",
+        help=f"auto, 0 or {SEGMENT_FRAMES.range}: frames per segment of a long edit; each segment is edited on "
+        "its own (host RAM is that of one segment), written into the output as it finishes and kept until the "
+        "end, so the same command resumes an interrupted edit; 0 = the whole clip at once; "
+        f"{SEGMENT_FRAMES.advice} (default: auto)",
+    )
+    add(
+        "--preview",
+        metavar="N",
+        type=int,
+        default=0,
+        help=f"{PREVIEW_FRAMES.range}: do not edit the clip; edit N frames spread over it, each with the whole "
+        "pipeline on a short stretch of frames around it, and write one image (OUTPUT with the suffix "
+        ".preview.png): the source frames above, their edit below, with the plan and the time the whole "
+        f"edit would take; {PREVIEW_FRAMES.advice} (default: off)",
+    )
+    add(
         "--size",
         metavar="PX",
         type=int,
@@ -315,9 +337,11 @@ def parser() -> CommandParser:
     add(
         "--server",
         metavar="URL",
+        action="append",
         help="run the edit on this ComfyUI server (http:// or https://host:port) instead of in this process: "
         "the same checks, plan and outputs; the clip is uploaded, --checkpoint and --unet name files in the "
-        "server's models folders, the outputs are fetched back (default: run here)",
+        "server's models folders, the outputs are fetched back; give it once per server to spread a long "
+        "edit's segments over several (default: run here)",
     )
     add_server_access(parser)
     add("--verbose", action="store_true", help="show ComfyUI's log, and the traceback of a failure")
@@ -347,6 +371,20 @@ def add_server_access(parser: argparse.ArgumentParser) -> None:
         "and may stay silent during a job, before it counts as lost (a batch then runs the job on another "
         f"server) (default: {LOST_AFTER:g})",
     )
+
+
+def segment_flag(text: str) -> str | int:
+    """--segment's value: "auto", or a frame count checked against its range (0: the whole clip)."""
+    if text == "auto":
+        return text
+    try:
+        frames = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto or a whole number of frames") from None
+    problem = SEGMENT_FRAMES.problem("the segment", frames)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return frames
 
 
 def start_flag(text: str) -> Start:

@@ -36,18 +36,24 @@ def write_outputs(targets: list[tuple[Path, str]], show: bool = True) -> None:
 def write_report(prompt: dict, outputs: dict, video: Path, show: bool = True) -> Path:
     """Writes the Edit Report node's JSON beside ``video`` (``NAME.report.json``) and, with `show`,
     prints its text."""
+    text, report = report_of(prompt, outputs)
+    if show:
+        print(text)
+    target = report_path(video)
+    target.write_text(report + "\n")
+    if show:
+        print(f"wrote {target}", file=sys.stderr)
+    return target
+
+
+def report_of(prompt: dict, outputs: dict) -> tuple[str, str]:
+    """The Edit Report node's text and JSON in a run's outputs."""
     where = Origin("the run", "its Edit Report output")
     shown = obj(outputs.get(ApiGraph(prompt).only(EDIT_REPORT)), where)
     text, report = (items(field(shown, key, list, where), str, where, key) for key in ("text", "report"))
     if not text or not report:
         raise where.error("no text or no report")
-    if show:
-        print(text[0])
-    target = report_path(video)
-    target.write_text(report[0] + "\n")
-    if show:
-        print(f"wrote {target}", file=sys.stderr)
-    return target
+    return text[0], report[0]
 
 
 def report_path(video: str | Path) -> Path:

@@ -7,6 +7,7 @@ opening starts again from its beginning.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -69,13 +70,17 @@ def read_timing(source: Source) -> Timing | None:
         return timing_from_stamps(stamps, float(stream.time_base), rate)
 
 
-def decoded_frames(container, stream, timing: Timing) -> Iterator[tuple[int, object]]:
+def decoded_frames(container, stream, timing: Timing, first: int = 0) -> Iterator[tuple[int, object]]:
     """(display-order index into `timing`, PyAV VideoFrame) of each decoded frame, in display order,
-    indices increasing (a frame whose time matches no packet is placed after the previous one). Every
-    caller decodes with the same threading, so a damaged file fails at the same frame for each."""
+    indices increasing (a frame whose time matches no packet is placed after the previous one). With
+    `first` > 0 the decoding starts at the keyframe before frame `first` (a seek: a segment of a long clip
+    costs its own frames, not all those before it); where the container cannot seek there, or lands past
+    it, it starts at the beginning. Every caller decodes with the same threading, so a damaged file fails
+    at the same frame for each."""
     stream.thread_type = "AUTO"
+    frames = _decoded_from(container, stream, timing, first) if first > 0 else container.decode(stream)
     previous = -1
-    for frame in container.decode(stream):
+    for frame in frames:
         if frame.time is None:
             index = previous + 1
         else:
@@ -83,3 +88,21 @@ def decoded_frames(container, stream, timing: Timing) -> Iterator[tuple[int, obj
             index = max(found, previous + 1)
         previous = index
         yield index, frame
+
+
+def _decoded_from(container, stream, timing: Timing, first: int) -> Iterator:
+    """The stream's decoded frames from the keyframe at or before frame `first` on, or from the start
+    when a seek does not land at or before it (no index, no timestamps)."""
+    target = float(timing.starts[first]) - TIMESTAMP_TOLERANCE
+    try:
+        container.seek(math.floor(target / stream.time_base), stream=stream, backward=True, any_frame=False)
+        decoded = container.decode(stream)
+        head = next(decoded, None)
+    except av.error.FFmpegError:
+        head = None
+    if head is not None and head.time is not None and head.time <= target + 2 * TIMESTAMP_TOLERANCE:
+        yield head
+        yield from decoded
+        return
+    container.seek(0, backward=True, any_frame=False)
+    yield from container.decode(stream)

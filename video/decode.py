@@ -8,6 +8,7 @@ Frames are float tensors [N, H, W, C] in 0..1 (ComfyUI's IMAGE layout) on the CP
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch.nn.functional as F  # noqa: N812
 from PIL import Image, ImageSequence
 
 from ..settings import Choice, Number
+from .audio import AudioSpan, read_audio
 from .container import (
     ClipError,
     NoVideoStreamError,
@@ -241,7 +243,7 @@ def read_clip(
             )
         kept, orientation, picture = _decode_picked(container, stream, whole, wanted, on_frame, name)
     start, end = picking.span(timing, nominal, len(kept))
-    audio = _read_audio(path, start, end)
+    audio = read_audio(AudioSpan(path, start, end))
     fps = picking.clip_rate(timing, nominal) / every_nth
     return Clip(
         _to_image(kept), fps, audio, timing.frames, orientation, timing.variable, tuple(picture.notes())
@@ -257,7 +259,7 @@ def _decode_picked(
     kept: list[np.ndarray] = []
     orientation, picture, last, position, decoded = UPRIGHT, None, None, 0, -1
     try:
-        for index, frame in decoded_frames(container, stream, timing):
+        for index, frame in decoded_frames(container, stream, timing, int(wanted[0])):
             if decoded < 0:
                 orientation, picture = frame_orientation(frame), picture_of(stream, frame)
             decoded = index
@@ -278,6 +280,27 @@ def _decode_picked(
         raise ClipError(f"{name} holds no video frame: export the video again")
     kept.extend(last for _ in range(len(wanted) - position))
     return kept, orientation, picture
+
+
+def video_frames(path: Path) -> Iterator[np.ndarray]:
+    """The frames of a video, one at a time as uint8 RGB [H, W, 3], as coded (a file the pack wrote: no
+    orientation or colour handling). Memory: one frame."""
+    with av.open(str(path)) as container:
+        stream = video_stream(container)
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            yield frame.to_ndarray(format="rgb24")
+
+
+def edited_span(path: Path, skip_first: int, frames: int, rate: float = 0.0) -> tuple[float, float]:
+    """(start, end) in the clip's seconds of `frames` frames from frame `skip_first` on, taken as Load
+    Video takes them (at `rate`, 0: the clip's own): where their sound lies."""
+    timing = read_timing(path)
+    if timing is None:
+        raise ClipError(f"{Path(path).name} holds no video frame: export the video again")
+    with open_source(path) as container:
+        nominal = own_rate(video_stream(container))
+    return Picking(skip_first=skip_first, rate=rate).span(timing, nominal, frames)
 
 
 def pick_images(images: torch.Tensor, fps: float, audio: dict | None, picking: Picking) -> Clip:
@@ -321,37 +344,6 @@ def _read_animated_image(path, max_frames, skip_first, every_nth, on_frame) -> C
 
 def _to_image(frames: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(frames)).float().div_(255.0)
-
-
-def _read_audio(path: Source, start: float, end: float) -> dict | None:
-    """The audio between `start` and `end` seconds of the file's clock (the video's timestamps) as AUDIO
-    {"waveform": [1, C, T], "sample_rate"}, silence where the audio starts later; None when the file has
-    no audio stream."""
-    with open_source(path) as container:
-        if not container.streams.audio:
-            return None
-        stream = container.streams.audio[0]
-        sample_rate = stream.codec_context.sample_rate
-        chunks, first_time = [], None
-        for frame in container.decode(stream):
-            if first_time is None:
-                first_time = frame.time or 0.0
-            chunks.append(
-                frame.to_ndarray().reshape(frame.layout.nb_channels, -1)
-                if frame.format.is_planar
-                else frame.to_ndarray().reshape(-1, frame.layout.nb_channels).T
-            )
-    if not chunks:
-        return None
-    waveform = torch.from_numpy(np.concatenate(chunks, axis=1)).float()
-    if not np.issubdtype(chunks[0].dtype, np.floating):
-        waveform /= float(np.iinfo(chunks[0].dtype).max)
-    first = round((start - first_time) * sample_rate)
-    if first < 0:  # the audio starts after the first kept frame: silence until it does
-        waveform = F.pad(waveform, (-first, 0))
-        first = 0
-    waveform = waveform[:, first : first + math.ceil((end - start) * sample_rate)]
-    return {"waveform": waveform.unsqueeze(0), "sample_rate": sample_rate}
 
 
 def fit_frames(frames: torch.Tensor, short_side: int, multiple: int, mode: str) -> torch.Tensor:

@@ -1,11 +1,13 @@
-"""Writing videos: IMAGE frames (+ AUDIO) as mp4 (h264), webm (vp9) with PyAV, gif or animated webp
-with Pillow (both come with ComfyUI). No ComfyUI import.
+"""Writing videos: IMAGE frames (+ AUDIO) as mp4 (h264), webm (vp9) or mkv (ffv1, lossless: exact RGB) with
+PyAV, a frame at a time (`VideoWriter`), or as gif or animated webp with Pillow (both come with ComfyUI).
+No ComfyUI import.
 
 Frames are float tensors [N, H, W, C] in 0..1 (ComfyUI's IMAGE layout) on the CPU.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -36,6 +38,7 @@ FORMATS: dict[str, VideoFormat] = {
     "webm (vp9)": VideoFormat("webm", "libvpx-vp9", "yuv420p", "libopus", True),
     "gif": VideoFormat("gif", None, None, None, False),
     "webp (animated)": VideoFormat("webp", None, None, None, False),
+    "mkv (ffv1, lossless)": VideoFormat("mkv", "ffv1", "bgr0", "flac", False),
 }
 FORMAT = Choice("mp4 (h264)", tuple(FORMATS))
 """Video Combine's format (the edit command's comes from its --output's extension)."""
@@ -83,62 +86,133 @@ def write_video(
     """Encode IMAGE frames [N, H, W, C] to `path`.
 
     quality: 0..100, higher is better (mapped to x264/vp9 CRF, webp quality, gif ignores it).
-    audio: ComfyUI AUDIO {"waveform": [B, C, T], "sample_rate": int}; muxed for mp4/webm, cut to the
+    audio: ComfyUI AUDIO {"waveform": [B, C, T], "sample_rate": int}; muxed for mp4/webm/mkv, cut to the
     video's duration. Memory: one uint8 copy of the frames.
     """
     pixels = to_uint8_rgb(frames)
     if video_format.codec is None:
         _write_animated_image(path, pixels, fps, video_format, quality, on_frame)
         return
-    if video_format.even_size:
-        pixels = pad_to_even(pixels)
-    rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), mode="w") as container:
-        for key, value in (metadata or {}).items():
-            container.metadata[key] = value
-        stream = container.add_stream(video_format.codec, rate=rate)
-        stream.width, stream.height = pixels.shape[2], pixels.shape[1]
-        stream.pix_fmt = video_format.pixel_format
-        crf = round(51 - 0.51 * quality) if video_format.codec == "libx264" else round(63 - 0.63 * quality)
-        stream.options = {"crf": str(crf)}
-        if video_format.codec == "libvpx-vp9":
-            stream.bit_rate = 0
-        audio_stream = None
-        if audio is not None and video_format.audio_codec is not None:
-            sample_rate = int(audio["sample_rate"])
-            channels = int(audio["waveform"].shape[1])
-            if video_format.audio_codec == "libopus":
-                sample_rate = 48000  # the encoder's resampler converts; opus takes no 44.1 kHz
-            audio_stream = container.add_stream(video_format.audio_codec, rate=sample_rate)
-            audio_stream.layout = "mono" if channels == 1 else "stereo"
+    sound = None
+    if audio is not None:
+        waveform = audio["waveform"][0].detach().float().cpu()  # [C, T]
+        sound = Sound(int(audio["sample_rate"]), int(waveform.shape[0]), [waveform.numpy()])
+    with VideoWriter(path, fps, video_format, quality, metadata, sound) as writer:
         for index, image in enumerate(pixels):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            container.mux(stream.encode(frame))
+            writer.write(image)
             if on_frame is not None:
                 on_frame(index + 1)
-        container.mux(stream.encode())
-        if audio_stream is not None:
-            _mux_audio(container, audio_stream, audio, duration=len(pixels) / float(rate))
 
 
-def _mux_audio(container, stream, audio: dict, duration: float) -> None:
-    """Encode the first clip of an AUDIO batch, cut to `duration` seconds, into `stream`."""
-    sample_rate = int(audio["sample_rate"])
-    waveform = audio["waveform"][0].detach().float().cpu()  # [C, T]
-    waveform = waveform[: 2 if waveform.shape[0] > 1 else 1, : round(duration * sample_rate)]
-    interleaved = waveform.T.reshape(1, -1)  # packed "flt" holds the channels' samples interleaved
-    frame = av.AudioFrame.from_ndarray(
-        np.ascontiguousarray(interleaved.numpy()),
-        format="flt",
-        layout="mono" if waveform.shape[0] == 1 else "stereo",
-    )
-    frame.sample_rate = sample_rate
-    # Timestamped from 0: the encoder's priming (AAC's 1024 samples, Opus's pre-skip) then gets negative
-    # timestamps, which the container records as a delay to skip (an mp4 edit list, WebM's codec delay),
-    # so the first sample plays with the first video frame. Without them it is muxed as sound.
-    frame.pts = 0
-    frame.time_base = Fraction(1, sample_rate)
-    container.mux(stream.encode(frame))
+@dataclass
+class Sound:
+    """Audio to mux with a video: its sample rate, channel count, and its samples as float32 arrays
+    [C, T] in order (any iterable: a long clip's sound is read while it is muxed)."""
+
+    rate: int
+    channels: int
+    chunks: Iterable[np.ndarray]
+
+
+class VideoWriter:
+    """Frames encoded to a video file as they come (mp4, webm, mkv: the PyAV formats), the audio muxed when
+    it closes, cut to the video's duration. Memory: one frame (and one audio chunk), whatever the length.
+
+        with VideoWriter(path, fps, FORMATS["mp4 (h264)"], 65, sound=Sound(...)) as writer:
+            writer.write(frame)  # uint8 [H, W, 3], the same size each time
+
+    An exception inside the block leaves the file unfinished (the caller removes it)."""
+
+    def __init__(
+        self,
+        path: Path,
+        fps: float,
+        video_format: VideoFormat,
+        quality: int,
+        metadata: dict[str, str] | None = None,
+        sound: Sound | None = None,
+    ):
+        if video_format.codec is None:
+            raise ValueError(f"{video_format.extension} is written whole (Pillow), not a frame at a time")
+        self.format = video_format
+        self.quality = quality
+        self.rate = Fraction(fps).limit_denominator(1001)
+        self.sound = sound if video_format.audio_codec is not None else None
+        self.frames = 0
+        self.container = av.open(str(path), mode="w")
+        for key, value in (metadata or {}).items():
+            self.container.metadata[key] = value
+        self.stream = None
+        self.audio_stream = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            if kind is None:
+                self.finish()
+        finally:
+            self.container.close()
+
+    def write(self, image: np.ndarray) -> None:
+        """Encode one frame, uint8 RGB [H, W, 3] (padded to even sides where the codec needs them)."""
+        if self.format.even_size:
+            image = pad_to_even(image[None])[0]
+        if self.stream is None:
+            self.stream = self._video_stream(image.shape[1], image.shape[0])
+            if self.sound is not None:
+                self.audio_stream = add_audio_stream(self.container, self.format, self.sound)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        self.container.mux(self.stream.encode(frame))
+        self.frames += 1
+
+    def finish(self) -> None:
+        """Flush the encoder and mux the audio, cut to the frames' duration."""
+        if self.stream is None:
+            raise ValueError("no frame was written")
+        self.container.mux(self.stream.encode())
+        if self.audio_stream is not None:
+            mux_audio(self.container, self.audio_stream, self.sound, self.frames / float(self.rate))
+
+    def _video_stream(self, width: int, height: int):
+        stream = self.container.add_stream(self.format.codec, rate=self.rate)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = self.format.pixel_format
+        if self.format.codec == "libx264":
+            stream.options = {"crf": str(round(51 - 0.51 * self.quality))}
+        elif self.format.codec == "libvpx-vp9":
+            stream.options = {"crf": str(round(63 - 0.63 * self.quality))}
+            stream.bit_rate = 0
+        return stream
+
+
+def add_audio_stream(container, video_format: VideoFormat, sound: Sound):
+    """The format's audio stream for `sound` (mono, or stereo from the first two channels)."""
+    rate = 48000 if video_format.audio_codec == "libopus" else sound.rate  # opus takes no 44.1 kHz
+    stream = container.add_stream(video_format.audio_codec, rate=rate)  # the encoder's resampler converts
+    stream.layout = "mono" if sound.channels == 1 else "stereo"
+    return stream
+
+
+def mux_audio(container, stream, sound: Sound, duration: float) -> None:
+    """Encode `sound`'s samples, cut to `duration` seconds, into `stream`, a chunk at a time."""
+    wanted, done = round(duration * sound.rate), 0
+    layout = "mono" if sound.channels == 1 else "stereo"
+    for chunk in sound.chunks:
+        chunk = chunk[: 2 if chunk.shape[0] > 1 else 1, : wanted - done]
+        if chunk.shape[1] == 0:
+            break
+        interleaved = np.ascontiguousarray(chunk.T.reshape(1, -1), dtype=np.float32)  # packed "flt"
+        frame = av.AudioFrame.from_ndarray(interleaved, format="flt", layout=layout)
+        frame.sample_rate = sound.rate
+        # Timestamped from 0: the encoder's priming (AAC's 1024 samples, Opus's pre-skip) then gets negative
+        # timestamps, which the container records as a delay to skip (an mp4 edit list, WebM's codec delay),
+        # so the first sample plays with the first video frame. Without them it is muxed as sound.
+        frame.pts = done
+        frame.time_base = Fraction(1, sound.rate)
+        container.mux(stream.encode(frame))
+        done += chunk.shape[1]
     container.mux(stream.encode(None))
 
 
