@@ -228,10 +228,10 @@ def parser() -> CommandParser:
         metavar="N",
         type=int,
         default=0,
-        help=f"{PREVIEW_FRAMES.range}: do not edit the clip; edit N frames spread over it, each with the whole "
+        help=f"0 or {PREVIEW_FRAMES.range}: do not edit the clip; edit N frames spread over it, each with the whole "
         "pipeline on a short stretch of frames around it, and write one image (OUTPUT with the suffix "
         ".preview.png): the source frames above, their edit below, with the plan and the time the whole "
-        f"edit would take; {PREVIEW_FRAMES.advice} (default: off)",
+        f"edit would take; {PREVIEW_FRAMES.advice}; 0 = no preview, the edit itself (default: 0)",
     )
     add(
         "--size",

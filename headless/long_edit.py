@@ -72,14 +72,14 @@ class LongEdit:
         return ("edit", "compare") if self.args.compare else ("edit",)
 
     def key(self) -> dict:
-        """What makes two runs the same edit: the flags that change the frames, the clip, the models, the
-        first frame and the frame count."""
+        """What makes two runs the same edit: the flags that change the frames, the clip, the models (a
+        server's by name), the first frame and the frame count."""
         video = self.checked.video.stat()
         files = [self.checked.checkpoint, *([self.checked.unet] if self.checked.unet else [])]
         key = {
             "flags": {k: v for k, v in sorted(vars(self.args).items()) if k not in NOT_THE_EDIT},
             "video": [str(self.checked.video), video.st_size, video.st_mtime_ns],
-            "models": [[path.name, path.stat().st_size] for path in files],
+            "models": [[path.name, path.stat().st_size if path.is_file() else None] for path in files],
             "start": self.checked.start_frame,
             "frames": self.total,
         }

@@ -22,7 +22,7 @@ within one context window."""
 CHAR_WIDTH = 6
 """Pixels a character of Pillow's default font takes, at most (for wrapping the text)."""
 TILE_HEIGHT = 256
-"""Pixels a frame is shown high on the sheet (scaled, the aspect kept)."""
+"""Pixels a frame is shown high on the sheet (scaled up or down, the aspect kept)."""
 
 
 def preview_stretches(total: int, count: int, stretch: int = PREVIEW_STRETCH) -> list[tuple[Segment, int]]:
@@ -43,15 +43,18 @@ def preview_sheet(sources: list[np.ndarray], edits: list[np.ndarray], lines: lis
     under them.
 
     Args:
-        sources: the shown frames as loaded, uint8 [H, W, 3] each (all one size).
-        edits: their edit, uint8 [H, W, 3] each, in the same order.
+        sources: the shown frames as loaded, uint8, all one size.
+        edits: their edit, uint8, in the same order.
         lines: the text under the frames (the plan's numbers, the time the whole edit would take).
-
     Returns:
-        uint8 [H', W', 3] RGB.
+        the sheet, uint8 RGB: the frames scaled to TILE_HEIGHT high, the text wrapped under them.
+    Shape:
+        - sources: a list of (H, W, 3)
+        - edits: a list of (H, W, 3)
+        - Returns: (H', W', 3)
     """
     height, width = sources[0].shape[:2]
-    scale = min(1.0, TILE_HEIGHT / height)
+    scale = TILE_HEIGHT / height
     tile = (max(1, round(width * scale)), max(1, round(height * scale)))
     font = ImageFont.load_default()
     line_height = 14

@@ -9,8 +9,10 @@ import contextlib
 import io
 import json
 import threading
+import uuid
 from pathlib import Path
 
+import numpy as np
 import torch
 from aiohttp import web
 from comfyui_diffferv.batch.command import main as batch_main
@@ -67,10 +69,13 @@ class StandIn:
         token=None,
         refuse=None,
         overrides=None,
+        producer=None,
     ):
         self.clip, self.output_name, self.drop_socket = clip, output_name, drop_socket
         self.running_polls, self.token, self.refuse = running_polls, token, refuse
         self.overrides = dict(overrides or {})
+        self.producer = producer
+        self.produced: dict[str, dict[str, Path]] = {}  # prompt id -> Video Combine node id -> file
         self.posted: list[str] = []
         self.prompts: dict[str, dict] = {}
         self.requests: list[tuple[str, dict]] = []
@@ -163,6 +168,8 @@ class StandIn:
             node_errors = {sampler: {"errors": [reason], "class_type": "DiffFERV_PreservationInjectSampler"}}
             return web.json_response({"error": error, "node_errors": node_errors}, status=400)
         self.prompts[body["prompt_id"]] = body["prompt"]
+        if self.producer is not None:
+            self.produced[body["prompt_id"]] = self.producer(body["prompt"])
         return web.json_response({"prompt_id": body["prompt_id"], "number": 1, "node_errors": {}})
 
     async def socket(self, request):
@@ -187,8 +194,17 @@ class StandIn:
         self.history_polls += 1
         if prompt_id not in self.prompts or self.history_polls <= self.running_polls:
             return web.json_response({})
+        made = self.produced.get(prompt_id, {})
         outputs = {
-            key: {"images": [{"filename": self.output_name, "subfolder": "", "type": "output"}]}
+            key: {
+                "images": [
+                    {
+                        "filename": made[key].name if key in made else self.output_name,
+                        "subfolder": "",
+                        "type": "output",
+                    }
+                ]
+            }
             for key, node in self.prompts[prompt_id].items()
             if node["class_type"] == "DiffFERV_VideoCombine"
         }
@@ -196,4 +212,44 @@ class StandIn:
         return web.json_response({prompt_id: {"outputs": outputs, "status": status}})
 
     async def view(self, request):
-        return web.Response(body=self.clip.read_bytes(), content_type="video/mp4")
+        made = {path.name: path for files in self.produced.values() for path in files.values()}
+        path = made.get(request.query.get("filename"), self.clip)
+        return web.Response(body=path.read_bytes(), content_type="video/mp4")
+
+
+def frame_of(index: int, size: int = 64) -> np.ndarray:
+    """A stand-in's "edit" of the clip's frame `index`: uint8 [size, size, 3] that says which frame it is
+    (its value steps with the index, a gradient across), the same whichever segment makes it."""
+    ramp = np.arange(size, dtype=np.int64)[None, :, None]
+    channels = np.array([7 * index, 3 * index + 50, 255 - 5 * index])[None, None, :]
+    return ((channels + 2 * ramp) % 256).astype(np.uint8).repeat(size, axis=0)
+
+
+class SegmentProducer:
+    """What a stand-in makes of a prompt, as a server running a segment would: for each Video Combine of
+    it, a video in the format asked of the frames Load Video picks (skip_first_frames, max_frames), each
+    `frame_of` its index in the clip (the comparison: the frame beside itself), at `short_side` px."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.made = 0
+
+    def __call__(self, prompt: dict) -> dict[str, Path]:
+        load = next(n["inputs"] for n in prompt.values() if n["class_type"] == "DiffFERV_LoadVideo")
+        size, first = load["short_side"], load["skip_first_frames"]
+        frames = np.stack([frame_of(first + i, size) for i in range(load["max_frames"])])
+        files = {}
+        for key, node in prompt.items():
+            if node["class_type"] != "DiffFERV_VideoCombine":
+                continue
+            spec = FORMATS[node["inputs"]["format"]]
+            pixels = (
+                np.concatenate([frames, frames], axis=2)
+                if node["inputs"]["filename_prefix"].endswith("_compare")
+                else frames
+            )
+            self.made += 1
+            path = self.folder / f"made_{uuid.uuid4().hex}.{spec.extension}"  # servers share the folder
+            write_video(path, torch.from_numpy(pixels).float() / 255, 25.0, spec, 65)
+            files[key] = path
+        return files

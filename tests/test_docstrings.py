@@ -1,6 +1,6 @@
 """Tensor functions of the core packages document themselves in one format.
 
-Every public function or method of attention/, flow/, editing/, windows/ and masks/ whose signature takes
+Every public function or method of attention/, flow/, editing/, windows/, masks/ and segments/ whose signature takes
 or returns a tensor or an array (an annotation naming ``Tensor`` or ``ndarray``) has a docstring with, in
 this order (kornia's style; docs/architecture.md shows an example):
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-PACKAGES = ("attention", "flow", "editing", "windows", "masks")
+PACKAGES = ("attention", "flow", "editing", "windows", "masks", "segments")
 TENSOR = re.compile(r"\b(Tensor|ndarray)\b")
 
 

@@ -93,7 +93,7 @@ def test_an_output_extension_it_cannot_write_is_refused(tmp_path):
     )
     assert (
         said
-        == f"edit: --output: {tmp_path / 'edit.avi'} has no video extension it can write: end it in .mp4, .webm, .gif, .webp"
+        == f"edit: --output: {tmp_path / 'edit.avi'} has no video extension it can write: end it in .mp4, .webm, .gif, .webp, .mkv"
     )
 
 
@@ -207,15 +207,23 @@ def test_help_documents_every_option_with_its_range():
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     options = re.findall(r"\[(--[a-z-]+)", result.stdout.split("\n\n")[0])
-    assert len(options) == 31
+    assert len(options) == 33
     for option in options:
         described = re.search(
             rf" {option}(?: [A-Z]+| \{{[a-z,+-]+\}})? (.+?)(?= --[a-z]|$)", text.split("options:")[1]
         )
         assert described and len(described.group(1)) > 20, option
         ranged = ("--tau-app", "--guidance", "--steps", "--frames", "--size", "--window", "--overlap")
-        if option in (*ranged, "--mask-face", "--mask-grow", "--mask-feather", "--keyframe-every"):
+        if option in (
+            *ranged,
+            "--mask-face",
+            "--mask-grow",
+            "--mask-feather",
+            "--keyframe-every",
+            "--preview",
+        ):
             assert re.match(r"(0 or )?\d+ to \d+", described.group(1)), (option, described.group(1))
+    assert "--segment N auto, 0 or 16 to 4096: frames per segment" in text
     assert "(default: None)" not in text
     for numbers in ("0 to 1", "1 to 30", "2 to 1000", "0 or 2 to 4096", "64 to 2048", "a multiple of 64"):
         assert numbers in text

@@ -6,6 +6,7 @@ Memory: one packet and one audio chunk. No ComfyUI import."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -60,4 +61,4 @@ def _shifted(stamp: int | None, frames: int, rate: Fraction, time_base: Fraction
     if stamp is None:
         return None
     frame = round(stamp * time_base * rate)
-    return round((frames + frame) / rate / time_base)
+    return math.floor((frames + frame) / rate / time_base + Fraction(1, 2))  # half up, as FFmpeg rounds
