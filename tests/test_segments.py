@@ -31,7 +31,7 @@ from comfyui_diffferv.segments.preview import preview_stretches
 from comfyui_diffferv.video.audio import AudioSpan, audio_span, read_audio
 from comfyui_diffferv.video.container import read_timing
 from comfyui_diffferv.video.decode import read_clip, video_frames
-from comfyui_diffferv.video.encode import FORMATS, Sound, VideoWriter, write_video
+from comfyui_diffferv.video.encode import FORMATS, Sound, write_video
 from comfyui_diffferv.video.join import join_videos
 from conftest import ROOT
 from standin_server import SegmentProducer, StandIn, edit, frame_of
@@ -83,7 +83,7 @@ def test_preview_frames_spread_over_the_edit_each_inside_its_stretch():
         shown = [s.start + k for s, k in picked]
         assert shown == sorted(shown) and len(picked) == min(count, total)
         for stretch, position in picked:
-            assert 0 <= stretch.start and stretch.end <= total and 0 <= position < stretch.frames
+            assert stretch.start >= 0 and stretch.end <= total and 0 <= position < stretch.frames
     assert [s.start + k for s, k in preview_stretches(120, 4)] == [15, 45, 75, 105]
 
 
