@@ -142,13 +142,16 @@ class LongEdit:
         name = f"segment {segment.index + 1}/{len(self.segments)} (frames {segment.start}-{segment.end - 1})"
         incoming = self.folder.path / f"incoming_{segment.index:04d}"
         incoming.mkdir(exist_ok=True)
-        outputs, produced, _ = await run_part(job, worker, progress, name, incoming, self.checked.video)
-        notes = {"report": json.dumps(report_of(job.prompt, outputs))} if self.args.report else None
-        files = {"edit": produced[EDIT_PREFIX]}
-        if self.args.compare:
-            files["compare"] = produced[EDIT_PREFIX + "_compare"]
-        self.folder.keep(segment.index, files, notes)
-        shutil.rmtree(incoming, ignore_errors=True)
+
+        def keep(outputs: dict, produced: dict[str, Path], seconds: float) -> None:
+            notes = {"report": json.dumps(report_of(job.prompt, outputs))} if self.args.report else None
+            files = {"edit": produced[EDIT_PREFIX]}
+            if self.args.compare:
+                files["compare"] = produced[EDIT_PREFIX + "_compare"]
+            self.folder.keep(segment.index, files, notes)
+            shutil.rmtree(incoming, ignore_errors=True)
+
+        await run_part(job, worker, progress, name, incoming, self.checked.video, keep)
         self._write_edited(assembler)
 
     def _write_edited(self, assembler: Assembler) -> None:

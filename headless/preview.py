@@ -7,6 +7,7 @@ speed per unit of work (the stages' estimate, headless/plan.py)."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections import deque
 from pathlib import Path
@@ -75,14 +76,14 @@ async def edit_preview(
     async def edit(stretch: Segment, worker: Worker) -> None:
         job = segment_job(args, checked, stretch, worker.free_ram, worker.gpu)
         name = f"frame {checked.start_frame + stretch.start + stretches[stretch]}"
-        _, produced, seconds = await run_part(job, worker, progress, name, folder, checked.video)
-        compared = next(
-            frame
-            for position, frame in enumerate(video_frames(produced[EDIT_PREFIX + "_compare"]))
-            if position == stretches[stretch]
-        )
-        shown[stretch.index] = compared
-        timing[stretch.index] = (seconds, work_of(job))
+        shown_at = stretches[stretch]
+
+        def keep(outputs: dict, produced: dict[str, Path], seconds: float) -> None:
+            compared = produced[EDIT_PREFIX + "_compare"]
+            shown[stretch.index] = next(itertools.islice(video_frames(compared), shown_at, None))
+            timing[stretch.index] = (seconds, work_of(job))
+
+        await run_part(job, worker, progress, name, folder, checked.video, keep)
 
     todo = deque(stretches)
     try:

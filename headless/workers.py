@@ -66,12 +66,18 @@ async def spread(todo: deque[Segment], workers: list[Worker], run: PartRun) -> l
 
 
 async def run_part(
-    job: EditJob, worker: Worker, progress: PartsProgress, name: str, folder: Path, video: Path
-) -> tuple[dict, dict[str, Path], float]:
+    job: EditJob,
+    worker: Worker,
+    progress: PartsProgress,
+    name: str,
+    folder: Path,
+    video: Path,
+    keep: Callable[[dict, dict[str, Path], float], None],
+) -> None:
     """Run one part's `job` on `worker` (the clip `video` put there first if it is not yet), its progress
-    shown as `name` under `progress`, its videos fetched into `folder`. Returns the workflow's outputs, its
-    videos (filename prefix -> file) and the seconds it took. A lost server is said on the progress line
-    and raised."""
+    shown as `name` under `progress`, its videos fetched into `folder`, then `keep` them (the workflow's
+    outputs, its videos: filename prefix -> file, the seconds it took) before the part is said done. A lost
+    server is said on the progress line and raised."""
     started = time.monotonic()
     one = OverallProgress(
         stages(job.plan, job.clip_frames), job.graph.class_types(), show=False, on_change=progress.moved
@@ -87,5 +93,5 @@ async def run_part(
         )
         raise
     seconds = time.monotonic() - started
+    keep(outputs, produced, seconds)
     progress.ended(name, f"{name} done on {worker.name} in {format_duration(seconds)}", True)
-    return outputs, produced, seconds

@@ -42,6 +42,10 @@ SMALLEST = {
     ],
     "bench_report.py": ["--frames", "4", "--size", "64"],
     "bench_remote.py": ["--jobs", "1", "--servers", "1"],
+    "bench_segments.py": [
+        *("--frames", "20", "40", "--segment", "16", "--keyframe-every", "4", "--preview", "2"),
+        *("--seams", "--seam-frames", "28", "--seam-segment", "16", "--servers", "--server-frames", "28"),
+    ],
     "bench_speed_mode.py": ["--frames", "6", "--size", "64", "--steps", "2", "--every", "4"],
     "bench_training.py": ["--steps", "1"],
     "bench_trajectories.py": [],
@@ -69,7 +73,13 @@ def smallest_runs(tmp_path_factory):
         name: [sys.executable, str(BENCHMARKS / name), *arguments] for name, arguments in SMALLEST.items()
     }
     commands[GPU_CHECK] = ["bash", str(BENCHMARKS / GPU_CHECK), "--smoke"]
-    longest_first = [GPU_CHECK, "bench_training.py", "bench_remote.py", "bench_long_clips.py"]
+    longest_first = [
+        GPU_CHECK,
+        "bench_segments.py",
+        "bench_training.py",
+        "bench_remote.py",
+        "bench_long_clips.py",
+    ]
     order = longest_first + sorted(set(commands) - set(longest_first))
     with concurrent.futures.ThreadPoolExecutor(RUNS_AT_ONCE) as pool:
         runs = {}
