@@ -21,9 +21,11 @@ from ..headless import edit_run
 from ..headless.cli import InputRefusedError
 from ..headless.edit_job import prepare_job
 from ..headless.failures import WorkflowFailedError
+from ..headless.long_edit import LongEdit, plan_long_edit
 from ..headless.plan import stages
 from ..headless.progress import OverallProgress, PartsProgress, format_duration
 from ..headless.server_check import ServerFacts, upload_clip
+from ..headless.workers import Worker
 from ..remote.errors import ServerLostError, ServerRefusedError
 from ..remote.runner import LOST_AFTER, RemoteExecutor
 from ..remote.server_api import ServerApi
@@ -125,31 +127,56 @@ class Dispatcher:
                 raise
             await self.give_back(job, requeue=False)
 
+    async def run_whole(self, server: Server, job: Job) -> None:
+        """Run a job that one segment holds on `server`; its outputs moved into place together."""
+        edit = prepare_job(job.args, job.checked, server.facts.ram_free, server.facts.gpu)
+        progress = OverallProgress(
+            stages(edit.plan, edit.clip_frames),
+            edit.graph.class_types(),
+            show=False,
+            on_change=self.progress.moved,
+        )
+        self.progress.started(job.name, server.name, progress)
+        upload = partial(upload_clip, server.api, flag="--video")
+        executor = RemoteExecutor(
+            server.api, self.lost_after, upload, edit.output_limit(), edit.output_problem
+        )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(
+            dir=self.folder, prefix=".batch_", ignore_cleanup_errors=True
+        ) as scratch:
+            try:
+                await edit_run.run_job(edit, executor, progress, Path(scratch), show=False)
+            except WorkflowFailedError as failed:
+                raise JobFailedError("; ".join(failed.lines(verbose=False))) from None
+
+    async def run_long(self, server: Server, job: Job, long: LongEdit) -> None:
+        """Run a long job's segments on `server` (headless.long_edit): its segments are kept beside its
+        output as they finish, so when the server is lost, the server that takes the job next goes on from
+        there."""
+        first = long.job(long.segments[0], server.facts.ram_free, server.facts.gpu)
+        upload = partial(upload_clip, server.api, flag="--video")
+        executor = RemoteExecutor(
+            server.api, self.lost_after, upload, first.output_limit(), first.output_problem
+        )
+        worker = Worker(server.name, executor, server.facts.ram_free, server.facts.gpu)
+        progress = PartsProgress(len(long.segments), "segments", show=False, on_change=self.progress.moved)
+        self.progress.started(job.name, server.name, progress)
+        try:
+            await long.run([worker], progress)
+        except WorkflowFailedError as failed:
+            raise JobFailedError("; ".join(failed.lines(verbose=False))) from None
+
     async def run_job(self, server: Server, job: Job) -> None:
         """Run one job on `server`: upload, queue, follow, fetch, record. Raises ServerLostError when the
         server is lost; records any other failure of the job."""
         started = time.monotonic()
         try:
-            edit = prepare_job(job.args, job.checked, server.facts.ram_free, server.facts.gpu)
-            progress = OverallProgress(
-                stages(edit.plan, edit.clip_frames),
-                edit.graph.class_types(),
-                show=False,
-                on_change=self.progress.moved,
-            )
-            self.progress.started(job.name, server.name, progress)
-            upload = partial(upload_clip, server.api, flag="--video")
-            executor = RemoteExecutor(
-                server.api, self.lost_after, upload, edit.output_limit(), edit.output_problem
-            )
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(
-                dir=self.folder, prefix=".batch_", ignore_cleanup_errors=True
-            ) as scratch:
-                try:
-                    await edit_run.run_job(edit, executor, progress, Path(scratch), show=False)
-                except WorkflowFailedError as failed:
-                    raise JobFailedError("; ".join(failed.lines(verbose=False))) from None
+            long = plan_long_edit(job.args, job.checked, server.facts.ram_free)
+            if long is not None:
+                await self.run_long(server, job, long)
+            else:
+                await self.run_whole(server, job)
         except (JobFailedError, InputRefusedError, ServerRefusedError) as failure:
             seconds = time.monotonic() - started
             self.failed.append((job, str(failure)))

@@ -27,6 +27,7 @@ from ..headless.outputs import report_path
 
 NOT_IN_A_LINE = (
     "--server",
+    "--preview",
     "--token-env",
     "--headers-file",
     "--lost-after",
@@ -87,7 +88,7 @@ def job_args(
         if word.split("=", 1)[0] in (*NOT_IN_A_LINE, "--video", "--source", "--edit"):
             raise InputRefusedError(
                 f"{word.split('=', 1)[0]} is not a job's flag (video and prompts come first; "
-                "--server and the access flags are the batch command's)"
+                "--server and the access flags are the batch command's; preview a clip with edit --preview)"
             )
     video_path = Path(video).expanduser()
     if not video_path.is_absolute():

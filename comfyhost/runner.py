@@ -11,6 +11,8 @@ does not import ComfyUI; constructing a HeadlessComfy does, once per process.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import importlib
 import shutil
 import sys
@@ -176,6 +178,7 @@ class HeadlessComfy:
         finally:
             comfy.utils.set_progress_bar_global_hook(previous)
             self.log.on_node = None
+            give_back_memory()
         if not self.executor.success:
             raise failure(self.executor.status_messages)
         return self.executor.history_result["outputs"]
@@ -184,6 +187,20 @@ class HeadlessComfy:
         """The file behind a node's ui entry {"filename", "subfolder", "type"}."""
         root = {"output": "output", "temp": "temp", "input": "input"}[saved["type"]]
         return self.workdir / root / saved["subfolder"] / saved["filename"]
+
+
+def give_back_memory() -> None:
+    """Hand the memory a finished workflow freed back to the system: Python's cycles collected, then
+    glibc's free heap pages released (`malloc_trim`; glibc otherwise keeps them for reuse, so a process
+    that runs workflow after workflow, a long edit's segments, holds more after each, measured: 2.6 GB
+    after the first of 7 segments, 4.9 GB after the last; 1.0 GB after each with this). No-op without
+    glibc."""
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.malloc_trim(0)
 
 
 @dataclass

@@ -25,13 +25,14 @@ from functools import partial
 from pathlib import Path
 
 from ..editing.preservation import STORE, recompute_bytes, store_bytes
+from ..remote.errors import ServerLostError
 from ..segments.assembly import PRODUCED, Assembler, Output, SegmentFolder
 from ..segments.plan import Segment, host_bytes_per_frame, plan_segments, segment_frames
 from ..video.audio import AudioSpan, audio_format, audio_span
 from ..video.decode import FIT, SIZE_MULTIPLE, edited_span, fitted_size, picked_frames
 from ..video.encode import FORMATS, QUALITY, Sound
 from .checks import Checked
-from .cli import CommandError, InputRefusedError
+from .cli import InputRefusedError
 from .edit_job import EditJob, prepare_job
 from .gpu_fit import Gpu
 from .outputs import report_of, report_path
@@ -99,36 +100,38 @@ class LongEdit:
         ]
         return [first.lines[0], *segment_lines, *(f"each segment: {line}" for line in first.lines[1:])]
 
-    async def run(self, workers: list[Worker], show: bool = True) -> None:
+    async def run(self, workers: list[Worker], progress: PartsProgress | None = None) -> None:
         """Edit every segment not edited yet on `workers`, write each into the outputs as soon as it and
-        those before it are edited, and join the outputs at the end (see the module docstring)."""
+        those before it are edited, and join the outputs at the end (see the module docstring). `progress`:
+        the line to follow it on (one of len(segments) parts; default: a line of its own, and what was
+        written said). Raises ServerLostError, saying what is kept, when every worker was lost."""
+        show = progress is None
+        progress = progress or PartsProgress(len(self.segments), "segments")
         assembler = Assembler(self.folder, self.outputs(), self.checked.clip.fps)
         todo = deque(s for s in self.segments if not self.folder.is_edited(s.index))
-        done_before = len(self.segments) - len(todo)
+        progress.finished = len(self.segments) - len(todo)
         if self.folder.cleared:
-            print(f"{self.folder.path} held another edit's segments: cleared", file=sys.stderr)
-        if done_before:
-            print(
-                f"resuming: {done_before} of {len(self.segments)} segments were edited by an earlier run "
-                f"(kept in {self.folder.path}); they are not edited again",
-                file=sys.stderr,
+            progress.output.say(f"{self.folder.path} held another edit's segments: cleared")
+        if progress.finished:
+            progress.output.say(
+                f"resuming: {progress.finished} of {len(self.segments)} segments were edited by an earlier run "
+                f"(kept in {self.folder.path}); they are not edited again"
             )
-        progress = PartsProgress(len(todo), "segments")
         try:
             self._write_edited(assembler)
             lost = await spread(todo, workers, partial(self._edit, assembler=assembler, progress=progress))
         except BaseException:  # a failure, Ctrl-C: what is finished stays for the next run
             progress.end_line()
-            if self.kept():
+            if self.kept() and show:
                 print(f"{self.kept()}the same command resumes from there", file=sys.stderr)
             raise
         progress.end_line()
         if todo:
-            said = "; ".join(f"{name}: {why}" for name, why in lost)
-            raise CommandError(f"--server: lost {said}; {self.kept()}run the same command again to resume")
+            said = "; ".join(why for _, why in lost)  # each names its server
+            raise ServerLostError(f"{said}; {self.kept()}run the same command again to resume")
         written = assembler.finish(self.sound)
         if self.args.report:
-            self.write_report()
+            self.write_report(show)
         self.folder.remove()
         if show:
             for path in written:
@@ -186,16 +189,19 @@ class LongEdit:
         start, end = edited_span(self.checked.video, self.checked.start_frame, self.total)
         return Sound(*found, audio_span(AudioSpan(self.checked.video, start, end)))
 
-    def write_report(self) -> Path:
-        """The Edit Report of each segment, in one JSON beside the video, and their texts printed."""
+    def write_report(self, show: bool = True) -> Path:
+        """The Edit Report of each segment, in one JSON beside the video, and (with `show`) their texts
+        printed."""
         entries = []
         for segment in self.segments:
             text, report = json.loads(self.folder.note(segment.index, "report"))
-            print(f"segment {segment.index + 1} (frames {segment.start}-{segment.end - 1}):\n{text}")
+            if show:
+                print(f"segment {segment.index + 1} (frames {segment.start}-{segment.end - 1}):\n{text}")
             entries.append({"frames": [segment.start, segment.end], "report": json.loads(report)})
         target = report_path(self.args.output)
         target.write_text(json.dumps({"segments": entries}, indent=1) + "\n")
-        print(f"wrote {target}", file=sys.stderr)
+        if show:
+            print(f"wrote {target}", file=sys.stderr)
         return target
 
     def kept(self) -> str:

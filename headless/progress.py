@@ -66,6 +66,8 @@ class ProgressOutput:
 
     def say(self, text: str) -> None:
         """Print a line of its own (the redrawn line ended first)."""
+        if not self.show:
+            return
         self.end_line()
         print(text, file=self.stream, flush=True)
 
@@ -176,7 +178,9 @@ class PartsProgress:
     `OverallProgress` fed by its executor's events). Events (a part started, finished, failed, a server
     lost) are printed as lines of their own. On a terminal the progress line is redrawn in place;
     otherwise it is printed with each event and each time another tenth of the run is done. `parts`: how
-    many this run has to do; `noun`: what they are called, plural ("jobs", "segments")."""
+    many this run has to do; `noun`: what they are called, plural ("jobs", "segments"); `show` False
+    prints nothing and `on_change` is called when the share may have moved (a long edit that is one job
+    of a batch)."""
 
     def __init__(
         self,
@@ -184,20 +188,27 @@ class PartsProgress:
         noun: str = "jobs",
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        show: bool = True,
+        on_change: Callable[[], None] | None = None,
     ):
         self.jobs = parts
         self.noun = noun
-        self.output = ProgressOutput(stream)
+        self.output = ProgressOutput(stream, show)
+        self.on_change = on_change
         self.clock = clock
         self.start = clock()
-        self.done = 0
+        self.finished = 0
         self.failed = 0
         self.running: dict[str, tuple[str, OverallProgress]] = {}  # part name -> (where, its progress)
 
     def share(self) -> float:
         """The share of the work done, 0..1 (a failed part counts as done work)."""
-        work = self.done + self.failed + sum(progress.done() for _, progress in self.running.values())
+        work = self.finished + self.failed + sum(progress.done() for _, progress in self.running.values())
         return min(work / max(self.jobs, 1), 1.0)
+
+    def done(self) -> float:
+        """The share done, as `OverallProgress.done` says it: a long edit is one job of a batch."""
+        return self.share()
 
     def line(self) -> str:
         elapsed = self.clock() - self.start
@@ -206,7 +217,7 @@ class PartsProgress:
             f"{name} on {server} {100 * progress.done():.0f}%"
             for name, (server, progress) in self.running.items()
         )
-        said = f"[{format_duration(elapsed):>12}] {self.done}/{self.jobs} {self.noun} done"
+        said = f"[{format_duration(elapsed):>12}] {self.finished}/{self.jobs} {self.noun} done"
         if self.failed:
             said += f", {self.failed} failed"
         if running:
@@ -223,7 +234,7 @@ class PartsProgress:
         """A part left its executor: done (True), failed (False) or put back in the queue (None)."""
         self.running.pop(name, None)
         if done is True:
-            self.done += 1
+            self.finished += 1
         elif done is False:
             self.failed += 1
         self.event(said)
@@ -231,11 +242,15 @@ class PartsProgress:
     def moved(self) -> None:
         """A running part's progress moved."""
         self.output.update(self.line(), self.share(), always=False)
+        if self.on_change is not None:
+            self.on_change()
 
     def event(self, said: str) -> None:
         """Print an event on its own line, then the progress line."""
         self.output.say(said)
         self.output.update(self.line(), self.share(), always=True)
+        if self.on_change is not None:
+            self.on_change()
 
     def end_line(self) -> None:
         self.output.end_line()

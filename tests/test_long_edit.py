@@ -74,7 +74,7 @@ def test_a_long_edit_stopped_after_a_segment_resumes_and_keeps_time_and_sound(
         [sys.executable, str(ROOT), "edit", *arguments], capture_output=True, text=True, cwd=ROOT, timeout=600
     )
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "resuming: 1 of 2 segments were edited by an earlier run" in second.stderr
+    assert "resuming: 1 of 2 segments were edited by an earlier run" in second.stdout
     assert "segment 1/2" not in second.stdout and "segment 2/2 (frames 12-27) done" in second.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]  # the segments' folder is gone
 

@@ -100,7 +100,7 @@ def test_the_job_list_names_each_bad_line(tmp_path, demo_clip):
     assert lines == [
         f'{prefix} 3: give VIDEO "SOURCE PROMPT" "EDIT PROMPT" first, then any edit flags',
         f"{prefix} 4: --server is not a job's flag (video and prompts come first; --server and the access flags "
-        "are the batch command's)",
+        "are the batch command's; preview a clip with edit --preview)",
         f"{prefix} 5: --output ../../escape.mp4: give a name inside the output folder (no absolute path, no ..)",
         f"{prefix} 6: --output /tmp/abs.mp4: give a name inside the output folder (no absolute path, no ..)",
         f"{prefix} 7: --steps is 1; use a value from 2 to 1000 (50 is the paper's; 10 for a first try)",

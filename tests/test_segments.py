@@ -34,7 +34,7 @@ from comfyui_diffferv.video.decode import read_clip, video_frames
 from comfyui_diffferv.video.encode import FORMATS, Sound, write_video
 from comfyui_diffferv.video.join import join_videos
 from conftest import ROOT
-from standin_server import SegmentProducer, StandIn, edit, frame_of
+from standin_server import SegmentProducer, StandIn, batch, edit, frame_of
 
 LONG_CLIP = ROOT / "workflows" / "media" / "talking_face_long.mp4"  # 121 frames at 25 fps
 LOSSLESS = FORMATS["mkv (ffv1, lossless)"]
@@ -396,10 +396,10 @@ def test_a_stopped_long_edit_resumes_without_editing_a_finished_segment(tmp_path
     assert "2 edited segments are kept in" in stderr and "run the same command again to resume" in stderr
     assert not (tmp_path / "out.mkv").exists()
     with StandIn(LONG_CLIP, producer=SegmentProducer(tmp_path)) as fresh:
-        status, _, stderr = server_edit(tmp_path, [fresh], "--frames", "80", "--segment", "24")
+        status, stdout, stderr = server_edit(tmp_path, [fresh], "--frames", "80", "--segment", "24")
         sent = prompts_segments(fresh)
     assert status == 0, stderr
-    assert f"resuming: 2 of {len(plan_segments(80, 24))} segments were edited by an earlier run" in stderr
+    assert f"resuming: 2 of {len(plan_segments(80, 24))} segments were edited by an earlier run" in stdout
     assert sent == [(s.start, s.frames) for s in plan_segments(80, 24)[2:]]
     assert np.array_equal(np.stack(list(video_frames(tmp_path / "out.mkv"))), expected_clip(0, 80))
     assert not list(tmp_path.glob(".out.mkv.segments"))
@@ -410,11 +410,11 @@ def test_other_flags_start_the_long_edit_over(tmp_path):
         dying.overrides["POST /prompt"] = lost_after(1)(dying)
         assert server_edit(tmp_path, [dying], "--frames", "60", "--segment", "24")[0] == 1
     with StandIn(LONG_CLIP, producer=SegmentProducer(tmp_path)) as fresh:
-        status, _, stderr = server_edit(
+        status, stdout, stderr = server_edit(
             tmp_path, [fresh], "--frames", "60", "--segment", "24", "--edit", "a photo of a smiling woman"
         )
         assert status == 0, stderr
-        assert "held another edit's segments: cleared" in stderr and len(fresh.prompts) == 3
+        assert "held another edit's segments: cleared" in stdout and len(fresh.prompts) == 3
 
 
 def test_a_long_edit_to_a_gif_is_refused_before_anything_is_sent(tmp_path):
@@ -445,3 +445,32 @@ def test_preview_shows_frames_spread_over_the_clip_and_the_time_of_the_whole(tmp
         )
         assert np.abs(tile.astype(int) - shown).max() <= 1
     assert "would take about" in stderr and not (tmp_path / "out.mp4").exists()
+
+
+def test_a_batch_runs_a_long_job_in_segments_and_another_server_resumes_it(tmp_path):
+    """A batch of a short job and a long one (80 frames in segments of 24) on a server that goes away
+    after two prompts and a good one: the long job's kept segments are not edited again by the server that
+    takes it over, and both outputs are whole."""
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text(
+        f'{LONG_CLIP} "a photo of a woman" "a photo of an old woman" --frames 80 --segment 24 --output long.mkv\n'
+        f'{LONG_CLIP} "a photo of a woman" "a photo of a smiling woman" --frames 8 --output short.mkv\n'
+    )
+    out = tmp_path / "out"
+    with (
+        StandIn(LONG_CLIP, producer=SegmentProducer(tmp_path)) as dying,
+        StandIn(LONG_CLIP, producer=SegmentProducer(tmp_path)) as good,
+    ):
+        dying.overrides["POST /prompt"] = lost_after(2)(dying)
+        status, stdout, stderr = batch(
+            "--jobs", str(jobs), "--output-dir", str(out), "--server", dying.url, "--server", good.url,
+            "--lost-after", "5", "--", *SERVER_EDIT,
+        )  # fmt: skip
+        sent = prompts_segments(dying) + prompts_segments(good)
+    assert status == 0, stdout + stderr
+    assert f"server {dying.url} was lost during job 1 (talking_face_long.mp4)" in stdout
+    long_segments = [(s.start, s.frames) for s in plan_segments(80, 24)]
+    assert sorted(p for p in sent if p[1] != 8) == sorted(long_segments)  # each long segment edited once
+    assert np.array_equal(np.stack(list(video_frames(out / "long.mkv"))), expected_clip(0, 80))
+    assert np.array_equal(np.stack(list(video_frames(out / "short.mkv"))), expected_clip(0, 8))
+    assert not list(out.glob(".*.segments"))
