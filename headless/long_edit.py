@@ -93,10 +93,13 @@ class LongEdit:
         """The plan: the clip, the segments and how their length was chosen, then the first segment's own
         plan (its windows, work and memory)."""
         shared = max(s.blend_in for s in self.segments)
+        count, plan = len(self.segments), first.plan
         segment_lines = [
-            f"segments: {self.total} frames in {len(self.segments)} segments of {self.segments[0].frames} "
+            f"segments: {self.total} frames in {count} segments of {self.segments[0].frames} "
             f"(--segment {self.length}: {self.chosen}); neighbours share {shared} frames, crossfaded; each segment "
             f"is written to {self.folder.path} as it finishes, so the same command resumes an interrupted run",
+            f"work: {count} x {plan.inversion_calls + plan.sampling_calls} UNet calls, "
+            f"{count * plan.frame_evaluations} UNet frame-evaluations in all ({plan.frame_evaluations} a segment)",
         ]
         return [first.lines[0], *segment_lines, *(f"each segment: {line}" for line in first.lines[1:])]
 

@@ -27,6 +27,7 @@ from comfyui_diffferv.flow.preview import PREVIEW_GRID
 from comfyui_diffferv.keyframes.propagation import BACKEND as PROPAGATION_BACKEND
 from comfyui_diffferv.keyframes.selection import KEYFRAME_EVERY
 from comfyui_diffferv.masks.inputs import FACE_INDEX, FEATHER_PX, GROW_PX, PICK, REGION
+from comfyui_diffferv.segments.preview import PREVIEW_STRETCH
 from comfyui_diffferv.settings import number_text
 from comfyui_diffferv.video.decode import EVERY_NTH, FIT, MAX_FRAMES, SHORT_SIDE, SKIP_FIRST_FRAMES
 from comfyui_diffferv.video.encode import FILENAME_PREFIX, FORMAT, FPS, QUALITY
@@ -124,6 +125,17 @@ Edits a whole face video, however long: **Context Windows (DiffFERV)** makes the
 
 Headless: `python ComfyUI/custom_nodes/<this pack> edit --video clip.mp4 ...` runs this workflow."""
 
+PREVIEW = """## DiffFERV: preview before a long edit
+
+Edits a few frames (8) of a clip with the whole pipeline, to see what the prompts, **tau_app** and **guidance** do to this face before the long run, in a small share of its time. The frames edited with them matter (the flow, SWCFA and trajectory attention see them move), so it edits a short stretch, not one frame.
+
+1. **Load Video (DiffFERV)**: **skip_first_frames** says where the stretch starts (the demo: 60, the middle of its 121 frames); **max_frames** is 8.
+2. **DDIM Invert With Cache**: the source prompt. **Preservation Inject Sampler**: the edit prompt and its knobs.
+3. Queue. **Input | edit** shows the frames above their edit; move skip_first_frames to look elsewhere.
+4. Happy with it: open **diffferv_long_clip** and type the same values.
+
+Headless: `edit --preview 4 ...` (the same flags as the edit) does this on 4 stretches spread over the clip and writes one image with the time the whole edit would take."""
+
 LONG_MEMORY = """### Memory and time
 - **GPU**: one window x 3 prompt chunks (recompute) per UNet call, whatever the clip's length. A larger **context_length** holds more frames per batch; **context_overlap** smooths seams at the cost of UNet work (16/4: 1.33x the frames).
 - **RAM**: the frames (3 MB per 512 px frame) and, with cache_mode *recompute*, the inverted latents (3 MB per frame at 50 steps). *store* keeps about 4 GB per 512 px frame and window: *auto* picks recompute for long clips.
@@ -186,12 +198,15 @@ def edit_graph(
     source_prompt: str = SOURCE_PROMPT,
     face_mask: bool = False,
     two_unets: bool = False,
+    skip_first: int = SKIP_FIRST_FRAMES.default,
+    preview: bool = False,
 ) -> Graph:
     """The DiffFERV pipeline: checkpoint (+ optional specialized UNet) -> trajectories -> temporal
     attention (-> context windows) -> inversion -> injection sampling (-> confined to a face mask) ->
     decode -> videos. `keyframes` (speed mode): the UNet part runs on Select Keyframes' keyframes,
     Propagate Keyframe Edit makes the whole clip of them. `two_unets`: the inversion runs an identity UNet
-    (node 2, active) and the sampler an edit UNet (its own loader and temporal attention, nodes 24 and 25)."""
+    (node 2, active) and the sampler an edit UNet (its own loader and temporal attention, nodes 24 and 25).
+    `preview`: the input | output frames shown in the graph (Preview Image, node 26)."""
     switches = {f"{kind}_{size}": True for kind in ("swcfa", "tta") for size in (64, 32, 16, 8)}
     model = (15, 0) if windows else (6, 0)
     sampler_model = (25, 0) if two_unets else model
@@ -253,6 +268,17 @@ def edit_graph(
             17, "PreviewImage", (800, 840), links={"images": (16, 1)}, title="Mask preview", size=(340, 260)
         ),
     ]
+    if preview:
+        extra.append(
+            Node(
+                26,
+                "PreviewImage",
+                (1560, 1020),
+                links={"images": (11, 0)},
+                title="Input | edit",
+                size=(520, 300),
+            )
+        )
     if two_unets:
         extra += [
             Node(
@@ -299,7 +325,7 @@ def edit_graph(
                 {
                     "video": video,
                     "max_frames": max_frames,
-                    "skip_first_frames": SKIP_FIRST_FRAMES.default,
+                    "skip_first_frames": skip_first,
                     "every_nth": EVERY_NTH.default,
                     "short_side": SHORT_SIDE.default,
                     "fit": FIT.default,
@@ -482,6 +508,20 @@ GRAPHS = [
         ],
         "DiffFERV/edit",
         two_unets=True,
+    ),
+    edit_graph(
+        "diffferv_preview",
+        EDIT_PROMPT,
+        [
+            Note(20, (40, -420), (520, 420), PREVIEW),
+            Note(21, (800, -420), (520, 300), KNOBS),
+            Note(22, (1560, -300), (440, 300), MEMORY),
+        ],
+        "DiffFERV/preview",
+        video=LONG_VIDEO,
+        max_frames=PREVIEW_STRETCH,
+        skip_first=60,
+        preview=True,
     ),
     edit_graph(
         "diffferv_reconstruction_check",
