@@ -38,13 +38,15 @@ def work_of(job: EditJob) -> float:
     return sum(stage.work for stage in stages(job.plan, job.clip_frames))
 
 
-def whole_work(args: argparse.Namespace, checked: Checked, worker: Worker) -> tuple[float, str]:
-    """The whole edit's estimated work on `worker`, and how it runs (in segments or at once)."""
+def whole_work(args: argparse.Namespace, checked: Checked, worker: Worker) -> tuple[float, str, str]:
+    """The whole edit's estimated work on `worker`, how it runs (in segments or at once) and its plan's
+    line that says so."""
     long = plan_long_edit(args, checked, worker.free_ram)
     if long is not None:
         first = long.job(long.segments[0], worker.free_ram, worker.gpu)
-        return work_of(first) * len(long.segments), f"in {len(long.segments)} segments"
-    return work_of(prepare_job(args, checked, worker.free_ram, worker.gpu)), "at once"
+        return work_of(first) * len(long.segments), f"in {len(long.segments)} segments", long.lines(first)[1]
+    job = prepare_job(args, checked, worker.free_ram, worker.gpu)
+    return work_of(job), "at once", job.lines[1]
 
 
 async def edit_preview(
@@ -55,7 +57,7 @@ async def edit_preview(
     total = edited_frames(args, checked)
     stretches = dict(preview_stretches(total, args.preview))
     worker = workers[0]
-    whole, how = whole_work(args, checked, worker)
+    whole, how, described = whole_work(args, checked, worker)
     first = segment_job(args, checked, next(iter(stretches)), worker.free_ram, worker.gpu)
     print(
         "plan:\n"
@@ -107,7 +109,7 @@ async def edit_preview(
     lines = [
         f"{checked.video.name}: '{args.source}' -> '{args.edit}', tau_app {args.tau_app:g}, guidance "
         f"{args.guidance:g}, {args.steps} steps; frames at {at}",
-        *first.lines[1:2],
+        described,
         f"preview: {len(frames)} frames in {format_duration(spent)}; the whole edit of {total} frames ({how}) "
         f"would take about {format_duration(rate * whole)} on {worker.name}",
     ]

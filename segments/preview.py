@@ -19,7 +19,7 @@ PREVIEW_FRAMES = Number(
 PREVIEW_STRETCH = 8
 """Frames edited around each previewed frame: enough for the flow, SWCFA and TTA to see it move, well
 within one context window."""
-CHAR_WIDTH = 6
+CHAR_WIDTH = 8
 """Pixels a character of Pillow's default font takes, at most (for wrapping the text)."""
 TILE_HEIGHT = 256
 """Pixels a frame is shown high on the sheet (scaled up or down, the aspect kept)."""

@@ -63,15 +63,15 @@ def child(argv: list[str]) -> None:
 
 
 def run_edit(arguments: list[str], what: str, in_child: bool = False) -> tuple[float, str]:
-    """`edit` with `arguments` in a new process; its wall seconds and stdout. Stops the benchmark with
-    the output when it fails."""
+    """`edit` with `arguments` in a new process; its wall seconds and its output (stdout, then stderr).
+    Stops the benchmark with the output when it fails."""
     command = [sys.executable, __file__, "--child"] if in_child else [sys.executable, str(ROOT), "edit"]
     start = time.perf_counter()
     result = subprocess.run([*command, *arguments], capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"{what} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return seconds, result.stdout
+    return seconds, result.stdout + result.stderr
 
 
 def ping_pong_clip(path: Path, frames: int) -> Path:
@@ -228,9 +228,11 @@ def preview(args, folder: Path, weights: Path, full_s: float | None) -> None:
     flags += ["--segment", str(args.segment), "--output", str(folder / "preview.mp4")]
     if full_s is None:
         full_s, _ = run_edit(flags, "the full edit")
-    took, _ = run_edit([*flags, "--preview", str(args.preview)], "the preview")
+    took, said = run_edit([*flags, "--preview", str(args.preview)], "the preview")
+    estimate = re.search(r"would take about (.+?) on ", said).group(1)
     print(f"preview_frames={args.preview}")
     print(f"preview_s={took:.1f}")
+    print(f"preview_estimate_of_the_full_edit={estimate.replace(' ', '')}")
     print(f"full_edit_s={full_s:.1f}")
     print(f"preview_share={took / full_s:.3f}")
     print("preview_share_means=both include starting ComfyUI and loading the model (about the same seconds)")
