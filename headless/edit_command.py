@@ -18,6 +18,12 @@ then one overall progress line with an ETA across loading, optical flow, encodin
 decoding, writing and the report (headless/progress.py): redrawn on a terminal, else a line per stage
 and per tenth of the work.
 
+A clip longer than a segment (`--segment`, by default what half the free RAM holds) is edited in
+segments, each its own run of the workflow, written into the output as they finish and kept beside it so
+that the same command resumes an interrupted edit (long_edit.py); with several --server flags the
+segments go to whichever server is free (workers.py). `--preview N` edits N short stretches spread over
+the clip instead and writes one image with the time the whole edit would take (preview.py).
+
 `--mask face` (or face+hair) confines the edit to one face: Face Mask (DiffFERV) is added on the loaded
 frames and its mask connected to the sampler, which keeps the clip outside it as it is (`set_face_mask`).
 

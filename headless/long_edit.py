@@ -44,7 +44,18 @@ from .workflow import EDIT_PREFIX, VIDEO_COMBINE
 LOSSLESS = next(name for name, spec in FORMATS.items() if spec.extension == PRODUCED)
 """The Video Combine format of a segment's videos: exact frames, blended and encoded once into the output."""
 NOT_THE_EDIT = frozenset(
-    {"output", "server", "token_env", "headers_file", "lost_after", "verbose", "comfyui", "start", "preview"}
+    {
+        "output",
+        "compare",
+        "server",
+        "token_env",
+        "headers_file",
+        "lost_after",
+        "verbose",
+        "comfyui",
+        "start",
+        "preview",
+    }
 )
 """Flags that do not change the edited frames (where the output goes, how servers are reached): a run that
 differs only in them resumes an interrupted one. (--start is in the key as the frame it names.)"""
@@ -79,6 +90,7 @@ class LongEdit:
         files = [self.checked.checkpoint, *([self.checked.unet] if self.checked.unet else [])]
         key = {
             "flags": {k: v for k, v in sorted(vars(self.args).items()) if k not in NOT_THE_EDIT},
+            "compare": bool(self.args.compare),  # whether, not where
             "video": [str(self.checked.video), video.st_size, video.st_mtime_ns],
             "models": [[path.name, path.stat().st_size if path.is_file() else None] for path in files],
             "start": self.checked.start_frame,
