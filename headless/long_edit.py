@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..editing.preservation import STORE, recompute_bytes, store_bytes
 from ..remote.errors import ServerLostError
-from ..segments.assembly import PRODUCED, Assembler, Output, SegmentFolder
+from ..segments.assembly import PRODUCED, Assembler, Output, SegmentFolder, segments_folder
 from ..segments.plan import Segment, host_bytes_per_frame, plan_segments, segment_frames
 from ..video.audio import AudioSpan, audio_format, audio_span
 from ..video.decode import FIT, SIZE_MULTIPLE, edited_span, fitted_size, picked_frames
@@ -72,12 +72,12 @@ class LongEdit:
     length: int
     chosen: str
     segments: list[Segment]
-    folder: SegmentFolder = field(init=False)
+    folder: SegmentFolder | None = field(default=None, init=False)
+    """Made when the run starts (planning alone, e.g. for a preview, leaves nothing on disk)."""
 
-    def __post_init__(self):
-        self.folder = SegmentFolder(
-            Path(self.args.output).expanduser().resolve(), self.key(), self.segments, self.products
-        )
+    @property
+    def output(self) -> Path:
+        return Path(self.args.output).expanduser().resolve()
 
     @property
     def products(self) -> tuple[str, ...]:
@@ -109,7 +109,8 @@ class LongEdit:
         segment_lines = [
             f"segments: {self.total} frames in {count} segments of {self.segments[0].frames} "
             f"(--segment {self.length}: {self.chosen}); neighbours share {shared} frames, crossfaded; each segment "
-            f"is written to {self.folder.path} as it finishes, so the same command resumes an interrupted run",
+            f"is written to {segments_folder(self.output)} as it finishes, so the same command resumes an "
+            "interrupted run",
             f"work: {count} x {plan.inversion_calls + plan.sampling_calls} UNet calls, "
             f"{count * plan.frame_evaluations} UNet frame-evaluations in all ({plan.frame_evaluations} a segment)",
         ]
@@ -122,6 +123,7 @@ class LongEdit:
         written said). Raises ServerLostError, saying what is kept, when every worker was lost."""
         show = progress is None
         progress = progress or PartsProgress(len(self.segments), "segments")
+        self.folder = SegmentFolder(self.output, self.key(), self.segments, self.products)
         assembler = Assembler(self.folder, self.outputs(), self.checked.clip.fps)
         todo = deque(s for s in self.segments if not self.folder.is_edited(s.index))
         progress.finished = len(self.segments) - len(todo)

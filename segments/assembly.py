@@ -48,12 +48,17 @@ class Output:
     quality: int
 
 
+def segments_folder(output: Path) -> Path:
+    """Where the long edit to `output` keeps its segments: ``.NAME.segments/`` beside it."""
+    return output.parent / f".{output.name}.segments"
+
+
 class SegmentFolder:
     """The folder of a long edit's progress beside `output` (see the module docstring). `key`: what makes
     two runs the same edit (JSON); a folder holding another key is cleared (`cleared` says so)."""
 
     def __init__(self, output: Path, key: dict, segments: Sequence[Segment], products: Sequence[str]):
-        self.path = output.parent / f".{output.name}.segments"
+        self.path = segments_folder(output)
         self.segments = list(segments)
         self.products = tuple(products)
         run = {"key": key, "segments": [[s.start, s.frames] for s in self.segments]}

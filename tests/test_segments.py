@@ -445,6 +445,7 @@ def test_preview_shows_frames_spread_over_the_clip_and_the_time_of_the_whole(tmp
         )
         assert np.abs(tile.astype(int) - shown).max() <= 1
     assert "would take about" in stderr and not (tmp_path / "out.mp4").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("made_")) == ["out.preview.png"]
 
 
 def test_a_batch_runs_a_long_job_in_segments_and_another_server_resumes_it(tmp_path):
