@@ -298,6 +298,9 @@ def prompts_segments(server: StandIn) -> list[tuple[int, int]]:
     return [(load["skip_first_frames"], load["max_frames"]) for load in loads]
 
 
+HUNDRED_FROM_TEN = ["--start", "10", "--frames", "100", "--segment", "24"]
+
+
 def test_a_long_edit_on_one_server_or_two_is_the_same_clip_frame_for_frame(tmp_path):
     """100 frames from frame 10 in segments of at most 24: every segment sent once (to whichever server is free),
     the assembled clips (and comparisons) of one server and of two equal frame for frame, each frame the
@@ -309,12 +312,7 @@ def test_a_long_edit_on_one_server_or_two_is_the_same_clip_frame_for_frame(tmp_p
         status, stdout, stderr = server_edit(
             one_dir,
             [a],
-            "--start",
-            "10",
-            "--frames",
-            "100",
-            "--segment",
-            "24",
+            *HUNDRED_FROM_TEN,
             "--compare",
             str(one_dir / "cmp.mkv"),
         )
@@ -330,12 +328,7 @@ def test_a_long_edit_on_one_server_or_two_is_the_same_clip_frame_for_frame(tmp_p
         status, stdout, stderr = server_edit(
             two_dir,
             [b, c],
-            "--start",
-            "10",
-            "--frames",
-            "100",
-            "--segment",
-            "24",
+            *HUNDRED_FROM_TEN,
             "--compare",
             str(two_dir / "cmp.mkv"),
         )

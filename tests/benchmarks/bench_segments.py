@@ -87,6 +87,14 @@ def ping_pong_clip(path: Path, frames: int) -> Path:
     return path
 
 
+def speed_edit(weights: Path, clip: Path, keyframe_every: int, segment: int, output: Path) -> list[str]:
+    """The edit flags of parts 1 and 4: EDIT in speed mode, in segments of `segment` frames."""
+    return [
+        *("--checkpoint", str(weights), "--video", str(clip), *EDIT, "--keyframe-every", str(keyframe_every)),
+        *("--segment", str(segment), "--output", str(output)),
+    ]
+
+
 def memory(args, folder: Path, weights: Path) -> float | None:
     """Part 1; returns the A-frame edit's seconds (for the preview's share)."""
     seconds = {}
@@ -94,16 +102,9 @@ def memory(args, folder: Path, weights: Path) -> float | None:
     runs = [(n, args.segment) for n in args.frames] + ([(max(args.frames), 0)] if args.whole else [])
     for frames, segment in runs:
         clip = ping_pong_clip(folder / f"clip_{frames}.mp4", frames)
-        flags = [
-            "--checkpoint",
-            str(weights),
-            "--video",
-            str(clip),
-            *EDIT,
-            "--keyframe-every",
-            str(args.keyframe_every),
-        ]
-        flags += ["--segment", str(segment), "--output", str(folder / f"out_{frames}_{segment}.mp4")]
+        flags = speed_edit(
+            weights, clip, args.keyframe_every, segment, folder / f"out_{frames}_{segment}.mp4"
+        )
         took, stdout = run_edit(flags, f"edit of {frames} frames (--segment {segment})", in_child=True)
         peak = float(re.search(r"peak_rss_mib=([\d.]+)", stdout).group(1))
         tag = f"{frames}f" + ("_whole" if segment == 0 else "")
@@ -216,16 +217,7 @@ def preview(args, folder: Path, weights: Path, full_s: float | None) -> None:
     clip = folder / f"clip_{frames}.mp4"
     if not clip.is_file():
         ping_pong_clip(clip, frames)
-    flags = [
-        "--checkpoint",
-        str(weights),
-        "--video",
-        str(clip),
-        *EDIT,
-        "--keyframe-every",
-        str(args.keyframe_every),
-    ]
-    flags += ["--segment", str(args.segment), "--output", str(folder / "preview.mp4")]
+    flags = speed_edit(weights, clip, args.keyframe_every, args.segment, folder / "preview.mp4")
     if full_s is None:
         full_s, _ = run_edit(flags, "the full edit")
     took, said = run_edit([*flags, "--preview", str(args.preview)], "the preview")
