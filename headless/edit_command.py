@@ -135,13 +135,14 @@ async def edit_on_servers(args: argparse.Namespace, headers: dict[str, str]) -> 
                 raise answer
         known = [facts for facts in answers if not isinstance(facts, ServerError)]
         long = plan_long_edit(args, checked, min(f.ram_free for f in known)) if known else None
-        ready, left_out = [], []
+        ready, left_out = [], []  # ready: (api, facts, the job fitted to it: the first segment's when long)
         for api, facts in zip(apis, answers, strict=True):
-            problem = server_problem(args, checked, long, facts)
+            job = None if isinstance(facts, ServerError) else server_job(args, checked, long, facts)
+            problem = server_problem(checked, facts, job)
             if problem:
                 left_out.append(problem)
             else:
-                ready.append((api, facts))
+                ready.append((api, facts, job))
         if not ready:
             raise InputRefusedError("\n".join(left_out))
         for line in left_out:
@@ -154,27 +155,21 @@ async def edit_on_servers(args: argparse.Namespace, headers: dict[str, str]) -> 
                 remote_worker(
                     args, api, facts, segment_job(args, checked, stretch, facts.ram_free, facts.gpu)
                 )
-                for api, facts in ready
+                for api, facts, _ in ready
             ]
             with tempfile.TemporaryDirectory(dir=scratch, prefix=".diffferv_") as folder:
                 await edit_preview(args, checked, workers, Path(folder))
             return
         if long is not None:
-            workers = [
-                remote_worker(args, api, facts, long.job(long.segments[0], facts.ram_free, facts.gpu))
-                for api, facts in ready
-            ]
-            first = long.job(long.segments[0], ready[0][1].ram_free, ready[0][1].gpu)
-            show_plan(
-                first, ready[0][1].gpu, where=", ".join(f.name for _, f in ready), lines=long.lines(first)
-            )
+            workers = [remote_worker(args, api, facts, job) for api, facts, job in ready]
+            _, facts, first = ready[0]
+            show_plan(first, facts.gpu, where=", ".join(f.name for _, f, _ in ready), lines=long.lines(first))
             try:
                 await long.run(workers)
             except ServerError as error:
                 raise CommandError(f"--server: {error}") from None
             return
-        api, facts = ready[0]
-        job = prepare_job(args, checked, facts.ram_free, facts.gpu)
+        api, facts, job = ready[0]
         show_plan(job, facts.gpu, where=facts.name)
         progress = OverallProgress(stages(job.plan, job.clip_frames), job.graph.class_types())
         upload = partial(upload_clip, api, flag="--video")
@@ -194,17 +189,19 @@ def remote_worker(args: argparse.Namespace, api: ServerApi, facts, job: EditJob)
     return Worker(facts.name, executor, facts.ram_free, facts.gpu)
 
 
-def server_problem(args: argparse.Namespace, checked: Checked, long: LongEdit | None, facts) -> str | None:
-    """Why a server cannot run the edit, in one sentence (None when it can): it did not answer as a
-    ComfyUI server (`facts` is the error), it lacks something the edit needs, or the clip is over its
-    upload limit."""
+def server_job(args: argparse.Namespace, checked: Checked, long: LongEdit | None, facts) -> EditJob:
+    """The edit as it runs on a server (fitted to its RAM and GPU): the first segment's of a long edit."""
+    if long is not None:
+        return long.job(long.segments[0], facts.ram_free, facts.gpu)
+    return prepare_job(args, checked, facts.ram_free, facts.gpu)
+
+
+def server_problem(checked: Checked, facts, job: EditJob | None) -> str | None:
+    """Why a server cannot run `job`, in one sentence (None when it can): it did not answer as a ComfyUI
+    server (`facts` is the error), it lacks something the edit needs, or the clip is over its upload
+    limit."""
     if isinstance(facts, ServerError):
         return f"--server: {facts}"
-    job = (
-        long.job(long.segments[0], facts.ram_free, facts.gpu)
-        if long
-        else prepare_job(args, checked, facts.ram_free, facts.gpu)
-    )
     needs = job.needs()
     missing = lacks(facts, needs)
     if missing:
