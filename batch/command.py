@@ -113,7 +113,7 @@ async def run_jobs(
             progress.end_line()
     said = [f"{job.name}: {why}" for job, why in dispatcher.failed]
     if dispatcher.pending:
-        lost = "; ".join(f"{name}: {why}" for name, why in dispatcher.lost)
+        lost = "; ".join(why for _, why in dispatcher.lost)  # each names its server
         said.append(
             f"{count(len(dispatcher.pending), 'job')} not run: every server was lost ({lost}); run the same command "
             "again to run them"

@@ -93,7 +93,7 @@ async def edit_preview(
     finally:
         progress.end_line()
     if todo:
-        said = "; ".join(f"{name}: {why}" for name, why in lost)
+        said = "; ".join(why for _, why in lost)  # each names its server
         raise CommandError(f"--server: lost {said}")
     timed = [timing[i] for i in sorted(timing)]
     steady = timed[1:] if len(timed) > 1 else timed  # the first loads the models

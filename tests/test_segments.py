@@ -441,6 +441,14 @@ def test_preview_shows_frames_spread_over_the_clip_and_the_time_of_the_whole(tmp
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("made_")) == ["out.preview.png"]
 
 
+def test_a_preview_whose_only_server_is_lost_says_so_naming_it_once(tmp_path):
+    with StandIn(LONG_CLIP, producer=SegmentProducer(tmp_path)) as dying:
+        dying.overrides["POST /prompt"] = lost_after(1)(dying)
+        status, _, stderr = server_edit(tmp_path, [dying], "--preview", "3", output="out.mp4")
+    assert status == 1 and "--server: lost" in stderr and stderr.count(dying.url) == 1, stderr
+    assert not (tmp_path / "out.preview.png").exists()
+
+
 def test_a_batch_runs_a_long_job_in_segments_and_another_server_resumes_it(tmp_path):
     """A batch of a short job and a long one (80 frames in segments of 24) on a server that goes away
     after two prompts and a good one: the long job's kept segments are not edited again by the server that
@@ -468,3 +476,20 @@ def test_a_batch_runs_a_long_job_in_segments_and_another_server_resumes_it(tmp_p
     assert np.array_equal(np.stack(list(video_frames(out / "long.mkv"))), expected_clip(0, 80))
     assert np.array_equal(np.stack(list(video_frames(out / "short.mkv"))), expected_clip(0, 8))
     assert not list(out.glob(".*.segments"))
+
+
+def test_a_batch_whose_only_server_is_lost_keeps_the_job_for_the_next_run_naming_the_server_once(tmp_path):
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text(
+        f'{LONG_CLIP} "a photo of a woman" "a photo of an old woman" --frames 8 --output one.mkv\n'
+    )
+    with StandIn(LONG_CLIP, producer=SegmentProducer(tmp_path)) as dying:
+        dying.overrides["POST /prompt"] = lost_after(0)(dying)
+        status, stdout, stderr = batch(
+            "--jobs", str(jobs), "--output-dir", str(tmp_path / "out"), "--server", dying.url, "--lost-after", "5",
+            "--", *SERVER_EDIT,
+        )  # fmt: skip
+    assert status != 0, stdout + stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("batch: 1 job not run: every server was lost ("), last
+    assert last.count(dying.url) == 1, last
