@@ -44,7 +44,7 @@ SMALLEST = {
     "bench_remote.py": ["--jobs", "1", "--servers", "1"],
     "bench_segments.py": [
         *("--frames", "20", "40", "--segment", "16", "--keyframe-every", "4", "--preview", "2"),
-        *("--seams", "--seam-frames", "28", "--seam-segment", "16", "--servers", "--server-frames", "28"),
+        *("--seams", "--seam-frames", "20", "--seam-segment", "16", "--servers", "--server-frames", "20"),
     ],
     "bench_speed_mode.py": ["--frames", "6", "--size", "64", "--steps", "2", "--every", "4"],
     "bench_training.py": ["--steps", "1"],
@@ -60,6 +60,13 @@ def test_every_benchmark_has_a_smallest_mode():
 RUNS_AT_ONCE = 2
 """Smallest runs side by side: each spends most of its time starting Python, torch and ComfyUI on one
 core, so two at once on this 2-core machine take about half the wall time of one after another."""
+THREADS_PER_RUN = max(1, (os.cpu_count() or 1) // RUNS_AT_ONCE)
+"""torch's threads in each run (OMP_NUM_THREADS): by default every run takes a thread per core, and runs
+side by side then fight for the cores. Two edits of bench_segments at once on the 2-core machine: 234 s
+with torch's default threads, 117 s with one thread each."""
+TIMEOUT_S = 1800
+"""A smallest run that takes longer is taken as hung (bench_segments, the longest, takes about 10 min
+beside another run)."""
 GPU_CHECK = "gpu_check.sh"
 
 
@@ -68,7 +75,7 @@ def smallest_runs(tmp_path_factory):
     """Every benchmark's smallest run and gpu_check.sh --smoke, started together (RUNS_AT_ONCE at a time,
     the longest first) when the first test of this module asks: {name: (future CompletedProcess, its
     working folder)}."""
-    python = {**os.environ, "DIFFFERV_PYTHON": sys.executable}
+    python = {**os.environ, "DIFFFERV_PYTHON": sys.executable, "OMP_NUM_THREADS": str(THREADS_PER_RUN)}
     commands = {
         name: [sys.executable, str(BENCHMARKS / name), *arguments] for name, arguments in SMALLEST.items()
     }
@@ -91,7 +98,7 @@ def smallest_runs(tmp_path_factory):
                 capture_output=True,
                 text=True,
                 cwd=folder,
-                timeout=1200,
+                timeout=TIMEOUT_S,
                 env=python,
             )
             runs[name] = (pool.submit(run), folder)

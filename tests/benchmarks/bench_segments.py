@@ -28,7 +28,7 @@ Prints `name=value` lines. Everything lives in a temporary folder removed at the
         [--whole] [--seams] [--seam-frames 60] [--seam-segment 24] [--servers] [--server-frames 60]
         [--preview 4]
     python tests/benchmarks/bench_segments.py --frames 20 40 --segment 16 --keyframe-every 4 --seams
-        --seam-frames 28 --seam-segment 16 --servers --server-frames 28 --preview 2   (smallest)
+        --seam-frames 20 --seam-segment 16 --servers --server-frames 20 --preview 2   (smallest)
 """
 
 from __future__ import annotations
