@@ -30,10 +30,13 @@ from comfyui_diffferv.segments.plan import (
 from comfyui_diffferv.segments.preview import preview_stretches
 from comfyui_diffferv.video.audio import AudioSpan, audio_span, read_audio
 from comfyui_diffferv.video.container import read_timing
+from comfyui_diffferv.video.damage import DamagedClipError, find_damage
 from comfyui_diffferv.video.decode import read_clip, video_frames
 from comfyui_diffferv.video.encode import FORMATS, Sound, write_video
 from comfyui_diffferv.video.join import join_videos
+from comfyui_diffferv.video.timing import Picking
 from conftest import ROOT
+from real_clips import damage
 from standin_server import SegmentProducer, StandIn, batch, edit, frame_of
 
 LONG_CLIP = ROOT / "workflows" / "media" / "talking_face_long.mp4"  # 121 frames at 25 fps
@@ -197,23 +200,44 @@ def test_the_sound_of_a_span_read_in_chunks_is_the_whole_decode_cut(tmp_path, so
     assert audio["sample_rate"] == rate and audio["waveform"].shape == (1, 2, round(0.75 * rate))
 
 
-def test_a_seeking_decode_gives_the_frames_of_a_decode_from_the_start(tmp_path):
-    """A clip with a keyframe every 8 frames: read from any frame on, the frames are those a decode from
-    the first frame gives (the decoder seeks to the keyframe before and drops what precedes)."""
-    path, frames = tmp_path / "gop.mp4", clip_frames(60, 64, 64)
+def write_gop_clip(path: Path, frames: np.ndarray) -> Path:
+    """An h264 mp4 of uint8 frames [N, H, W, 3] at 25 fps with a keyframe every 8 frames."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         stream.gop_size, stream.options = 8, {"crf": "18", "keyint_min": "8", "scenecut": "0"}
         for image in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
+    return path
+
+
+def test_a_seeking_decode_gives_the_frames_of_a_decode_from_the_start(tmp_path):
+    """A clip with a keyframe every 8 frames: read from any frame on, the frames are those a decode from
+    the first frame gives (the decoder seeks to the keyframe before and drops what precedes)."""
+    path = write_gop_clip(tmp_path / "gop.mp4", clip_frames(60, 64, 64))
     whole = read_clip(path, 0).frames
     for skip in [1, 7, 8, 9, 23, 40, 55, 59]:
         assert torch.equal(read_clip(path, 5, skip).frames, whole[skip : skip + 5]), skip
     talking = read_clip(LONG_CLIP, 0).frames
     for skip in [30, 100, 119]:
         assert torch.equal(read_clip(LONG_CLIP, 2, skip).frames, talking[skip : skip + 2]), skip
+
+
+def test_damage_before_a_segment_does_not_stop_it(tmp_path):
+    """A clip damaged near its start (keyframe every 8 frames): a segment from frame 32 on is neither
+    refused by the damage scan nor by the reader, and gives the undamaged file's frames; from the start,
+    both stop at the same frame."""
+    path, good = tmp_path / "damaged.mp4", tmp_path / "good.mp4"
+    write_gop_clip(good, clip_frames(60, 64, 64))
+    path.write_bytes(good.read_bytes())
+    damage(path, 0.1, 0.2)
+    stopped = find_damage(path, Picking())
+    assert stopped is not None and stopped.frame < 24
+    with pytest.raises(DamagedClipError, match=f"decoding stops at frame {stopped.frame} "):
+        read_clip(path, 0)
+    assert find_damage(path, Picking(max_frames=20, skip_first=32)) is None
+    assert torch.equal(read_clip(path, 20, 32).frames, read_clip(good, 20, 32).frames)
 
 
 # ------------------------------------------------------------------ assembly and resume

@@ -57,9 +57,10 @@ class DamagedClipError(ClipError):
 
 
 def find_damage(source: Source, picking: Picking) -> Damage | None:
-    """Decode the clip up to the last frame `picking` keeps; None when all of them decode, else where
-    decoding stops. Frames are decoded, not converted. Files given by path are remembered by their path,
-    size and modification time."""
+    """Decode the frames `picking` keeps, from the keyframe before the first (as the reader does: damage
+    before it does not matter) to the last; None when all of them decode, else where decoding stops.
+    Frames are decoded, not converted. Files given by path are remembered by their path, size and
+    modification time."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         stat = path.stat()
@@ -81,9 +82,10 @@ def _find_damage(source: Source, picking: Picking) -> Damage | None:
         kept = picking.sources(timing, own_rate(stream))
         if not len(kept):
             return None
-        last, decoded = int(kept[-1]), -1
+        first, last = int(kept[0]), int(kept[-1])
+        decoded = first - 1
         try:
-            for index, _ in decoded_frames(container, stream, timing):
+            for index, _ in decoded_frames(container, stream, timing, first):
                 decoded = index
                 if index >= last:
                     return None

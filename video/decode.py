@@ -257,10 +257,10 @@ def _decode_picked(
     repeated index repeats the frame, converted once), as `video.pixels` makes them. When the stream
     ends early the last frame repeats."""
     kept: list[np.ndarray] = []
-    orientation, picture, last, position, decoded = UPRIGHT, None, None, 0, -1
+    orientation, picture, last, position, decoded = UPRIGHT, None, None, 0, int(wanted[0]) - 1
     try:
         for index, frame in decoded_frames(container, stream, timing, int(wanted[0])):
-            if decoded < 0:
+            if picture is None:
                 orientation, picture = frame_orientation(frame), picture_of(stream, frame)
             decoded = index
             if index < wanted[position]:
