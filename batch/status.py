@@ -8,9 +8,9 @@ so an interrupted run leaves the last complete state."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from ..video.staged import staged
 from .jobs import Job
 
 STATUS_FILE = "batch_status.json"
@@ -67,7 +67,5 @@ class StatusFile:
 
     def write(self) -> None:
         """Write the file (its folder made again if it was removed)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(f".{STATUS_FILE}.partial")
-        partial.write_text(json.dumps({"jobs": self.entries}, indent=1) + "\n")
-        os.replace(partial, self.path)
+        with staged([self.path]) as (partial,):
+            partial.write_text(json.dumps({"jobs": self.entries}, indent=1) + "\n")

@@ -3,34 +3,24 @@ Edit Report printed and written beside the video."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
 
 from ..remote.answers import Origin, field, items, obj
+from ..video.staged import staged
 from .graph import ApiGraph
 from .workflow import EDIT_REPORT
 
 
 def write_outputs(targets: list[tuple[Path, str]], show: bool = True) -> None:
-    """Copy each produced file to its target, all or none: each goes to a hidden file next to its target
-    first, and is renamed into place only when every copy succeeded."""
-    staged = []
-    try:
-        for produced, target in targets:
-            path = Path(target).expanduser().resolve()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{path.name}.partial")
-            staged.append((partial, path))
+    """Copy each produced file to its target, all or none (`video.staged`)."""
+    paths = [Path(target).expanduser().resolve() for _, target in targets]
+    with staged(paths) as partials:
+        for (produced, _), partial in zip(targets, partials, strict=True):
             shutil.copyfile(produced, partial)
-        for partial, path in staged:
-            os.replace(partial, path)
-            if show:
-                print(f"wrote {path}", file=sys.stderr)
-    finally:
-        for partial, _ in staged:
-            partial.unlink(missing_ok=True)
+    for path in paths if show else ():
+        print(f"wrote {path}", file=sys.stderr)
 
 
 def write_report(prompt: dict, outputs: dict, video: Path, show: bool = True) -> Path:

@@ -18,6 +18,7 @@ from PIL import Image
 from ..segments.plan import Segment
 from ..segments.preview import preview_sheet, preview_stretches
 from ..video.decode import video_frames
+from ..video.staged import staged
 from .checks import Checked
 from .cli import CommandError
 from .edit_job import EditJob, prepare_job
@@ -115,9 +116,8 @@ async def edit_preview(
     ]
     sheet = preview_sheet([f[:, :half] for f in frames], [f[:, half:] for f in frames], lines)
     target = preview_path(args.output)
-    staged = target.with_name(f".{target.name}.partial")
-    Image.fromarray(sheet).save(staged, format="PNG")
-    staged.replace(target)
+    with staged([target]) as (partial,):
+        Image.fromarray(sheet).save(partial, format="PNG")
     print(lines[-1], file=sys.stderr)
     print(f"wrote {target}", file=sys.stderr)
     return target

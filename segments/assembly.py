@@ -19,7 +19,6 @@ frame, plus one overlap of frames per product."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 from ..video.decode import video_frames
 from ..video.encode import Sound, VideoFormat, VideoWriter
 from ..video.join import join_videos
+from ..video.staged import staged
 from .blend import crossfade, fade_in_weights
 from .plan import Segment
 
@@ -74,7 +74,8 @@ class SegmentFolder:
                 self.cleared = True
         self.path.mkdir(parents=True, exist_ok=True)
         if not record.is_file():
-            _write_atomically(record, json.dumps(run).encode())
+            with staged([record]) as (partial,):
+                partial.write_text(json.dumps(run))
 
     def produced(self, index: int, product: str) -> Path:
         return self.path / f"seg_{index:04d}_{product}.{PRODUCED}"
@@ -100,11 +101,11 @@ class SegmentFolder:
         rename marking it edited; `notes`: text files kept with it (name -> text, e.g. its Edit Report),
         read back with `note`."""
         for name, text in (notes or {}).items():
-            _write_atomically(self.path / f"note_{index:04d}_{name}", text.encode())
-        for product in self.products:
-            staged = self.path / f".incoming_{product}.{PRODUCED}"
-            shutil.move(files[product], staged)  # a copy first where the file is on another drive
-            os.replace(staged, self.produced(index, product))
+            with staged([self.path / f"note_{index:04d}_{name}"]) as (partial,):
+                partial.write_text(text)
+        with staged([self.produced(index, product) for product in self.products]) as partials:
+            for product, partial in zip(self.products, partials, strict=True):
+                shutil.move(files[product], partial)  # a copy first where the file is on another drive
 
     def note(self, index: int, name: str) -> str:
         return (self.path / f"note_{index:04d}_{name}").read_text()
@@ -145,52 +146,35 @@ class Assembler:
         earlier = np.load(folder.tail(segment.index - 1, output.product)) if segment.blend_in else None
         weights = fade_in_weights(segment.blend_in)
         keep_from = segment.frames - segment.blend_out
-        tail = []
-        part = folder.part(segment.index, output)
-        staged = part.with_name(f".{part.name}")
-        count = 0
-        with VideoWriter(staged, self.fps, output.format, output.quality) as writer:
-            for position, frame in enumerate(video_frames(folder.produced(segment.index, output.product))):
-                if position < segment.blend_in:
-                    frame = crossfade(earlier[position], frame, float(weights[position]))
-                if position >= keep_from:
-                    tail.append(frame)
-                else:
-                    writer.write(frame)
-                count += 1
-        if count != segment.frames:
-            staged.unlink(missing_ok=True)
-            raise ValueError(
-                f"segment {segment.index + 1} made {count} frames of {output.product} where it edits {segment.frames}"
-            )
-        if tail:
-            staged_tail = folder.tail(segment.index, output.product).with_suffix(".partial.npy")
-            np.save(staged_tail, np.stack(tail))
-            os.replace(staged_tail, folder.tail(segment.index, output.product))
-        os.replace(staged, part)
+        tail, count = [], 0
+        written = [folder.part(segment.index, output)]
+        if segment.blend_out:
+            written.append(folder.tail(segment.index, output.product))
+        produced = video_frames(folder.produced(segment.index, output.product))
+        with staged(written) as (part, *kept_tail):
+            with VideoWriter(part, self.fps, output.format, output.quality) as writer:
+                for position, frame in enumerate(produced):
+                    if position < segment.blend_in:
+                        frame = crossfade(earlier[position], frame, float(weights[position]))
+                    if position >= keep_from:
+                        tail.append(frame)
+                    else:
+                        writer.write(frame)
+                    count += 1
+            if count != segment.frames:
+                raise ValueError(
+                    f"segment {segment.index + 1} made {count} frames of {output.product} where it edits "
+                    f"{segment.frames}"
+                )
+            for path in kept_tail:
+                np.save(path, np.stack(tail))
 
     def finish(self, sound: Callable[[], Sound] | None) -> list[Path]:
         """Join each output's parts into its path, with the sound `sound()` gives (the edited span's
         audio, read while it is muxed: a reader per output), all or none. Returns the paths written; the
         caller removes the folder when it has read what it needs of it."""
-        staged = []
-        try:
-            for output in self.outputs:
-                path = output.path
-                path.parent.mkdir(parents=True, exist_ok=True)
-                partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # the muxer goes by the suffix
-                staged.append((partial, path))
+        with staged([output.path for output in self.outputs]) as partials:
+            for output, partial in zip(self.outputs, partials, strict=True):
                 parts = [self.folder.part(s.index, output) for s in self.folder.segments]
                 join_videos(parts, partial, output.format, sound() if sound is not None else None)
-            for partial, path in staged:
-                os.replace(partial, path)
-        finally:
-            for partial, _ in staged:
-                partial.unlink(missing_ok=True)
-        return [path for _, path in staged]
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    staged = path.with_name(f".{path.name}.partial")
-    staged.write_bytes(data)
-    os.replace(staged, path)
+        return [output.path for output in self.outputs]

@@ -54,7 +54,7 @@ RULES = {
         "segments",
         "settings",
     ),
-    "batch": ("headless", "comfyhost.executor", "remote"),
+    "batch": ("headless", "comfyhost.executor", "remote", "video.staged"),
     "faces": (),
     "metrics": ("flow", "faces"),
     "nodes": (

@@ -34,6 +34,7 @@ from comfyui_diffferv.video.damage import DamagedClipError, find_damage
 from comfyui_diffferv.video.decode import read_clip, video_frames
 from comfyui_diffferv.video.encode import FORMATS, Sound, write_video
 from comfyui_diffferv.video.join import join_videos
+from comfyui_diffferv.video.staged import staged
 from comfyui_diffferv.video.timing import Picking
 from conftest import ROOT
 from real_clips import damage
@@ -241,6 +242,24 @@ def test_damage_before_a_segment_does_not_stop_it(tmp_path):
 
 
 # ------------------------------------------------------------------ assembly and resume
+
+
+def test_files_are_written_all_or_none(tmp_path):
+    """`staged`: a group whose writing fails leaves the files as they were and no partial file; one that
+    succeeds replaces them all (a folder made where missing)."""
+    old, new = tmp_path / "a.mp4", tmp_path / "sub" / "b.json"
+    old.write_text("before")
+    with pytest.raises(OSError), staged([old, new]) as (a, b):
+        a.write_text("after")
+        raise OSError("disk full")
+    assert old.read_text() == "before" and not new.exists()
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["a.mp4"]
+    with staged([old, new]) as (a, b):
+        assert a.suffix == ".mp4" and a.parent == tmp_path and a.name.startswith(".")
+        a.write_text("after")
+        b.write_text("{}")
+    assert old.read_text() == "after" and new.read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.mp4", "b.json"]
 
 
 def test_the_assembly_blends_the_shared_frames_and_resumes_where_it_stopped(tmp_path):
