@@ -37,9 +37,12 @@ that same window at that step. That needs the same windows at every step of both
 schedule); the recompute mode has no such need: its source chunk is always this call's window.
 
 Steps. Every feature is keyed by the step index of the run's schedule: the control maps the call's
-sigma (``extra_options["sigmas"]``) to the index of the equal entry of its `sigmas`; call order never
-matters. A sigma that is not in the schedule is an error. An inversion that evaluates other sigmas
-than the sampler passes, as its `sigmas`, the sigma it evaluates for each sampling step s at index s.
+sigma to the index of the equal entry of its `sigmas`; call order never matters. A sigma that is not in
+the schedule is an error. An inversion that evaluates other sigmas than the sampler passes, as its
+`sigmas`, the sigma it evaluates for each sampling step s at index s. The call's sigma is the one the
+run's `SigmaClock` was told by the sampler's loop before its model calls (a host float: reading the
+call's ``extra_options["sigmas"]``, a device tensor, would make the host wait for the device inside
+every UNet call); without a clock, or before it is told, it is read from ``extra_options["sigmas"]``.
 
 How the inversion and sampler nodes drive it: docs/architecture.md, "The preservation control".
 """
@@ -109,6 +112,17 @@ class Injection:
     token_map: torch.Tensor | None = None
 
 
+class SigmaClock:
+    """The sigma the coming model calls of a run evaluate, told by the sampler's loop (``tell``, a host
+    float) before them; shared by the run's controls."""
+
+    def __init__(self):
+        self.sigma: float | None = None
+
+    def tell(self, sigma: float) -> None:
+        self.sigma = sigma
+
+
 def _at(steps: Collection[int] | None, step: int) -> bool:
     return steps is None or step in steps
 
@@ -134,6 +148,7 @@ class PreservationControl:
     capture: the role whose chunk is recorded into `store` (None: nothing recorded).
     capture_features: which features are recorded.
     injections: role -> Injection.
+    clock: the run's SigmaClock (None: each call's sigma is read from the device).
 
     A deep copy returns the object itself: ComfyUI deep-copies model_options when cloning a model, and
     every copy must keep writing to this run's store.
@@ -148,8 +163,10 @@ class PreservationControl:
         capture_features: Collection[Feature] = (Feature.SELF_QK, Feature.CROSS_MAPS),
         store: FeatureStore | None = None,
         injections: Mapping[str, Injection] | None = None,
+        clock: SigmaClock | None = None,
     ):
         self.sigmas = torch.as_tensor(sigmas, dtype=torch.float64).detach().cpu().reshape(-1)
+        self.clock = clock
         self.cond_roles = dict({0: "cond", 1: "uncond"} if cond_roles is None else cond_roles)
         self.capture = capture
         self.capture_features = frozenset(Feature(f) for f in capture_features)
@@ -188,6 +205,16 @@ class PreservationControl:
             )
         return int(hits[0])
 
+    def step_now(self, sigmas: torch.Tensor) -> int:
+        """The step of a model call evaluating `sigmas` [B] (one sigma, on any device): the clock's when
+        it was told (no device read), else read from `sigmas` (the host waits for the device)."""
+        if self.clock is not None and self.clock.sigma is not None:
+            return self.step_of(self.clock.sigma)
+        low, high = float(sigmas.min()), float(sigmas.max())
+        if not torch.isclose(torch.tensor(low), torch.tensor(high), rtol=1e-4, atol=1e-8):
+            raise ValueError(f"one model call mixes sigmas {low:.6g}..{high:.6g}; the control needs one step")
+        return self.step_of(high)
+
     def roles(self, extra_options: Mapping) -> tuple[str | None, ...]:
         """The role of each chunk of this call (None for a chunk without one)."""
         explicit = extra_options.get(ROLES_KEY)
@@ -199,11 +226,12 @@ class PreservationControl:
         """The CallPlan of the model call `extra_options` belongs to (None when it records and injects
         nothing). Computed once per call: the 32 patch calls of one UNet pass share it."""
         sigmas = extra_options["sigmas"]
+        told = self.clock.sigma if self.clock is not None else None
         roles = self.roles(extra_options)
         window = call_frames(extra_options)
         memo = self._memo
-        if memo is not None and memo[0] is sigmas and memo[1] == roles and memo[2] == window:
-            return memo[3]
+        if memo is not None and memo[0] is sigmas and memo[1] == told and memo[2:4] == (roles, window):
+            return memo[4]
         capture = [c for c, role in enumerate(roles) if role is not None and role == self.capture]
         if len(capture) > 1:
             raise ValueError(
@@ -226,15 +254,9 @@ class PreservationControl:
             injections.append((chunk, inj, source))
         plan = None
         if capture or injections:
-            low, high = float(sigmas.min()), float(sigmas.max())
-            if not torch.isclose(torch.tensor(low), torch.tensor(high), rtol=1e-4, atol=1e-8):
-                raise ValueError(
-                    f"one model call mixes sigmas {low:.6g}..{high:.6g}; the control needs one step"
-                )
-            plan = CallPlan(
-                self.step_of(high), window, roles, capture[0] if capture else None, tuple(injections)
-            )
-        self._memo = (sigmas, roles, window, plan)
+            step = self.step_now(sigmas)
+            plan = CallPlan(step, window, roles, capture[0] if capture else None, tuple(injections))
+        self._memo = (sigmas, told, roles, window, plan)
         return plan
 
     def _sources(

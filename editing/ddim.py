@@ -29,6 +29,8 @@ StepHook = Callable[[int], None]
 """Called with the number of steps done (progress bar, interruption)."""
 StepBlend = Callable[[int, torch.Tensor], torch.Tensor]
 """(step index, latent after that step) -> the latent the next step starts from."""
+SigmaHook = Callable[[float], None]
+"""Told the sigma (a host float) of the model calls about to run, before them (``SigmaClock.tell``)."""
 
 
 def ddim_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
@@ -101,6 +103,7 @@ def invert(
     keep: list[torch.Tensor],
     final_call: bool,
     on_step: StepHook | None = None,
+    before_call: SigmaHook | None = None,
 ) -> torch.Tensor:
     """DDIM inversion of x (at sigmas[0], low) up the schedule `sigmas` (low -> high).
 
@@ -121,6 +124,7 @@ def invert(
         keep: list the latent at every sigma is appended to (float32, CPU).
         final_call: evaluate the model once more at sigmas[-1].
         on_step: the progress/interrupt hook, called with the number of steps done; None for none.
+        before_call: told each sigma before the model calls at it; None for none.
     Returns:
         the latent at sigmas[-1], like x.
     Shape:
@@ -130,10 +134,19 @@ def invert(
         - Returns: (F, 4, h, w)
     """
     x = _walk(
-        model, x, sigmas, extra_args, callback, on_step, visit=lambda x: keep.append(x.detach().float().cpu())
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        on_step,
+        before_call,
+        visit=lambda x: keep.append(x.detach().float().cpu()),
     )
     keep.append(x.detach().float().cpu())
     if final_call:
+        if before_call is not None:
+            before_call(float(sigmas[-1]))
         model(x, sigmas[-1] * x.new_ones(x.shape[0]), **extra_args)
     return x
 
@@ -148,6 +161,7 @@ def sample(
     *,
     on_step: StepHook | None = None,
     after_step: StepBlend | None = None,
+    before_call: SigmaHook | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM sampling of x (at sigmas[0], high) down the schedule `sigmas` (high -> 0).
 
@@ -165,6 +179,7 @@ def sample(
         on_step: the progress/interrupt hook, called with the number of steps done; None for none.
         after_step: ``after_step(i, x)`` -> the latent step i + 1 starts from, called after each step i
             (``blending.SourceBlend``: keep the source outside a mask); None for none.
+        before_call: told each sigma before the model calls at it; None for none.
     Returns:
         the sampled latent at sigma 0, like x.
     Shape:
@@ -172,18 +187,23 @@ def sample(
         - sigmas: (T + 1,), T steps.
         - Returns: (F, 4, h, w)
     """
-    return _walk(model, x, sigmas, extra_args, callback, on_step, after=after_step)
+    return _walk(model, x, sigmas, extra_args, callback, on_step, before_call, after=after_step)
 
 
-def _walk(model, x, sigmas, extra_args, callback, on_step, visit=None, after=None) -> torch.Tensor:
+def _walk(
+    model, x, sigmas, extra_args, callback, on_step, before_call, visit=None, after=None
+) -> torch.Tensor:
     """DDIM steps along `sigmas` in either direction; `visit(x)` sees the latent before each step,
-    `after(i, x)` may replace it after step i."""
+    `after(i, x)` may replace it after step i. The schedule is read to the host once."""
     s_in = x.new_ones(x.shape[0])
+    host = [float(sigma) for sigma in sigmas.tolist()]
     for i in range(len(sigmas) - 1):
         if visit is not None:
             visit(x)
+        if before_call is not None:
+            before_call(host[i])
         denoised = model(x, sigmas[i] * s_in, **extra_args)
-        x = ddim_step(x, denoised, float(sigmas[i]), float(sigmas[i + 1]))
+        x = ddim_step(x, denoised, host[i], host[i + 1])
         if after is not None:
             x = after(i, x)
         if callback is not None:

@@ -8,6 +8,7 @@ import logging
 import torch
 from comfy_api.latest import io
 
+from ..attention.control import SigmaClock
 from ..editing.ddim import invert
 from ..editing.inputs import CACHE_MODE, SOURCE_PROMPT, STEPS, check_clip_frames
 from ..editing.preservation import STORE_SHARE_OF_FREE_RAM, InversionResult
@@ -104,9 +105,15 @@ class DDIMInvertWithCache(io.ComfyNode):
         frames, _, h, w = samples.shape
         mode, sizes = pick_cache_mode(model, cache_mode, frames, steps, (h, w))
         logging.info("DiffFERV inversion: %d frames, %d steps, cache %s (%s)", frames, steps, mode, sizes)
-        run_model, store = recording_model(model, sigmas, mode)
+        clock = SigmaClock()
+        run_model, store = recording_model(model, sigmas, mode, clock)
         kept: list[torch.Tensor] = []
-        options = {"keep": kept, "final_call": store is not None, "on_step": progress(None)}
+        options = {
+            "keep": kept,
+            "final_call": store is not None,
+            "on_step": progress(None),
+            "before_call": clock.tell,
+        }
         noise = run_sampler(run_model, invert, options, 1.0, sigmas, cond, cond, samples, steps)
         result = InversionResult(
             sigmas=sigmas,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from ..attention.control import SigmaClock
 from ..editing.blending import SourceBlend
 from ..editing.ddim import sample, sampling_sigmas
 from ..editing.inputs import EDIT_PROMPT, GUIDANCE, TAU_APP
@@ -152,9 +153,10 @@ class PreservationInjectSampler(io.ComfyNode):
         plan = sampling_plan(
             model, inversion, tau_app, inject_motion, inject_semantic, edit_tokens, negative_tokens
         )
-        run_model = injecting_model(model, inversion, plan)
+        clock = SigmaClock()
+        run_model = injecting_model(model, inversion, plan, clock)
         steps = inversion.steps
-        options = {"on_step": progress(None)}
+        options = {"on_step": progress(None), "before_call": clock.tell}
         if mask is not None:
             options["after_step"] = source_blend(inversion, mask, mask_feather_px)
         start = model.model.process_latent_out(inversion.noise)

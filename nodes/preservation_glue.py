@@ -39,7 +39,7 @@ import comfy.samplers
 import latent_preview
 import torch
 
-from ..attention.control import CONTROL_KEY, ROLES_KEY, PreservationControl
+from ..attention.control import CONTROL_KEY, ROLES_KEY, PreservationControl, SigmaClock
 from ..attention.feature_store import Feature, FeatureStore
 from ..attention.memory import COMFY_HEADROOM, UNetCall, patch_bytes
 from ..editing.ddim import inversion_sigmas
@@ -189,12 +189,15 @@ def run_sampler(
     )
 
 
-def recording_model(model, sigmas: torch.Tensor, mode: str):
+def recording_model(model, sigmas: torch.Tensor, mode: str, clock: SigmaClock):
     """The inversion's MODEL: in the store mode a clone that records the source chunk's features into a new
-    FeatureStore; ComfyUI counts its calls as one chunk. Returns (model, store or None)."""
+    FeatureStore, at the steps `clock` is told; ComfyUI counts its calls as one chunk. Returns (model,
+    store or None)."""
     store = FeatureStore() if mode == STORE else None
     if store is not None:
-        control = PreservationControl(sigmas, cond_roles={0: SOURCE_ROLE}, capture=SOURCE_ROLE, store=store)
+        control = PreservationControl(
+            sigmas, cond_roles={0: SOURCE_ROLE}, capture=SOURCE_ROLE, store=store, clock=clock
+        )
         model = with_control(model, control)
     return count_real_rows(model, UNetCall(chunks=1)), store
 
@@ -220,13 +223,16 @@ def sampling_plan(
     )
 
 
-def injecting_model(model, inversion: InversionResult, plan: InjectionPlan):
+def injecting_model(model, inversion: InversionResult, plan: InjectionPlan, clock: SigmaClock):
     """The sampler's MODEL for `plan`: a clone whose preservation control injects the source features,
     from the inversion's store or from the source path the recompute mode adds (in the batch, or alone
-    first into a one-step store), counted by ComfyUI by every kind of call the plan may make."""
+    first into a one-step store), at the steps `clock` is told, counted by ComfyUI by every kind of call
+    the plan may make."""
 
     def control(roles: dict, store: FeatureStore | None) -> PreservationControl:
-        return PreservationControl(inversion.sigmas, cond_roles=ROLE_OF_COND, store=store, injections=roles)
+        return PreservationControl(
+            inversion.sigmas, cond_roles=ROLE_OF_COND, store=store, injections=roles, clock=clock
+        )
 
     if plan.roles and plan.path == FROM_STORE:
         model = with_control(model, control(plan.roles, inversion.store))
@@ -258,7 +264,7 @@ def _source_path_input(
 ) -> SourceInput:
     """The SourceInput of one model call (or of a step's calls, before they run) of input `x` [B, 4, h, w]
     at `timestep` [B] with transformer options `options` (their context window)."""
-    step = control.step_of(float(timestep[0]))
+    step = control.step_now(timestep)
     window = call_frames(options)
     source_x = inversion.latents[step] if window is None else inversion.latents[step, list(window)]
     frames = source_x.shape[0]
@@ -303,13 +309,18 @@ class SourceRunner:
     once per step and window, however many calls the step's chunks are split into. The UNet is
     `identity` (the identity model's ModelPatcher, with its own patches) or, when None, the sampler's own:
     the call's `apply_model` with the call's transformer options (its patches), through the earlier
-    model-function wrapper if any.
+    model-function wrapper if any. `clock`: the run's SigmaClock, which the recording reads its step from.
 
     Memory: the store holds one UNet pass of features of one chunk: per frame at 512x512 about
     ``store_bytes(1, 0, (64, 64))`` in fp16 (x2 in fp32)."""
 
     def __init__(
-        self, inversion: InversionResult, store: FeatureStore, features: Collection[Feature], identity=None
+        self,
+        inversion: InversionResult,
+        store: FeatureStore,
+        features: Collection[Feature],
+        identity=None,
+        clock: SigmaClock | None = None,
     ):
         self.identity = identity
         self.store = store
@@ -319,6 +330,7 @@ class SourceRunner:
             capture=SOURCE_ROLE,
             capture_features=features,
             store=store,
+            clock=clock,
         )
         self.recorded: tuple | None = None  # the (step, window) the store holds
 
@@ -366,7 +378,7 @@ def add_source_path(
     module docstring."""
     previous = model.model_options.get("model_function_wrapper")
     identity = inversion.identity if in_batch is None else None
-    runner = SourceRunner(inversion, from_store.store, features, identity)
+    runner = SourceRunner(inversion, from_store.store, features, identity, from_store.clock)
     if identity is not None:
         model.set_additional_models(IDENTITY_MODELS_KEY, [identity])
     step: list[tuple[int, bool, SourceInput]] = []  # (chunks, fit, source) of the step being evaluated

@@ -1,6 +1,7 @@
 """DDIMInvertWithCache + PreservationInjectSampler inside a real ComfyUI, on the demo clip's frames, with
 a tiny random-weight SD1.5-shaped model (see comfy_harness.build_unet for its output scale)."""
 
+import sys
 from dataclasses import replace
 
 import pytest
@@ -346,6 +347,34 @@ def test_a_low_vram_split_gives_the_same_frames_and_runs_the_source_once_per_ste
             assert rows == [[*source, 2 * FRAMES]] * 3
         elif fits == 1:
             assert rows == [[*source, FRAMES, FRAMES]] * 3
+
+
+def test_the_controls_take_each_step_from_the_loop_not_from_the_device(comfy, clip, monkeypatch):
+    """Every UNet call of an inversion and an edit, in both cache modes, with the recompute mode's source
+    chunk in the batch and alone first (a low-VRAM split): the control keys it by the sigma the DDIM loop
+    told the run's clock, never by reading the call's sigmas back from the device (a host-device sync
+    inside the UNet call on a GPU)."""
+    told = []
+
+    def telling(own):
+        def step_now(self, sigmas):
+            told.append(self.clock is not None and self.clock.sigma is not None)
+            return own(self, sigmas)
+
+        return step_now
+
+    for name, module in list(sys.modules.items()):  # ComfyUI imports the pack under its own name too
+        if name.endswith(".attention.control"):
+            control = module.PreservationControl
+            monkeypatch.setattr(control, "step_now", telling(control.step_now))
+    for mode in ("store", "recompute"):
+        inversion = invert(comfy, clip, mode, steps=2)[0]
+        for fits in (3, 1):
+            with monkeypatch.context() as patch:
+                if fits < 3:
+                    free_memory_for(patch, clip.model, fits * FRAMES, clip.latent["samples"])
+                edit(comfy, clip, inversion, "a photo of an old woman")
+    assert len(told) > 8 and all(told), told
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])

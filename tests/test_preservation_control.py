@@ -4,7 +4,13 @@ import copy
 
 import pytest
 import torch
-from comfyui_diffferv.attention.control import CONTROL_KEY, ROLES_KEY, Injection, PreservationControl
+from comfyui_diffferv.attention.control import (
+    CONTROL_KEY,
+    ROLES_KEY,
+    Injection,
+    PreservationControl,
+    SigmaClock,
+)
 from comfyui_diffferv.attention.feature_store import Feature, FeatureStore
 from comfyui_diffferv.attention.patches import CrossAttentionControl, TemporalSelfAttention
 from comfyui_diffferv.flow.trajectory_set import TrajectorySet
@@ -113,6 +119,29 @@ def test_features_are_keyed_by_sigma_not_call_order():
         q_src, k_src = recorded[sigma]
         torch.testing.assert_close(
             run_patch(q, k, v, options(control, sigma)), reference(q_src, k_src, q_src, k_src, v), **TOL
+        )
+
+
+def test_a_told_clock_keys_the_call_without_reading_its_sigmas_from_the_device():
+    """The sampler's loop tells the run's SigmaClock each sigma before its calls: the control keys
+    features by it and never reads the call's sigmas (a meta tensor here, which cannot be read: on a GPU,
+    reading them makes the host wait inside every UNet call)."""
+    store = FeatureStore(dtype=torch.float32)
+    recorded = {sigma: capture(store, seed=int(sigma * 10), sigma=sigma)[:2] for sigma in SIGMAS}
+    clock = SigmaClock()
+    control = PreservationControl(
+        SIGMAS, cond_roles={0: "edit"}, store=store, injections={"edit": Injection()}, clock=clock
+    )
+    q, k, v = features(seed=9)
+    unreadable = options(control, 0.0)
+    unreadable["sigmas"] = torch.empty(FRAMES, device="meta")
+    with pytest.raises(RuntimeError, match="meta"):  # nothing told yet: the control reads the device
+        run_patch(q, k, v, unreadable)
+    for sigma in (3.0, 0.5, 14.6):
+        clock.tell(sigma)
+        q_src, k_src = recorded[sigma]
+        torch.testing.assert_close(
+            run_patch(q, k, v, unreadable), reference(q_src, k_src, q_src, k_src, v), **TOL
         )
 
 
