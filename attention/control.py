@@ -206,8 +206,16 @@ class PreservationControl:
         return int(hits[0])
 
     def step_now(self, sigmas: torch.Tensor) -> int:
-        """The step of a model call evaluating `sigmas` [B] (one sigma, on any device): the clock's when
-        it was told (no device read), else read from `sigmas` (the host waits for the device)."""
+        """The step of a model call: the clock's sigma when it was told (no device read), else read from
+        `sigmas` (the host waits for the device).
+
+        Args:
+            sigmas: the call's sigma for each row of its batch (one value), on any device.
+        Returns:
+            the index of the call's sigma in the run's schedule.
+        Shape:
+            - sigmas: (B,), B rows of the UNet batch.
+        """
         if self.clock is not None and self.clock.sigma is not None:
             return self.step_of(self.clock.sigma)
         low, high = float(sigmas.min()), float(sigmas.max())
