@@ -196,7 +196,7 @@ def _walk(
     """DDIM steps along `sigmas` in either direction; `visit(x)` sees the latent before each step,
     `after(i, x)` may replace it after step i. The schedule is read to the host once."""
     s_in = x.new_ones(x.shape[0])
-    host = [float(sigma) for sigma in sigmas.tolist()]
+    host = sigmas.tolist()
     for i in range(len(sigmas) - 1):
         if visit is not None:
             visit(x)

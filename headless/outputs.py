@@ -19,8 +19,9 @@ def write_outputs(targets: list[tuple[Path, str]], show: bool = True) -> None:
     with staged(paths) as partials:
         for (produced, _), partial in zip(targets, partials, strict=True):
             shutil.copyfile(produced, partial)
-    for path in paths if show else ():
-        print(f"wrote {path}", file=sys.stderr)
+    if show:
+        for path in paths:
+            print(f"wrote {path}", file=sys.stderr)
 
 
 def write_report(prompt: dict, outputs: dict, video: Path, show: bool = True) -> Path:
